@@ -1,0 +1,1 @@
+"""Cluster launcher and the ``devstack`` CLI: up/down, jobs, benchmarks."""

@@ -1,0 +1,378 @@
+"""``devstack``: run a local py-bacalhau cluster and talk to it.
+
+Exit status: 0 on success, 1 when the operation failed (the message says why),
+2 for bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from devstack import jobs
+from devstack import state as st
+from devstack.client import NodeApiError, NodeClient
+from devstack.cluster import ClusterError, UpOptions
+from devstack.state import ClusterState, StateError
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _env_pair(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name, value
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+def _cluster(args: argparse.Namespace) -> ClusterState:
+    cluster = st.load(args.state_dir)
+    if cluster is None:
+        raise ClusterError(
+            f"no devstack is running (no {st.state_path(args.state_dir)});"
+            " start one with `devstack up`"
+        )
+    return cluster
+
+
+# -- up / down / restart ---------------------------------------------------------
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from devstack import cluster as launcher
+
+    started = time.monotonic()
+    options = UpOptions(
+        nodes=args.nodes, state_dir=args.state_dir, bidder=args.bidder, slots=args.slots
+    )
+    cluster = launcher.up(options)
+    print(
+        f"\npy-bacalhau devstack ready: {len(cluster.nodes)} nodes in"
+        f" {time.monotonic() - started:.1f}s (state in {st.state_path(args.state_dir)})"
+    )
+    for node in cluster.nodes:
+        print(f"  {node.name:>8}  {node.api}  {node.peer_id}")
+    print("\ntry: devstack submit --wait busybox -- echo hello")
+    if args.detach:
+        print("detached; stop it with `devstack down`")
+        return 0
+    print("Ctrl+C (or `devstack down`) stops it")
+    launcher.wait_foreground(args.state_dir)
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from devstack import cluster as launcher
+
+    cluster = st.load(args.state_dir)
+    if not launcher.down(args.state_dir):
+        print("no devstack is running")
+        return 0
+    print(f"stopped {len(cluster.nodes) if cluster else 0} nodes")
+    return 0
+
+
+def cmd_restart(args: argparse.Namespace) -> int:
+    from devstack import cluster as launcher
+
+    entry = launcher.restart_node(args.state_dir, args.node)
+    print(f"restarted {entry.name} (pid {entry.pid}) at {entry.api}")
+    return 0
+
+
+# -- status / logs ---------------------------------------------------------------
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    cluster = _cluster(args)
+    rows = []
+    for node in cluster.nodes:
+        row: dict[str, Any] = {
+            "name": node.name,
+            "pid": node.pid,
+            "peer_id": node.peer_id,
+            "api": node.api,
+            "alive": st.is_alive(node.pid, node.started),
+        }
+        if row["alive"]:
+            try:
+                with NodeClient(node.api) as client:
+                    info = client.info()
+                row.update(
+                    healthy=True,
+                    gossip_peers=info["peers"]["topic"],
+                    mesh=info["peers"]["mesh"],
+                    network_size=info["network_size"],
+                    jobs=info["store"]["jobs"],
+                    dropped=sum(info["transport"]["dropped"].values()),
+                )
+            except NodeApiError:
+                row["healthy"] = False
+        rows.append(row)
+    if args.json:
+        _print_json({"nodes": rows, "state_file": str(st.state_path(args.state_dir))})
+        return 0
+    up = sum(1 for r in rows if r.get("healthy"))
+    print(f"{up}/{len(rows)} nodes healthy")
+    print(
+        f"{'node':>8} {'pid':>7} {'api':<24} {'peers':>5} {'mesh':>4} {'size':>4} {'jobs':>5}"
+        f" {'dropped':>7}  peer id"
+    )
+    for r in rows:
+        if r.get("healthy"):
+            print(
+                f"{r['name']:>8} {r['pid']:>7} {r['api']:<24} {r['gossip_peers']:>5}"
+                f" {r['mesh']:>4} {r['network_size']:>4} {r['jobs']:>5} {r['dropped']:>7}"
+                f"  {r['peer_id']}"
+            )
+        else:
+            what = "not answering" if r["alive"] else "not running"
+            print(f"{r['name']:>8} {r['pid']:>7} {r['api']:<24} {what}")
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    cluster = _cluster(args)
+    nodes = [st.find_node(cluster, args.node)] if args.node else cluster.nodes
+    for node in nodes:
+        path = Path(node.log_file)
+        lines = path.read_text(errors="replace").splitlines() if path.exists() else []
+        for line in lines[-args.lines :]:
+            print(f"{node.name}: {line}" if len(nodes) > 1 else line)
+    return 0
+
+
+# -- jobs ------------------------------------------------------------------------
+
+
+def build_spec(args: argparse.Namespace) -> dict[str, Any]:
+    command = list(args.cmd)
+    if command and command[0] == "--":
+        command = command[1:]
+    spec: dict[str, Any] = {
+        "engine": args.engine,
+        "image": args.image,
+        "command": command,
+        "env": dict(args.env),
+        "timeout": args.timeout,
+        "deal": {"concurrency": args.concurrency, "confidence": args.confidence},
+    }
+    if args.entrypoint:
+        spec["entrypoint"] = [args.entrypoint]
+    return spec
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    cluster = _cluster(args)
+    node = st.find_node(cluster, args.node)
+    with NodeClient(node.api) as client:
+        answer = client.submit(build_spec(args))
+    job_id = answer["id"]
+    if args.id_only:
+        print(job_id)
+    elif not args.wait:
+        print(f"job {job_id} submitted to {node.name}; `devstack describe {job_id}`")
+    if not args.wait:
+        return 0
+    final = jobs.wait(node.api, job_id, timeout=args.wait_timeout)
+    state = final["job"]["state"]
+    if state != "completed":
+        print(f"job {job_id} ended {state}: {final['job']['reason']}", file=sys.stderr)
+        return 1
+    stdout = jobs.first_stdout(final)
+    if stdout is not None:
+        sys.stdout.write(stdout)
+    return 0
+
+
+def _age(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+def _duration(record: dict[str, Any]) -> str:
+    if record["state"] not in jobs.TERMINAL:
+        return "-"
+    return f"{record['updated_at'] - record['job']['created_at']:.2f}s"
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    records = jobs.list_jobs(_cluster(args), limit=args.limit)
+    if args.json:
+        _print_json({"jobs": records})
+        return 0
+    print(f"{'job':<36} {'state':<10} {'c':>2} {'engine':<6} {'image':<16} {'age':>5} {'took':>7}")
+    now = time.time()
+    for r in records:
+        spec = r["job"]["spec"]
+        print(
+            f"{r['job']['id']:<36} {r['state']:<10} {spec['deal']['concurrency']:>2}"
+            f" {spec['engine']:<6} {spec['image'][:16]:<16}"
+            f" {_age(now - r['job']['created_at']):>5} {_duration(r):>7}"
+        )
+    return 0
+
+
+def cmd_describe(args: argparse.Namespace) -> int:
+    answer = jobs.describe(_cluster(args), args.job)
+    if args.json:
+        _print_json(answer)
+        return 0
+    record = answer["job"]
+    job, spec = record["job"], record["job"]["spec"]
+    created = job["created_at"]
+    print(f"job        {job['id']}")
+    print(f"state      {record['state']}" + (f"  ({record['reason']})" if record["reason"] else ""))
+    print(f"requester  {job['requester']}")
+    print(
+        f"spec       {spec['engine']} {spec['image']} {' '.join(spec['command'])}"
+        f"  concurrency={spec['deal']['concurrency']} verifier={spec['verifier']}"
+        f" publisher={spec['publisher']}"
+    )
+    print(f"created    {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(created))}Z")
+    print("executions")
+    for e in record["executions"]:
+        extra = e.get("reason") or e.get("result_url") or ""
+        print(f"  {e['node']}  {e['state']:<16} {extra}")
+    print("events")
+    for e in answer["events"]:
+        stamp = time.strftime("%H:%M:%S", time.gmtime(e["at"])) + f".{int(e['at'] % 1 * 1000):03d}"
+        peer = e["detail"].get("peer", "")
+        who = f" {peer[-8:]}" if peer else ""
+        detail = {k: v for k, v in e["detail"].items() if k not in ("peer", "state")}
+        extra = " ".join(f"{k}={v}" for k, v in detail.items())
+        print(
+            f"  {stamp}Z  +{(e['at'] - created) * 1000:8.1f}ms  {e['node'][-8:]}"
+            f"  {e['kind']:<16}{who} {extra}"
+        )
+    return 0
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    answer = jobs.describe(_cluster(args), args.job)
+    out = args.output or Path(f"job-{args.job[:8]}")
+    paths = jobs.fetch_results(answer, out)
+    if not paths:
+        state = answer["job"]["state"]
+        raise ClusterError(f"job {args.job} has no published results (state {state})")
+    for path in paths:
+        print(f"{path}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from devstack import bench
+
+    return bench.run(args)
+
+
+# -- parser ----------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="devstack", description="A local py-bacalhau cluster.")
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=st.default_state_dir(),
+        help="where cluster.json, logs and data live (default ./.devstack or $DEVSTACK_DIR)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(
+        name: str, fn: Callable[[argparse.Namespace], int], help: str
+    ) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        p.set_defaults(func=fn)
+        return p
+
+    p = add("up", cmd_up, "start N node processes and wait until they form one network")
+    p.add_argument("--nodes", type=_positive, default=5)
+    p.add_argument("--detach", action="store_true", help="return once ready; stop with `down`")
+    p.add_argument("--bidder", default="all", help="bidder of every node (default all)")
+    p.add_argument("--slots", type=_positive, default=None, help="shards each node runs at once")
+
+    add("down", cmd_down, "stop every node and remove every container of the devstack")
+
+    p = add("restart", cmd_restart, "stop one node and start it again on the same data")
+    p.add_argument("node", help="index, node-N or part of a peer id")
+
+    p = add("status", cmd_status, "health, peers and jobs of every node")
+    p.add_argument("--json", action="store_true")
+
+    p = add("logs", cmd_logs, "print node logs (one node, or all)")
+    p.add_argument("node", nargs="?")
+    p.add_argument("-n", "--lines", type=_positive, default=50)
+
+    p = add("submit", cmd_submit, "submit a job: devstack submit IMAGE -- CMD...")
+    p.add_argument("image")
+    p.add_argument("cmd", nargs=argparse.REMAINDER, help="-- then the command and its arguments")
+    p.add_argument("--concurrency", type=_positive, default=1)
+    p.add_argument("--confidence", type=int, default=0)
+    p.add_argument("--engine", default="docker", help="docker (default) or noop")
+    p.add_argument("--entrypoint", default=None)
+    p.add_argument("--env", type=_env_pair, action="append", default=[], metavar="NAME=VALUE")
+    p.add_argument("--timeout", type=float, default=600.0, help="seconds the job may run")
+    p.add_argument("--node", default="0", help="node to submit to (its requester)")
+    p.add_argument("--wait", action="store_true", help="wait for the end, print stdout")
+    p.add_argument("--wait-timeout", type=float, default=900.0)
+    p.add_argument("--id-only", action="store_true", help="print only the job id")
+
+    p = add("list", cmd_list, "jobs requested on any node, newest first")
+    p.add_argument("--limit", type=_positive, default=50)
+    p.add_argument("--json", action="store_true")
+
+    p = add("describe", cmd_describe, "a job's state, executions and every event")
+    p.add_argument("job")
+    p.add_argument("--json", action="store_true")
+
+    p = add("get", cmd_get, "download a job's published results")
+    p.add_argument("job")
+    p.add_argument("-o", "--output", type=Path, default=None, help="default ./job-<id>")
+
+    from devstack.bench import add_bench_parser
+
+    add_bench_parser(add("bench", cmd_bench, "benchmarks that print figures"))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if (
+        args.command == "submit"
+        and not [a for a in args.cmd if a != "--"]
+        and args.engine == "docker"
+    ):
+        parser.error("submit needs a command after the image: devstack submit IMAGE -- CMD...")
+    try:
+        return args.func(args)
+    except (ClusterError, StateError, NodeApiError, jobs.JobNotFound, TimeoutError) as exc:
+        print(f"devstack {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""A small typed client of the node HTTP API, for the devstack CLI, benchmarks and tests.
+
+Errors are :class:`NodeApiError` carrying the node's JSON error (code, message,
+field) or saying the node could not be reached and what to check.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=3.0)
+
+
+class NodeApiError(RuntimeError):
+    def __init__(
+        self, message: str, *, status: int | None = None, code: str = "", field: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status, self.code, self.field = status, code, field
+
+
+def _raise_for(response: httpx.Response) -> None:
+    if response.is_success:
+        return
+    try:
+        body = response.json()
+        message, code, field = body.get("message", ""), body.get("error", ""), body.get("field")
+    except ValueError:
+        message, code, field = response.text[:200], "", None
+    where = f" (field {field})" if field else ""
+    raise NodeApiError(
+        f"{response.request.url}: {response.status_code} {message}{where}",
+        status=response.status_code,
+        code=code,
+        field=field,
+    )
+
+
+class NodeClient:
+    """Sync client of one node's API at ``base_url`` (``http://127.0.0.1:PORT``)."""
+
+    def __init__(self, base_url: str, *, timeout: httpx.Timeout = DEFAULT_TIMEOUT) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout)
+
+    def __enter__(self) -> NodeClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise NodeApiError(
+                f"cannot reach the node at {self.base_url} ({exc}); is the devstack up?"
+                " (`devstack status`)"
+            ) from None
+        _raise_for(response)
+        return response
+
+    def health(self) -> dict[str, Any]:
+        return self._request("GET", "/api/v1/healthz").json()
+
+    def info(self) -> dict[str, Any]:
+        return self._request("GET", "/api/v1/node").json()
+
+    def submit(self, spec: dict[str, Any]) -> dict[str, Any]:
+        return self._request("POST", "/api/v1/jobs", json=spec).json()
+
+    def submit_raw(self, body: bytes) -> httpx.Response:
+        """POST an arbitrary body; returns the response without raising (for tests)."""
+        return self._http.post("/api/v1/jobs", content=body)
+
+    def list_jobs(self, *, role: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"limit": limit}
+        if role:
+            params["role"] = role
+        return self._request("GET", "/api/v1/jobs", params=params).json()["jobs"]
+
+    def describe(self, job_id: str) -> dict[str, Any]:
+        return self._request("GET", f"/api/v1/jobs/{job_id}").json()
+
+    def find(self, job_id: str) -> dict[str, Any] | None:
+        """Describe ``job_id`` or None if this node does not know it."""
+        try:
+            return self.describe(job_id)
+        except NodeApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def events(self, job_id: str) -> list[dict[str, Any]]:
+        return self._request("GET", f"/api/v1/jobs/{job_id}/events").json()["events"]
+
+
+def download(url: str, *, timeout: httpx.Timeout = DEFAULT_TIMEOUT) -> bytes:
+    """GET a result archive by its full URL."""
+    try:
+        response = httpx.get(url, timeout=timeout)
+    except httpx.TransportError as exc:
+        raise NodeApiError(f"cannot download {url} ({exc}); is its node still up?") from None
+    _raise_for(response)
+    return response.content

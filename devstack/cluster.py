@@ -1,0 +1,377 @@
+"""Bring a local cluster of real node processes up and down.
+
+``up`` imports the node code once, freezes the heap and forks every node (as
+gunicorn's preload does): cold imports would cost ~1 CPU-second per node, and the
+forked nodes share the imported pages. Each node is its own session and process
+group with its own log file, so Ctrl+C in the terminal reaches only the launcher,
+which then takes the cluster down in order. ``down`` ends every node by its pid,
+then removes every container the cluster's nodes started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from devstack import state as st
+from devstack.state import ClusterState, NodeEntry
+
+CONTAINER_LABEL = "py-bacalhau.node"
+EXTRA_PEERS = 4
+STOP_TIMEOUT_S = 20.0
+
+
+class ClusterError(RuntimeError):
+    """The cluster cannot be brought up or down; the text says why and what to do."""
+
+
+@dataclass(frozen=True)
+class UpOptions:
+    nodes: int
+    state_dir: Path
+    bidder: str = "all"
+    slots: int | None = None
+    ready_timeout: float = 180.0
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free TCP ports on 127.0.0.1 (held open until all are chosen)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            sockets.append(s)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def choose_peers(index: int, addrs: list[str], rng: random.Random) -> list[str]:
+    """The bootstrap node and a few random others: never a pure star."""
+    if index == 0:
+        return []
+    others = [a for i, a in enumerate(addrs) if i not in (0, index)]
+    return [addrs[0], *rng.sample(others, min(EXTRA_PEERS, len(others)))]
+
+
+def check_no_live_cluster(state_dir: Path, say: Callable[[str], None]) -> None:
+    """Refuse if a live cluster is recorded; clean up after a crashed one."""
+    existing = st.load(state_dir)
+    if existing is None:
+        return
+    alive = st.live_nodes(existing)
+    if alive:
+        raise ClusterError(
+            f"a devstack with {len(alive)} live node(s) is already running"
+            f" (state in {st.state_path(state_dir)}); run `devstack down` first"
+        )
+    say(f"cleaning up after a cluster that did not shut down ({len(existing.nodes)} nodes)")
+    remove_containers([n.peer_id for n in existing.nodes])
+    st.remove(state_dir)
+
+
+def up(options: UpOptions, say: Callable[[str], None] = print) -> ClusterState:
+    """Start the cluster and wait until it is ready; returns its recorded state.
+
+    Raises :class:`ClusterError` if a live cluster exists, or if the nodes are not
+    ready in time (then the nodes already started are taken down again).
+    """
+    state_dir = options.state_dir
+    check_no_live_cluster(state_dir, say)
+    _reset_dirs(state_dir)
+    _ensure_image(say)
+
+    # Import once in the launcher so every fork shares it (DESIGN §14).
+    from node.cli import run_node
+    from node.identity import load_or_create_key, peer_id_of
+    from node.node import NodeConfig
+
+    ports = free_ports(2 * options.nodes)
+    rng = random.Random()
+    entries: list[NodeEntry] = []
+    for i in range(options.nodes):
+        data_dir = state_dir / "data" / f"node-{i}"
+        peer_id = peer_id_of(load_or_create_key(data_dir))
+        swarm, api = ports[2 * i], ports[2 * i + 1]
+        entries.append(
+            NodeEntry(
+                index=i,
+                pid=0,
+                started=0.0,
+                peer_id=peer_id,
+                multiaddr=f"/ip4/127.0.0.1/tcp/{swarm}/p2p/{peer_id}",
+                api=f"http://127.0.0.1:{api}",
+                swarm_port=swarm,
+                api_port=api,
+                data_dir=str(data_dir),
+                log_file=str(state_dir / "logs" / f"node-{i}.log"),
+            )
+        )
+    addrs = [e.multiaddr for e in entries]
+    for entry in entries:
+        entry.peers = choose_peers(entry.index, addrs, rng)
+
+    gc.collect()
+    gc.freeze()
+    t0 = time.monotonic()
+    for entry in entries:
+        extra = {"slots": options.slots} if options.slots else {}
+        config = NodeConfig(
+            data_dir=Path(entry.data_dir),
+            swarm_port=entry.swarm_port,
+            api_port=entry.api_port,
+            peers=tuple(entry.peers),
+            bidder=options.bidder,
+            **extra,
+        )
+        pid = os.fork()
+        if pid == 0:  # the node process
+            _become_node(lambda c=config, e=entry: run_node(c, Path(e.log_file)), entry)
+        entry.pid = pid
+        entry.started = st.process_started(pid) or time.time()
+    me = os.getpid()
+    cluster = ClusterState(
+        launcher_pid=me,
+        launcher_started=st.process_started(me) or 0.0,
+        created_at=time.time(),
+        nodes=entries,
+        bidder=options.bidder,
+    )
+    st.save(state_dir, cluster)
+    say(f"forked {options.nodes} nodes in {time.monotonic() - t0:.1f}s; waiting for the mesh")
+    try:
+        asyncio.run(wait_ready(cluster, options.ready_timeout, say))
+    except (ClusterError, KeyboardInterrupt):
+        down(state_dir, say=lambda _m: None)
+        raise
+    return cluster
+
+
+def _become_node(run: Callable[[], int], entry: NodeEntry) -> None:
+    """In the forked child: detach from the terminal, redirect output, run, exit."""
+    code = 1
+    try:
+        os.setsid()
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        gc.unfreeze()
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        out = os.open(
+            str(Path(entry.log_file).with_suffix(".stderr")),
+            os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+            0o644,
+        )
+        os.dup2(out, 1)
+        os.dup2(out, 2)
+        code = run()
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def _reset_dirs(state_dir: Path) -> None:
+    for sub in ("data", "logs"):
+        shutil.rmtree(state_dir / sub, ignore_errors=True)
+        (state_dir / sub).mkdir(parents=True)
+
+
+def _ensure_image(say: Callable[[str], None]) -> None:
+    try:
+        from devstack.image import ensure_base_image
+
+        if ensure_base_image():
+            say("built the local base image busybox:latest (busybox-static)")
+    except Exception as exc:  # Docker is optional for noop jobs
+        say(f"warning: no base image ({exc}); docker jobs will fail until Docker runs")
+
+
+async def wait_ready(cluster: ClusterState, timeout: float, say: Callable[[str], None]) -> None:
+    """Wait until every node is healthy, has gossip peers and sees the whole network.
+
+    Raises :class:`ClusterError` naming the nodes that are not ready, or a node
+    process that died (with the tail of its log).
+    """
+    deadline = time.monotonic() + timeout
+    n = len(cluster.nodes)
+    async with httpx.AsyncClient(timeout=2.0) as http:
+
+        async def health(entry: NodeEntry) -> dict | None:
+            try:
+                response = await http.get(f"{entry.api}/api/v1/healthz")
+                return response.json() if response.is_success else None
+            except (httpx.HTTPError, ValueError):
+                return None
+
+        while True:
+            dead = [e for e in cluster.nodes if not st.is_alive(e.pid, e.started)]
+            if dead:
+                raise ClusterError(f"{dead[0].name} exited during start-up:\n{log_tail(dead[0])}")
+            answers = await asyncio.gather(*(health(e) for e in cluster.nodes))
+            ready = [a for a in answers if a and a["ready"]]
+            whole = [a for a in ready if a["network_size"] >= n]
+            if len(whole) == n:
+                return
+            if time.monotonic() > deadline:
+                late = [e.name for e, a in zip(cluster.nodes, answers, strict=True) if not a]
+                raise ClusterError(
+                    f"not ready after {timeout:.0f}s: {len(ready)}/{n} nodes in the mesh,"
+                    f" {len(whole)}/{n} see the whole network; unresponsive: {late[:10]}"
+                )
+            await asyncio.sleep(0.25)
+
+
+def log_tail(entry: NodeEntry, lines: int = 20) -> str:
+    text = ""
+    for path in (Path(entry.log_file).with_suffix(".stderr"), Path(entry.log_file)):
+        with contextlib.suppress(OSError):
+            text += "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) + "\n"
+    return text.strip()
+
+
+def stop_pids(pids: dict[int, float], timeout: float = STOP_TIMEOUT_S) -> list[int]:
+    """SIGTERM each (pid, start time), wait, SIGKILL what is left; returns pids killed hard."""
+    alive = {p: s for p, s in pids.items() if st.is_alive(p, s)}
+    for pid in alive:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while alive and time.monotonic() < deadline:
+        _reap_children()
+        alive = {p: s for p, s in alive.items() if st.is_alive(p, s)}
+        if alive:
+            time.sleep(0.1)
+    for pid in alive:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any(st.is_alive(p, s) for p, s in alive.items()):
+        _reap_children()
+        time.sleep(0.05)
+    _reap_children()
+    return list(alive)
+
+
+def _reap_children() -> None:
+    with contextlib.suppress(ChildProcessError):
+        while os.waitpid(-1, os.WNOHANG)[0] > 0:
+            pass
+
+
+def remove_containers(peer_ids: list[str]) -> int:
+    """Remove every container (running or not) that these nodes started."""
+    if not peer_ids:
+        return 0
+    try:
+        import docker
+
+        client = docker.from_env(timeout=30)
+    except Exception:
+        return 0
+    removed = 0
+    try:
+        wanted = set(peer_ids)
+        for container in client.containers.list(all=True, filters={"label": CONTAINER_LABEL}):
+            if container.labels.get(CONTAINER_LABEL) in wanted:
+                with contextlib.suppress(Exception):
+                    container.remove(force=True)
+                    removed += 1
+    except Exception:
+        return removed
+    finally:
+        client.close()
+    return removed
+
+
+def down(state_dir: Path, say: Callable[[str], None] = print) -> bool:
+    """End every node and container of the recorded cluster; False if none was recorded."""
+    cluster = st.load(state_dir)
+    if cluster is None:
+        return False
+    killed = stop_pids({n.pid: n.started for n in cluster.nodes})
+    if killed:
+        say(f"{len(killed)} node(s) did not stop in {STOP_TIMEOUT_S:.0f}s and were killed")
+    removed = remove_containers([n.peer_id for n in cluster.nodes])
+    if removed:
+        say(f"removed {removed} container(s)")
+    st.remove(state_dir)
+    return True
+
+
+def restart_node(state_dir: Path, ref: str) -> NodeEntry:
+    """Stop one node and start it again as a fresh ``bacalhau-node`` process (same data dir)."""
+    cluster = st.load(state_dir)
+    if cluster is None:
+        raise ClusterError("no devstack is running; start one with `devstack up`")
+    entry = st.find_node(cluster, ref)
+    stop_pids({entry.pid: entry.started})
+    argv = [
+        sys.executable,
+        "-m",
+        "node.cli",
+        "run",
+        "--data-dir",
+        entry.data_dir,
+        "--swarm-port",
+        str(entry.swarm_port),
+        "--api-port",
+        str(entry.api_port),
+        "--bidder",
+        cluster.bidder,
+        "--log-file",
+        entry.log_file,
+    ]
+    for peer in entry.peers or [n.multiaddr for n in cluster.nodes if n is not entry][:1]:
+        argv += ["--peer", peer]
+    with open(Path(entry.log_file).with_suffix(".stderr"), "ab") as err:
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err, start_new_session=True
+        )
+    entry.pid = proc.pid
+    entry.started = st.process_started(proc.pid) or time.time()
+    st.save(state_dir, cluster)
+    return entry
+
+
+def wait_foreground(state_dir: Path, say: Callable[[str], None] = print) -> None:
+    """Keep the launcher in the foreground until Ctrl+C, SIGTERM, or every node is gone."""
+
+    def on_term(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        while True:
+            _reap_children()
+            cluster = st.load(state_dir)
+            if cluster is None:
+                break
+            if not st.live_nodes(cluster):
+                say("every node has stopped")
+                down(state_dir, say)
+                break
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        say("\nstopping the devstack ...")
+        down(state_dir, say)

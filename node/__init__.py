@@ -1,0 +1,1 @@
+"""The py-bacalhau node process: job model, transport, roles, executors, store, API."""

@@ -1,0 +1,176 @@
+"""The node's HTTP API (DESIGN §11), served by hypercorn on the node's trio loop.
+
+Every error is JSON ``{"error": code, "message": ..., "field": ...}`` with a 4xx
+status for bad input; an unexpected failure is a 500 with the same shape and no
+traceback. Binds 127.0.0.1 unless told otherwise.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+import trio
+from hypercorn.config import Config
+from hypercorn.trio import serve
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+from starlette.routing import Route
+
+from node.models import JobState, SpecError, decode_spec
+from node.results import ResultNotFound
+
+if TYPE_CHECKING:
+    from node.node import Node
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 1 << 20
+MAX_LIST_LIMIT = 1000
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.field = status, code, message, field
+
+
+def json_response(data: Any, status: int = 200) -> Response:
+    return Response(msgspec.json.encode(data), status_code=status, media_type="application/json")
+
+
+def _error_response(status: int, code: str, message: str, field: str | None = None) -> Response:
+    body: dict[str, Any] = {"error": code, "message": message}
+    if field is not None:
+        body["field"] = field
+    return json_response(body, status)
+
+
+def _int_param(request: Request, name: str, default: int, lo: int, hi: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(400, "bad_parameter", f"{name} must be an integer", name) from None
+    if not lo <= value <= hi:
+        raise ApiError(400, "bad_parameter", f"{name} must be between {lo} and {hi}", name)
+    return value
+
+
+def build_app(node: Node) -> Starlette:
+    """The Starlette app for ``node``."""
+
+    async def healthz(request: Request) -> Response:
+        return json_response(node.health())
+
+    async def node_info(request: Request) -> Response:
+        return json_response(node.info())
+
+    async def submit(request: Request) -> Response:
+        body = await request.body()
+        if len(body) > MAX_BODY_BYTES:
+            raise ApiError(413, "too_large", f"a job spec is at most {MAX_BODY_BYTES} bytes")
+        try:
+            spec = decode_spec(body)
+            job = await node.submit(spec)
+        except SpecError as exc:
+            raise ApiError(400, "invalid_spec", exc.message, exc.field) from None
+        return json_response({"id": job.id, "requester": job.requester, "state": "bidding"}, 201)
+
+    async def list_jobs(request: Request) -> Response:
+        limit = _int_param(request, "limit", 100, 1, MAX_LIST_LIMIT)
+        role = request.query_params.get("role")
+        if role not in (None, "requester", "compute"):
+            raise ApiError(400, "bad_parameter", "role must be requester or compute", "role")
+        states = None
+        if raw_state := request.query_params.get("state"):
+            try:
+                states = [JobState(s) for s in raw_state.split(",")]
+            except ValueError:
+                known = ", ".join(s.value for s in JobState)
+                raise ApiError(
+                    400, "bad_parameter", f"state must be one of {known}", "state"
+                ) from None
+        records = await node.ctx.db(node.store.list_jobs, limit=limit, states=states, role=role)
+        return json_response({"jobs": records})
+
+    async def describe(request: Request) -> Response:
+        job_id = request.path_params["job_id"]
+        record = await node.ctx.db(node.store.get_job, job_id)
+        if record is None:
+            raise ApiError(404, "not_found", f"no job {job_id!r} on this node", "job_id")
+        events = await node.ctx.db(node.store.events, job_id)
+        return json_response(
+            {
+                "job": record,
+                "requester": record.job.requester,
+                "node": node.node_id,
+                "events": events,
+            }
+        )
+
+    async def job_events(request: Request) -> Response:
+        job_id = request.path_params["job_id"]
+        if await node.ctx.db(node.store.get_job, job_id) is None:
+            raise ApiError(404, "not_found", f"no job {job_id!r} on this node", "job_id")
+        return json_response({"events": await node.ctx.db(node.store.events, job_id)})
+
+    async def result(request: Request) -> Response:
+        result_id = request.path_params["result_id"]
+        try:
+            path = node.results.path(result_id)
+        except ResultNotFound:
+            raise ApiError(
+                404, "not_found", f"no result {result_id!r} on this node", "result_id"
+            ) from None
+        return FileResponse(path, media_type="application/x-tar", filename=f"{result_id}.tar")
+
+    async def on_api_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ApiError)
+        return _error_response(exc.status, exc.code, exc.message, exc.field)
+
+    async def on_http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return _error_response(exc.status_code, code, f"{exc.detail}: {request.url.path}")
+
+    async def on_unexpected(request: Request, exc: Exception) -> Response:
+        # Starlette re-raises after this, and hypercorn logs the traceback to the node log.
+        return _error_response(500, "internal", f"internal error: {type(exc).__name__}")
+
+    routes = [
+        Route("/api/v1/healthz", healthz),
+        Route("/api/v1/node", node_info),
+        Route("/api/v1/jobs", submit, methods=["POST"]),
+        Route("/api/v1/jobs", list_jobs, methods=["GET"]),
+        Route("/api/v1/jobs/{job_id}", describe),
+        Route("/api/v1/jobs/{job_id}/events", job_events),
+        Route("/api/v1/results/{result_id}", result),
+    ]
+    return Starlette(
+        routes=routes,
+        exception_handlers={
+            ApiError: on_api_error,
+            HTTPException: on_http_error,
+            Exception: on_unexpected,
+        },
+    )
+
+
+async def serve_api(
+    node: Node, host: str, port: int, *, task_status: Any = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Serve the API until cancelled; ``task_status.started()`` once listening."""
+    config = Config()
+    config.bind = [f"{host}:{port}"]
+    config.accesslog = None
+    config.errorlog = logging.getLogger("hypercorn.error")
+    config.graceful_timeout = 1.0
+    await serve(
+        build_app(node), config, shutdown_trigger=trio.sleep_forever, task_status=task_status
+    )

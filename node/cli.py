@@ -1,0 +1,97 @@
+"""``bacalhau-node``: run one node process."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from pathlib import Path
+
+import trio
+
+from node import logs
+from node.bidder import BIDDERS
+from node.node import Node, NodeConfig
+
+log = logging.getLogger(__name__)
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 < value < 65536:
+        raise argparse.ArgumentTypeError(f"{text} is not a TCP port (1-65535)")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bacalhau-node", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run a node until SIGTERM or Ctrl+C")
+    run.add_argument("--data-dir", type=Path, required=True, help="key, store and results")
+    run.add_argument("--swarm-port", type=_port, required=True, help="libp2p TCP port")
+    run.add_argument("--api-port", type=_port, required=True, help="HTTP API port")
+    run.add_argument(
+        "--peer", action="append", default=[], metavar="MULTIADDR", help="peer to join (repeat)"
+    )
+    run.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    run.add_argument("--bidder", choices=sorted(BIDDERS), default="all")
+    run.add_argument("--slots", type=_positive, default=None, help="shards run at once")
+    run.add_argument("--log-file", type=Path, default=None, help="default: stderr")
+    run.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> NodeConfig:
+    extra = {"slots": args.slots} if args.slots else {}
+    return NodeConfig(
+        data_dir=args.data_dir,
+        swarm_port=args.swarm_port,
+        api_port=args.api_port,
+        peers=tuple(args.peer),
+        host=args.host,
+        bidder=args.bidder,
+        **extra,
+    )
+
+
+async def serve_until_signalled(config: NodeConfig) -> None:
+    """Run a node until SIGTERM or SIGINT, then shut it down in order."""
+    node = Node(config)
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(node.run)
+            async for signum in signals:
+                log.info("signal %s: shutting down", signal.Signals(signum).name)
+                nursery.cancel_scope.cancel()
+                break
+
+
+def run_node(config: NodeConfig, log_file: Path | None, log_level: str = "info") -> int:
+    """Configure logging and serve; the exit status of a node process."""
+    logs.configure(log_file, log_level)
+    try:
+        trio.run(serve_until_signalled, config)
+    except Exception:
+        log.exception("node failed")
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"refusing to bind {args.host}: only loopback is allowed here", file=sys.stderr)
+        return 2
+    return run_node(config_from_args(args), args.log_file, args.log_level)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

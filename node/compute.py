@@ -1,0 +1,248 @@
+"""The compute role: bids on announced jobs, runs accepted shards, proposes and publishes.
+
+A node bids only when it has the job's engine and image and a free slot; the
+bidder decides when. A bid holds a slot until the requester answers or the answer
+is overdue; a run holds it until its container is gone. Results are proposed to
+the requester and published only once the requester accepts them.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import trio
+
+from node import messages
+from node.bidder import Bidder
+from node.capacity import Capacity
+from node.context import NodeContext
+from node.executors.base import Executor, ExecutorError
+from node.messages import Ack, Message
+from node.models import Execution, ExecutionState, Job, JobState
+from node.publishers import Publisher
+from node.results import ResultStore
+
+log = logging.getLogger(__name__)
+
+STDOUT_PREVIEW_BYTES = 4096
+# How long past the bid window a bid waits for the requester's answer.
+ANSWER_GRACE_S = 10.0
+MAX_KNOWN_JOBS = 10_000
+
+
+@dataclass
+class _KnownJob:
+    job: Job
+    window: float
+    closed: bool = False
+    bid: bool = False
+    answered: trio.Event = field(default_factory=trio.Event)
+    accepted: bool = False
+    result_id: str | None = None
+    run_scope: trio.CancelScope | None = None
+
+
+class Compute:
+    """This node's compute side. Runs on the node's trio loop only."""
+
+    def __init__(
+        self,
+        ctx: NodeContext,
+        *,
+        executors: dict[str, Executor],
+        publishers: dict[str, Publisher],
+        bidder: Bidder,
+        capacity: Capacity,
+        results: ResultStore,
+        work_dir: Path,
+    ) -> None:
+        self._ctx = ctx
+        self._executors = executors
+        self._publishers = publishers
+        self._bidder = bidder
+        self.capacity = capacity
+        self._results = results
+        self._work_dir = work_dir
+        self._known: OrderedDict[str, _KnownJob] = OrderedDict()
+        self.bids_sent = 0
+
+    def requester_of(self, job_id: str) -> str | None:
+        known = self._known.get(job_id)
+        return known.job.requester if known else None
+
+    # -- gossip ----------------------------------------------------------------
+
+    async def on_announced(self, announce: messages.JobAnnounced) -> None:
+        job = announce.job
+        if job.id in self._known:
+            return
+        known = _KnownJob(job, announce.window)
+        self._known[job.id] = known
+        while len(self._known) > MAX_KNOWN_JOBS:
+            self._known.popitem(last=False)
+        if job.requester != self._ctx.node_id:
+            self._ctx.transport.remember_addrs(job.requester, announce.requester_addrs)
+        executor = self._executors.get(job.spec.engine)
+        if executor is None or not await executor.has_image(job.spec.image):
+            return
+        delay = self._bidder.bid_delay(self._ctx.node_id, job, 0, self._ctx.membership.size)
+        if delay is not None:
+            self._ctx.spawn(self._bid, known, delay)
+
+    def on_bidding_closed(self, closed: messages.BiddingClosed) -> None:
+        known = self._known.get(closed.job_id)
+        if known is not None:
+            known.closed = True
+
+    # -- bidding ---------------------------------------------------------------
+
+    async def _bid(self, known: _KnownJob, delay: float) -> None:
+        await trio.sleep(delay)
+        job = known.job
+        if known.closed or not self.capacity.try_reserve(job.id, 0):
+            return
+        ctx = self._ctx
+        if job.requester != ctx.node_id:
+            await ctx.db(ctx.store.put_job, job, role="compute", state=JobState.BIDDING)
+        await self._record(job, ExecutionState.BID, "bid")
+        known.bid = True
+        self.bids_sent += 1
+        if not await ctx.send(job.requester, messages.Bid(job_id=job.id)):
+            self.capacity.release(job.id, 0)
+            await self._record(job, ExecutionState.ERROR, "error", reason="requester unreachable")
+            return
+        with trio.move_on_after(known.window + ANSWER_GRACE_S):
+            await known.answered.wait()
+        if not known.answered.is_set():
+            self.capacity.release(job.id, 0)
+            await self._record(job, ExecutionState.ERROR, "error", reason="no answer to our bid")
+
+    # -- direct messages from the requester ----------------------------------
+
+    async def on_message(self, sender: str, message: Message) -> Ack:
+        """Handle a direct message whose sender the node has checked is the requester."""
+        known = self._known.get(message.job_id)
+        if known is None or not known.bid:
+            return Ack(False, f"this node has no bid on job {message.job_id}")
+        job = known.job
+        match message:
+            case messages.BidAccepted():
+                if not known.answered.is_set():
+                    known.accepted = True
+                    known.answered.set()
+                    await self._record(job, ExecutionState.ACCEPTED, "bid_accepted")
+                    self._ctx.spawn(self._run, known)
+            case messages.BidRejected():
+                if not known.answered.is_set():
+                    known.answered.set()
+                    self.capacity.release(job.id, 0)
+                    await self._record(
+                        job, ExecutionState.REJECTED, "bid_rejected", reason=message.reason
+                    )
+            case messages.ResultsAccepted():
+                self._ctx.spawn(self._publish, known)
+            case messages.ResultsRejected():
+                await self._record(
+                    job, ExecutionState.RESULTS_REJECTED, "results_rejected", reason=message.reason
+                )
+            case messages.Cancelled():
+                known.answered.set()
+                if known.run_scope is not None:
+                    known.run_scope.cancel()
+                self.capacity.release(job.id, 0)
+                await self._record(job, None, "cancelled", reason=message.reason)
+            case _:
+                return Ack(False, f"a compute node does not take {type(message).__name__}")
+        return Ack(True)
+
+    # -- running and publishing -----------------------------------------------
+
+    async def _run(self, known: _KnownJob) -> None:
+        job, ctx = known.job, self._ctx
+        work = self._work_dir / job.id / "0"
+        try:
+            with trio.CancelScope() as scope:
+                known.run_scope = scope
+                await self._record(job, ExecutionState.RUNNING, "running")
+                executor = self._executors[job.spec.engine]
+                labels = {"py-bacalhau.node": ctx.node_id, "py-bacalhau.job": job.id}
+                try:
+                    result = await executor.run(job.id, 0, job.spec, work, labels=labels)
+                    known.result_id = await trio.to_thread.run_sync(self._results.put, work)
+                except ExecutorError as exc:
+                    await self._record(job, ExecutionState.ERROR, "error", reason=str(exc))
+                    await ctx.send(
+                        job.requester, messages.ComputeError(job_id=job.id, message=str(exc))
+                    )
+                    return
+                preview = (work / "stdout").read_bytes()[:STDOUT_PREVIEW_BYTES]
+            if scope.cancelled_caught:
+                return
+        finally:
+            known.run_scope = None
+            self.capacity.release(job.id, 0)
+            await trio.to_thread.run_sync(shutil.rmtree, work, True)
+        await self._record(
+            job,
+            ExecutionState.PROPOSED,
+            "proposed",
+            result_id=known.result_id,
+            exit_code=result.exit_code,
+        )
+        await ctx.send(
+            job.requester,
+            messages.ResultsProposed(
+                job_id=job.id,
+                shard=0,
+                result_id=known.result_id,
+                exit_code=result.exit_code,
+                stdout_preview=preview.decode("utf-8", "replace"),
+            ),
+        )
+
+    async def _publish(self, known: _KnownJob) -> None:
+        job = known.job
+        if known.result_id is None:
+            return
+        published = await self._publishers[job.spec.publisher].publish(known.result_id)
+        await self._record(
+            job,
+            ExecutionState.PUBLISHED,
+            "published",
+            result_id=published.result_id,
+            result_url=published.location,
+        )
+        await self._ctx.send(
+            job.requester,
+            messages.ResultsPublished(
+                job_id=job.id, shard=0, result_id=published.result_id, location=published.location
+            ),
+        )
+
+    async def _record(
+        self, job: Job, state: ExecutionState | None, kind: str, **fields: object
+    ) -> None:
+        """Record this node's step; on a job it did not request, move the job's state too."""
+        ctx = self._ctx
+        event = ctx.event(job.id, kind, shard=0, role="compute", **fields)
+        execution = None
+        if state is not None:
+            execution = Execution(
+                job_id=job.id, shard=0, node=ctx.node_id, state=state, updated_at=event.at, **fields
+            )
+        job_state = _COMPUTE_JOB_STATE.get(kind) if job.requester != ctx.node_id else None
+        await ctx.db(ctx.store.record, event, state=job_state, execution=execution)
+
+
+# How a compute-only node's view of a job follows its own execution.
+_COMPUTE_JOB_STATE: dict[str, JobState] = {
+    "running": JobState.RUNNING,
+    "proposed": JobState.VERIFYING,
+    "published": JobState.COMPLETED,
+    "error": JobState.ERROR,
+    "cancelled": JobState.CANCELLED,
+}

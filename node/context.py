@@ -1,0 +1,68 @@
+"""What the node's roles share: identity, store, transport, and a task nursery.
+
+Roles never reach into each other; they act through this context. Store calls
+run in worker threads (sqlite blocks) behind one limiter, so the loop never waits
+on disk.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, TypeVar
+
+import anyio
+import trio
+
+from node.membership import Membership
+from node.messages import Message
+from node.models import JobEvent, now
+from node.store import Store
+from node.transport import Transport, TransportError
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class NodeContext:
+    node_id: str
+    api_url: str
+    store: Store
+    transport: Transport
+    membership: Membership
+    nursery: trio.Nursery
+    db_limiter: anyio.CapacityLimiter = field(default_factory=lambda: anyio.CapacityLimiter(1))
+
+    async def db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a store call in a worker thread."""
+        return await anyio.to_thread.run_sync(partial(fn, *args, **kwargs), limiter=self.db_limiter)
+
+    def event(self, job_id: str, kind: str, *, shard: int | None = None, **detail: Any) -> JobEvent:
+        return JobEvent(
+            job_id=job_id, kind=kind, at=now(), node=self.node_id, shard=shard, detail=detail
+        )
+
+    def spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        """Run ``fn`` in the node's nursery; an exception is logged, never fatal."""
+
+        async def guarded() -> None:
+            try:
+                await fn(*args)
+            except Exception:
+                log.exception("task %s failed", getattr(fn, "__qualname__", fn))
+
+        self.nursery.start_soon(guarded)
+
+    async def send(self, peer: str, message: Message) -> bool:
+        """Send a direct message; False (logged) if it could not be delivered or was refused."""
+        try:
+            ack = await self.transport.send(peer, message)
+        except TransportError as exc:
+            log.warning("%s", exc)
+            return False
+        if not ack.ok:
+            log.warning("%s refused %s: %s", peer, type(message).__name__, ack.error)
+        return ack.ok

@@ -1,0 +1,36 @@
+"""Who may send what (DESIGN §4): one pure check for gossip and direct messages.
+
+The sender is the authenticated peer: the gossip signer (strict signing) or the
+remote peer of the secure channel. A message that fails is dropped and counted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+from node import messages
+from node.messages import Message, Sender
+
+
+def check_sender(
+    message: Message, sender: str, *, requester: str | None, accepted: Collection[str] = ()
+) -> str | None:
+    """None if ``sender`` may send ``message``, else the reason it may not.
+
+    ``requester`` is the job's requester as this node knows it (None when the
+    job is unknown here); ``accepted`` the nodes whose bid on the message's
+    shard the requester accepted.
+    """
+    rule = messages.ENTITLED[type(message)]
+    if rule is Sender.ANYONE or rule is Sender.BIDDER:
+        return None
+    if isinstance(message, messages.JobAnnounced):
+        claimed = message.job.requester
+        if message.job.id != message.job_id:
+            return "job_id_mismatch"
+        return None if sender == claimed else "not_requester"
+    if requester is None:
+        return "unknown_job"
+    if rule is Sender.REQUESTER:
+        return None if sender == requester else "not_requester"
+    return None if sender in accepted else "not_accepted"

@@ -1,0 +1,1 @@
+"""Executors: how a node runs one shard of a job (``docker``, ``noop``)."""

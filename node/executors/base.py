@@ -1,0 +1,66 @@
+"""The Executor seam: run one shard of a job and leave its results on disk.
+
+An executor is chosen by name from the job spec (``engine``). Executors are
+async-callable from the node's trio loop; blocking work (Docker SDK calls) runs
+in worker threads inside the implementation.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from pathlib import Path
+
+from node.models import JobSpec
+
+# Bounded so a chatty container cannot fill a node's disk or memory.
+MAX_LOG_BYTES = 1 << 20
+
+
+class ExecutorError(Exception):
+    """The executor could not run the shard; the message is for the user."""
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a finished shard produced. ``results_dir`` holds ``stdout``,
+    ``stderr``, ``exitCode`` and ``outputs/``."""
+
+    exit_code: int
+    results_dir: Path
+    stdout_truncated: bool = False
+    stderr_truncated: bool = False
+
+
+class Executor(abc.ABC):
+    name: str
+
+    @abc.abstractmethod
+    async def has_image(self, image: str) -> bool:
+        """Whether this node can run jobs in ``image`` without a registry."""
+
+    @abc.abstractmethod
+    async def run(
+        self, job_id: str, shard: int, spec: JobSpec, results_dir: Path, *, labels: dict[str, str]
+    ) -> RunResult:
+        """Run the shard; write its results tree under ``results_dir``.
+
+        A non-zero exit code is a result, not an error. Raises
+        :class:`ExecutorError` when the shard could not run at all (no image,
+        daemon down, timeout). Cancellation stops and removes the container.
+        """
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        """Release clients; containers still running are stopped by ``run``."""
+
+
+def write_results(
+    results_dir: Path, stdout: bytes, stderr: bytes, exit_code: int
+) -> tuple[bool, bool]:
+    """Write the results tree's fixed files; returns which logs were truncated."""
+    results_dir.mkdir(parents=True, exist_ok=True)
+    (results_dir / "outputs").mkdir(exist_ok=True)
+    (results_dir / "stdout").write_bytes(stdout[:MAX_LOG_BYTES])
+    (results_dir / "stderr").write_bytes(stderr[:MAX_LOG_BYTES])
+    (results_dir / "exitCode").write_text(f"{exit_code}\n")
+    return len(stdout) > MAX_LOG_BYTES, len(stderr) > MAX_LOG_BYTES

@@ -1,0 +1,254 @@
+"""The node: wires identity, store, transport, roles and API, and routes messages.
+
+A node is one process on one trio loop. Every message that reaches it is checked
+here (schema by the transport, the entitlement table by :func:`check_sender`)
+before a role sees it; a refused one is dropped and counted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from node import messages
+from node.api import serve_api
+from node.bidder import make_bidder
+from node.capacity import Capacity
+from node.compute import Compute
+from node.context import NodeContext
+from node.entitlement import check_sender
+from node.executors.base import Executor
+from node.executors.docker import DockerExecutor
+from node.executors.noop import NoopExecutor
+from node.identity import load_or_create_key, peer_id_of
+from node.membership import Membership
+from node.messages import Ack, Message
+from node.models import Job, JobSpec, SpecError, validate_spec
+from node.publishers import NoopPublisher, Publisher
+from node.requester import BID_WINDOW_S, Requester
+from node.results import ResultStore
+from node.store import Store
+from node.transport import Transport
+
+log = logging.getLogger(__name__)
+
+_TO_REQUESTER = (
+    messages.Bid,
+    messages.ResultsProposed,
+    messages.ResultsPublished,
+    messages.ComputeError,
+)
+
+try:
+    VERSION = version("py-bacalhau")
+except PackageNotFoundError:  # running from a source tree
+    VERSION = "0+unknown"
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    data_dir: Path
+    swarm_port: int
+    api_port: int
+    peers: tuple[str, ...] = ()
+    host: str = "127.0.0.1"
+    bidder: str = "all"
+    slots: int = field(default_factory=lambda: max(1, os.cpu_count() or 1))
+    beacon_period: float = 15.0
+    bid_window: float = BID_WINDOW_S
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.host}:{self.api_port}"
+
+
+class Node:
+    """One py-bacalhau node. :meth:`run` serves until cancelled."""
+
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        self._key = load_or_create_key(config.data_dir)
+        self.node_id = peer_id_of(self._key)
+        self.store = Store(config.data_dir / "jobs.sqlite")
+        self.results = ResultStore(config.data_dir / "results")
+        self.membership = Membership(self.node_id, period=config.beacon_period)
+        self.transport = Transport(
+            self._key,
+            listen_port=config.swarm_port,
+            host=config.host,
+            gossip_check=self._gossip_check,
+            on_gossip=self._on_gossip,
+            on_direct=self._on_direct,
+        )
+        self._bidder = make_bidder(config.bidder)
+        self.ready = trio.Event()
+        self.requester: Requester
+        self.compute: Compute
+
+    # -- lifecycle -------------------------------------------------------------
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        config = self.config
+        executors: dict[str, Executor] = {"docker": DockerExecutor(), "noop": NoopExecutor()}
+        publishers: dict[str, Publisher] = {"noop": NoopPublisher(config.api_url)}
+        try:
+            async with self.transport.running(), trio.open_nursery() as nursery:
+                self.ctx = NodeContext(
+                    node_id=self.node_id,
+                    api_url=config.api_url,
+                    store=self.store,
+                    transport=self.transport,
+                    membership=self.membership,
+                    nursery=nursery,
+                )
+                self.requester = Requester(self.ctx, bid_window=config.bid_window)
+                self.compute = Compute(
+                    self.ctx,
+                    executors=executors,
+                    publishers=publishers,
+                    bidder=self._bidder,
+                    capacity=Capacity(config.slots),
+                    results=self.results,
+                    work_dir=config.data_dir / "work",
+                )
+                await self.requester.resume()
+                await nursery.start(serve_api, self, config.host, config.api_port)
+                for peer in config.peers:
+                    nursery.start_soon(self.transport.connect, peer)
+                nursery.start_soon(self._beacon)
+                self._write_node_file()
+                self.ready.set()
+                log.info("node %s ready: api %s", self.node_id, config.api_url)
+                task_status.started()
+                await trio.sleep_forever()
+        finally:
+            with trio.CancelScope(shield=True):
+                for executor in executors.values():
+                    await executor.aclose()
+                self.store.close()
+
+    def _write_node_file(self) -> None:
+        info = {
+            "id": self.node_id,
+            "pid": os.getpid(),
+            "api": self.config.api_url,
+            "addrs": self.transport.addrs,
+        }
+        tmp = self.config.data_dir / "node.json.tmp"
+        tmp.write_text(json.dumps(info, indent=2))
+        tmp.replace(self.config.data_dir / "node.json")
+
+    async def _beacon(self) -> None:
+        """Gossip NodeAlive: quickly once the node has topic peers, then each period."""
+        while self.transport.topic_peers(messages.NODES_TOPIC) == 0:
+            await trio.sleep(0.1)
+        delays = [*self.membership.beacon_delays()]
+        while True:
+            await trio.sleep(delays.pop(0) if delays else self.membership.next_delay())
+            alive = messages.NodeAlive(api=self.config.api_url)
+            await self.transport.publish(messages.NODES_TOPIC, alive)
+            self.membership.sent()
+
+    # -- what the API asks ----------------------------------------------------
+
+    async def submit(self, spec: JobSpec) -> Job:
+        """Validate ``spec`` against the live network and start the job.
+
+        Raises :class:`SpecError` naming the field that is wrong.
+        """
+        validate_spec(spec, network_size=self.membership.size)
+        return await self.requester.submit(spec)
+
+    def info(self) -> dict[str, Any]:
+        t = self.transport.statistics()
+        return {
+            "id": self.node_id,
+            "version": VERSION,
+            "api": self.config.api_url,
+            "addrs": self.transport.addrs,
+            "bidder": self._bidder.name,
+            "network_size": self.membership.size,
+            "peers": {"connected": t.connected_peers, "topic": t.topic_peers, "mesh": t.mesh_peers},
+            "known_nodes": self.membership.live_peers(),
+            "transport": _record(t),
+            "membership": _record(self.membership.statistics()),
+            "capacity": _record(self.compute.capacity.statistics()),
+            "store": _record(self.store.statistics()),
+            "requester": {"open_jobs": self.requester.open_jobs},
+            "compute": {"bids_sent": self.compute.bids_sent},
+        }
+
+    def health(self) -> dict[str, Any]:
+        gossip_peers = self.transport.topic_peers()
+        return {
+            "ok": True,
+            "ready": self.ready.is_set() and gossip_peers > 0,
+            "gossip_peers": gossip_peers,
+            "network_size": self.membership.size,
+        }
+
+    # -- message routing -------------------------------------------------------
+
+    def _known_requester(self, job_id: str) -> str | None:
+        if self.requester.owns(job_id):
+            return self.node_id
+        return self.compute.requester_of(job_id)
+
+    def _gossip_check(self, sender: str, message: Message) -> str | None:
+        match message:
+            case messages.JobAnnounced():
+                try:
+                    validate_spec(message.job.spec)
+                except SpecError:
+                    return "invalid_spec"
+                requester = message.job.requester
+            case messages.BiddingClosed():
+                requester = self._known_requester(message.job_id) or message.requester
+            case _:
+                requester = None
+        return check_sender(message, sender, requester=requester)
+
+    async def _on_gossip(self, sender: str, message: Message) -> None:
+        match message:
+            case messages.JobAnnounced():
+                await self.compute.on_announced(message)
+            case messages.BiddingClosed():
+                self.compute.on_bidding_closed(message)
+            case messages.NodeAlive():
+                self.membership.heard(sender, message.api)
+
+    async def _on_direct(self, sender: str, message: Message) -> Ack:
+        job_id = message.job_id
+        to_requester = isinstance(message, _TO_REQUESTER)
+        if to_requester:
+            requester = self.node_id if self.requester.owns(job_id) else None
+            accepted = self.requester.accepted(job_id)
+        else:
+            requester, accepted = self.compute.requester_of(job_id), frozenset()
+        reason = check_sender(message, sender, requester=requester, accepted=accepted)
+        if reason is not None:
+            self.transport.count_dropped(f"direct_{reason}")
+            log.info(
+                "dropped %s for %s from %s: %s", type(message).__name__, job_id, sender, reason
+            )
+            return Ack(False, reason)
+        if to_requester:
+            return await self.requester.on_message(sender, message)
+        return await self.compute.on_message(sender, message)
+
+
+def _record(stats: Any) -> dict[str, Any]:
+    """A statistics() record as plain JSON-able data."""
+    return {
+        f.name: dict(v) if isinstance(v := getattr(stats, f.name), Mapping) else v
+        for f in fields(stats)
+    }

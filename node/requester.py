@@ -1,0 +1,327 @@
+"""The requester role: owns the jobs submitted to this node, from announce to verdict.
+
+For each job it announces it on gossip, accepts the first ``concurrency`` bidders
+and rejects the rest, waits for their proposals or errors, asks the job's
+verifier, tells each compute node the verdict, and waits for the accepted results
+to be published. Every step is an event in the store; every failure ends the job
+``error`` with a reason a user can read.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import trio
+
+from node import messages
+from node.context import NodeContext
+from node.messages import Ack, Message
+from node.models import (
+    Execution,
+    ExecutionState,
+    Job,
+    JobSpec,
+    JobState,
+    new_job_id,
+    now,
+)
+from node.verifiers import VERIFIERS, Proposal
+
+log = logging.getLogger(__name__)
+
+BID_WINDOW_S = 5.0
+# Time allowed beyond the job's own timeout for proposals to arrive.
+RESULTS_GRACE_S = 30.0
+PUBLISH_TIMEOUT_S = 60.0
+
+
+class _Signal:
+    """Wakes every waiter when the job's state changes."""
+
+    def __init__(self) -> None:
+        self._event = trio.Event()
+
+    def notify(self) -> None:
+        self._event.set()
+        self._event = trio.Event()
+
+    async def wait_until(self, predicate: Callable[[], bool]) -> None:
+        while not predicate():
+            await self._event.wait()
+
+
+@dataclass
+class _OpenJob:
+    job: Job
+    state: JobState = JobState.BIDDING
+    bidders: set[str] = field(default_factory=set)
+    accepted: set[str] = field(default_factory=set)
+    proposals: dict[str, str] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+    results_accepted: set[str] = field(default_factory=set)
+    published: dict[str, str] = field(default_factory=dict)
+    changed: _Signal = field(default_factory=_Signal)
+
+    @property
+    def concurrency(self) -> int:
+        return self.job.spec.deal.concurrency
+
+    def settled(self) -> bool:
+        return all(n in self.proposals or n in self.errors for n in self.accepted)
+
+
+class Requester:
+    """Drives the jobs submitted to this node. Runs on the node's trio loop only."""
+
+    def __init__(self, ctx: NodeContext, *, bid_window: float = BID_WINDOW_S) -> None:
+        self._ctx = ctx
+        self._bid_window = bid_window
+        self._open: dict[str, _OpenJob] = {}
+
+    # -- what the node asks of this role --------------------------------------
+
+    def owns(self, job_id: str) -> bool:
+        return job_id in self._open
+
+    def accepted(self, job_id: str) -> frozenset[str]:
+        open_job = self._open.get(job_id)
+        return frozenset(open_job.accepted) if open_job else frozenset()
+
+    @property
+    def open_jobs(self) -> int:
+        return len(self._open)
+
+    async def resume(self) -> None:
+        """End the jobs a previous run of this node left open.
+
+        Their bid windows and deadlines died with that process, so each one ends
+        ``error`` with a reason saying so; nothing in its history is lost.
+        """
+        for record in await self._ctx.db(self._ctx.store.open_jobs, "requester"):
+            reason = f"the requester restarted while the job was {record.state.value}"
+            event = self._ctx.event(record.job.id, "error", reason=reason)
+            await self._ctx.db(self._ctx.store.record, event, state=JobState.ERROR, reason=reason)
+
+    async def submit(self, spec: JobSpec) -> Job:
+        """Accept a validated spec: store it, then drive it in the background."""
+        ctx = self._ctx
+        job = Job(id=new_job_id(), requester=ctx.node_id, spec=spec, created_at=now())
+        created = ctx.event(job.id, "created", concurrency=spec.deal.concurrency)
+        await ctx.db(
+            ctx.store.put_job, job, role="requester", state=JobState.BIDDING, event=created
+        )
+        self._open[job.id] = _OpenJob(job)
+        ctx.spawn(self._drive, job.id)
+        return job
+
+    async def on_message(self, sender: str, message: Message) -> Ack:
+        """Handle a direct message the node has already checked the sender of."""
+        open_job = self._open.get(message.job_id)
+        if open_job is None:
+            return Ack(False, f"job {message.job_id} is not open on this requester")
+        match message:
+            case messages.Bid():
+                self._on_bid(open_job, sender)
+            case messages.ResultsProposed():
+                open_job.proposals[sender] = message.result_id
+                await self._record_execution(
+                    open_job,
+                    sender,
+                    ExecutionState.PROPOSED,
+                    "proposed",
+                    result_id=message.result_id,
+                    exit_code=message.exit_code,
+                    stdout_preview=message.stdout_preview,
+                )
+            case messages.ResultsPublished():
+                open_job.published[sender] = message.location
+                await self._record_execution(
+                    open_job,
+                    sender,
+                    ExecutionState.PUBLISHED,
+                    "published",
+                    result_id=message.result_id,
+                    result_url=message.location,
+                )
+            case messages.ComputeError():
+                open_job.errors[sender] = message.message
+                await self._record_execution(
+                    open_job, sender, ExecutionState.ERROR, "compute_error", reason=message.message
+                )
+            case _:
+                return Ack(False, f"a requester does not take {type(message).__name__}")
+        open_job.changed.notify()
+        return Ack(True)
+
+    # -- bidding ---------------------------------------------------------------
+
+    def _on_bid(self, open_job: _OpenJob, bidder: str) -> None:
+        if bidder in open_job.bidders:
+            return  # a retried Bid: already answered
+        open_job.bidders.add(bidder)
+        if open_job.state is JobState.BIDDING and len(open_job.accepted) < open_job.concurrency:
+            open_job.accepted.add(bidder)
+            self._ctx.spawn(self._accept_bid, open_job, bidder)
+        else:
+            self._ctx.spawn(self._reject_bid, open_job, bidder)
+
+    async def _accept_bid(self, open_job: _OpenJob, bidder: str) -> None:
+        await self._record_execution(open_job, bidder, ExecutionState.ACCEPTED, "bid_accepted")
+        if not await self._ctx.send(bidder, messages.BidAccepted(job_id=open_job.job.id)):
+            open_job.accepted.discard(bidder)
+            await self._record_execution(
+                open_job, bidder, ExecutionState.ERROR, "error", reason="could not reach the bidder"
+            )
+        open_job.changed.notify()
+
+    async def _reject_bid(self, open_job: _OpenJob, bidder: str) -> None:
+        reason = "bidding closed" if open_job.state is not JobState.BIDDING else "enough bids"
+        await self._record_execution(
+            open_job, bidder, ExecutionState.REJECTED, "bid_rejected", reason=reason
+        )
+        await self._ctx.send(bidder, messages.BidRejected(job_id=open_job.job.id, reason=reason))
+
+    # -- the job's course ------------------------------------------------------
+
+    async def _drive(self, job_id: str) -> None:
+        open_job = self._open[job_id]
+        try:
+            await self._run_course(open_job)
+        except _JobFailed as failure:
+            await self._fail(open_job, failure.reason)
+        finally:
+            del self._open[job_id]
+
+    async def _run_course(self, open_job: _OpenJob) -> None:
+        ctx, job = self._ctx, open_job.job
+        announce = messages.JobAnnounced(
+            job_id=job.id,
+            job=job,
+            requester_addrs=ctx.transport.addrs,
+            window=self._bid_window,
+        )
+        await ctx.transport.publish(messages.JOBS_TOPIC, announce)
+        await self._set_state(open_job, JobState.BIDDING, "announced", window=self._bid_window)
+
+        with trio.move_on_after(self._bid_window):
+            await open_job.changed.wait_until(
+                lambda: len(open_job.accepted) >= open_job.concurrency
+            )
+        if len(open_job.accepted) < open_job.concurrency:
+            raise _JobFailed(self._too_few_bids_reason(open_job))
+        await ctx.transport.publish(
+            messages.JOBS_TOPIC, messages.BiddingClosed(job_id=job.id, requester=ctx.node_id)
+        )
+        await self._set_state(open_job, JobState.RUNNING, "bidding_closed")
+
+        deadline = job.spec.timeout + RESULTS_GRACE_S
+        with trio.move_on_after(deadline):
+            await open_job.changed.wait_until(open_job.settled)
+        if not open_job.settled():
+            missing = sorted(open_job.accepted - open_job.proposals.keys() - open_job.errors.keys())
+            raise _JobFailed(f"no results from {', '.join(missing)} within {deadline:.0f}s")
+
+        await self._set_state(open_job, JobState.VERIFYING, "verifying")
+        if not open_job.proposals:
+            raise _JobFailed(self._all_failed_reason(open_job))
+        await self._verify(open_job)
+
+        await self._set_state(open_job, JobState.PUBLISHING, "publishing")
+        with trio.move_on_after(PUBLISH_TIMEOUT_S):
+            await open_job.changed.wait_until(
+                lambda: open_job.results_accepted <= open_job.published.keys()
+            )
+        unpublished = open_job.results_accepted - open_job.published.keys()
+        if unpublished:
+            raise _JobFailed(f"{', '.join(sorted(unpublished))} did not publish accepted results")
+        await self._set_state(open_job, JobState.COMPLETED, "completed")
+
+    async def _verify(self, open_job: _OpenJob) -> None:
+        spec = open_job.job.spec
+        proposals = [Proposal(node, rid) for node, rid in sorted(open_job.proposals.items())]
+        verdict = VERIFIERS[spec.verifier].verify(proposals, confidence=spec.deal.confidence)
+        if not verdict.accepted:
+            reasons = "; ".join(f"{n}: {r}" for n, r in sorted(verdict.rejected.items()))
+            raise _JobFailed(f"verification accepted no result ({reasons})")
+        open_job.results_accepted = set(verdict.accepted)
+        async with trio.open_nursery() as nursery:
+            for node in verdict.accepted:
+                nursery.start_soon(self._tell_verdict, open_job, node, None)
+            for node, reason in verdict.rejected.items():
+                nursery.start_soon(self._tell_verdict, open_job, node, reason)
+
+    async def _tell_verdict(self, open_job: _OpenJob, node: str, rejected: str | None) -> None:
+        job_id = open_job.job.id
+        if rejected is None:
+            await self._record_execution(
+                open_job, node, ExecutionState.RESULTS_ACCEPTED, "results_accepted"
+            )
+            await self._ctx.send(node, messages.ResultsAccepted(job_id=job_id))
+        else:
+            await self._record_execution(
+                open_job, node, ExecutionState.RESULTS_REJECTED, "results_rejected", reason=rejected
+            )
+            await self._ctx.send(node, messages.ResultsRejected(job_id=job_id, reason=rejected))
+
+    async def _fail(self, open_job: _OpenJob, reason: str) -> None:
+        log.info("job %s failed: %s", open_job.job.id, reason)
+        with trio.CancelScope(shield=True):
+            await self._set_state(open_job, JobState.ERROR, "error", reason=reason)
+            cancel = messages.Cancelled(job_id=open_job.job.id, reason=reason)
+            for node in open_job.accepted - open_job.published.keys():
+                self._ctx.spawn(self._ctx.send, node, cancel)
+
+    def _too_few_bids_reason(self, open_job: _OpenJob) -> str:
+        spec, got = open_job.job.spec, len(open_job.accepted)
+        if got == 0:
+            what = f"image {spec.image!r}" if spec.engine == "docker" else f"engine {spec.engine!r}"
+            return (
+                f"no node bid within {self._bid_window:g}s: no node has {what} available"
+                " locally, or every node is busy"
+            )
+        size = self._ctx.membership.size
+        return (
+            f"concurrency {open_job.concurrency} but only {got} node(s) bid within"
+            f" {self._bid_window:g}s ({size} nodes in the network)"
+        )
+
+    @staticmethod
+    def _all_failed_reason(open_job: _OpenJob) -> str:
+        errors = sorted(set(open_job.errors.values()))
+        count = len(open_job.errors)
+        return f"all {count} node(s) failed: " + "; ".join(errors)
+
+    # -- recording -------------------------------------------------------------
+
+    async def _set_state(
+        self, open_job: _OpenJob, state: JobState, kind: str, reason: str | None = None, **detail
+    ) -> None:
+        open_job.state = state
+        if reason is not None:
+            detail["reason"] = reason
+        event = self._ctx.event(open_job.job.id, kind, state=state.value, **detail)
+        await self._ctx.db(self._ctx.store.record, event, state=state, reason=reason)
+        open_job.changed.notify()
+
+    async def _record_execution(
+        self,
+        open_job: _OpenJob,
+        node: str,
+        state: ExecutionState,
+        kind: str,
+        **fields: object,
+    ) -> None:
+        detail = {k: v for k, v in fields.items() if k != "stdout_preview"}
+        event = self._ctx.event(open_job.job.id, kind, shard=0, peer=node, **detail)
+        execution = Execution(
+            job_id=open_job.job.id, shard=0, node=node, state=state, updated_at=event.at, **fields
+        )
+        await self._ctx.db(self._ctx.store.record, event, execution=execution)
+
+
+class _JobFailed(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason

@@ -1,0 +1,82 @@
+"""Result archives: a shard's results tree packed deterministically and kept by id.
+
+The id is the SHA-256 of the canonical tar (sorted names, zeroed owners and
+times), so two nodes that produced the same tree produce the same id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+_RESULT_ID = re.compile(r"^[0-9a-f]{64}$")
+
+
+class ResultNotFound(KeyError):
+    """No result with that id is stored on this node."""
+
+
+def pack(results_dir: Path) -> bytes:
+    """The canonical tar of ``results_dir`` (entries relative to it)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        paths = sorted(p for p in results_dir.rglob("*"))
+        for path in paths:
+            info = tar.gettarinfo(str(path), arcname=str(path.relative_to(results_dir)))
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            info.mtime = 0
+            info.mode = 0o755 if info.isdir() else 0o644
+            info.pax_headers = {}
+            if info.isfile():
+                with path.open("rb") as f:
+                    tar.addfile(info, f)
+            elif info.isdir():
+                tar.addfile(info)
+    return buf.getvalue()
+
+
+def result_id_of(archive: bytes) -> str:
+    return hashlib.sha256(archive).hexdigest()
+
+
+@dataclass(frozen=True)
+class ResultStoreStatistics:
+    stored: int
+    bytes_stored: int
+
+
+class ResultStore:
+    """Archives under ``root`` named by id. Written atomically (rename)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+
+    def put(self, results_dir: Path) -> str:
+        archive = pack(results_dir)
+        result_id = result_id_of(archive)
+        target = self.root / f"{result_id}.tar"
+        if not target.exists():
+            tmp = target.with_suffix(f".tmp{os.getpid()}")
+            tmp.write_bytes(archive)
+            tmp.replace(target)
+        return result_id
+
+    def path(self, result_id: str) -> Path:
+        """Path of a stored archive; raises ResultNotFound (also for a malformed id)."""
+        if not _RESULT_ID.match(result_id):
+            raise ResultNotFound(result_id)
+        path = self.root / f"{result_id}.tar"
+        if not path.exists():
+            raise ResultNotFound(result_id)
+        return path
+
+    def statistics(self) -> ResultStoreStatistics:
+        files = list(self.root.glob("*.tar"))
+        return ResultStoreStatistics(len(files), sum(f.stat().st_size for f in files))

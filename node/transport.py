@@ -1,0 +1,308 @@
+"""The node's libp2p transport: host, gossipsub topics and the direct stream protocol.
+
+Owns every libp2p object of a node. Guarantees:
+
+- Gossip is validated before it is delivered or forwarded: a message that does not
+  decode, or that the node's ``gossip_check`` refuses, is dropped and counted.
+- Subscriptions are drained at once into a bounded channel of our own, so
+  py-libp2p's 32-message subscription queue never overflows (LIBP2P-NOTES trap 4).
+- A direct message is one stream: a length-prefixed msgpack frame out, an
+  :class:`~node.messages.Ack` back. :meth:`Transport.send` retries a failed
+  attempt and raises :class:`TransportError` when every attempt failed.
+- A message a node sends to itself is delivered locally, without a stream.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+import multiaddr
+import trio
+from libp2p import new_host
+from libp2p.crypto.keys import KeyPair
+from libp2p.custom_types import TProtocol
+from libp2p.network.stream.net_stream import INetStream
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import info_from_p2p_addr
+from libp2p.pubsub.gossipsub import GossipSub
+from libp2p.pubsub.pb import rpc_pb2
+from libp2p.pubsub.pubsub import Pubsub
+from libp2p.tools.anyio_service import background_trio_service
+
+from node import messages
+from node.messages import Ack, Message, MessageError
+
+log = logging.getLogger(__name__)
+
+GOSSIP_PROTOCOLS = [TProtocol("/meshsub/1.1.0"), TProtocol("/meshsub/1.0.0")]
+_JOB_PROTOCOL = TProtocol(messages.JOB_PROTOCOL)
+_LENGTH = struct.Struct(">I")
+STREAM_TIMEOUT_S = 10.0
+SEND_ATTEMPTS = 3
+# Far above any steady rate; only a stuck consumer fills it, and then we count drops.
+_INBOX_SIZE = 4096
+
+GossipCheck = Callable[[str, Message], str | None]
+"""(signer peer id, message) -> None to accept, or the reason to drop it."""
+GossipHandler = Callable[[str, Message], Awaitable[None]]
+DirectHandler = Callable[[str, Message], Awaitable[Ack]]
+
+
+class TransportError(RuntimeError):
+    """A direct message could not be delivered; the text names the peer."""
+
+
+@dataclass(frozen=True)
+class TransportStatistics:
+    connected_peers: int
+    topic_peers: int
+    mesh_peers: int
+    gossip_in: int
+    gossip_out: int
+    direct_in: int
+    direct_out: int
+    direct_failed: int
+    dropped: Mapping[str, int]
+
+    @property
+    def dropped_total(self) -> int:
+        return sum(self.dropped.values())
+
+
+def _peer_id(peer: str) -> ID:
+    return ID.from_base58(peer)
+
+
+async def _read_exactly(stream: INetStream, n: int) -> bytes:
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = await stream.read(n - len(buf))
+        if not chunk:
+            raise EOFError(f"stream closed after {len(buf)} of {n} bytes")
+        buf += chunk
+    return bytes(buf)
+
+
+async def read_frame(stream: INetStream) -> bytes:
+    (length,) = _LENGTH.unpack(await _read_exactly(stream, _LENGTH.size))
+    if length > messages.MAX_MESSAGE_BYTES:
+        raise MessageError(f"frame of {length} bytes exceeds {messages.MAX_MESSAGE_BYTES}")
+    return await _read_exactly(stream, length)
+
+
+async def write_frame(stream: INetStream, data: bytes) -> None:
+    await stream.write(_LENGTH.pack(len(data)) + data)
+
+
+class Transport:
+    """One node's libp2p host, its gossip topics and its direct protocol."""
+
+    def __init__(
+        self,
+        key_pair: KeyPair,
+        *,
+        listen_port: int,
+        gossip_check: GossipCheck,
+        on_gossip: GossipHandler,
+        on_direct: DirectHandler,
+        host: str = "127.0.0.1",
+        heartbeat_interval: int = 1,
+    ) -> None:
+        self._listen = multiaddr.Multiaddr(f"/ip4/{host}/tcp/{listen_port}")
+        self._host = new_host(key_pair=key_pair, listen_addrs=[self._listen])
+        self.peer_id: str = self._host.get_id().to_base58()
+        self._gossipsub = GossipSub(
+            protocols=GOSSIP_PROTOCOLS,
+            degree=6,
+            degree_low=4,
+            degree_high=12,
+            heartbeat_interval=heartbeat_interval,
+            # A job network publishes bursts; every peer shares 127.0.0.1 here.
+            spam_protection_enabled=False,
+            eclipse_protection_enabled=False,
+        )
+        self._pubsub = Pubsub(self._host, self._gossipsub, strict_signing=True)
+        self._gossip_check = gossip_check
+        self._on_gossip = on_gossip
+        self._on_direct = on_direct
+        self._counts: Counter[str] = Counter()
+        self._dropped: Counter[str] = Counter()
+
+    # -- lifecycle -------------------------------------------------------------
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Listen, join the gossip topics and serve the direct protocol until exit."""
+        async with AsyncExitStack() as stack:
+            await stack.enter_async_context(self._host.run(listen_addrs=[self._listen]))
+            await stack.enter_async_context(background_trio_service(self._pubsub))
+            await stack.enter_async_context(background_trio_service(self._gossipsub))
+            await self._pubsub.wait_until_ready()
+            self._host.set_stream_handler(_JOB_PROTOCOL, self._handle_stream)
+            nursery = await stack.enter_async_context(trio.open_nursery())
+            for topic in (messages.JOBS_TOPIC, messages.NODES_TOPIC):
+                self._pubsub.set_topic_validator(topic, self._validate_gossip, False)
+                subscription = await self._pubsub.subscribe(topic)
+                send, receive = trio.open_memory_channel[rpc_pb2.Message](_INBOX_SIZE)
+                nursery.start_soon(self._drain, subscription, send)
+                nursery.start_soon(self._deliver, receive)
+            try:
+                yield
+            finally:
+                nursery.cancel_scope.cancel()
+
+    @property
+    def addrs(self) -> list[str]:
+        return [f"{a}/p2p/{self.peer_id}" for a in self._host.get_addrs()]
+
+    async def connect(self, addr: str, *, attempts: int = 8) -> bool:
+        """Dial ``addr`` (a /p2p multiaddr), retrying while the peer comes up.
+
+        Returns whether it connected. A failed dial puts the peer on py-libp2p's
+        60 s negative cache (LIBP2P-NOTES trap 1), so each retry unblocks it first.
+        """
+        info = info_from_p2p_addr(multiaddr.Multiaddr(addr))
+        delay = 0.2
+        for attempt in range(attempts):
+            try:
+                with trio.fail_after(STREAM_TIMEOUT_S):
+                    await self._host.connect(info)
+                return True
+            except Exception as exc:  # py-libp2p raises many kinds on a failed dial
+                log.debug("dial %s failed (attempt %d): %s", addr, attempt + 1, exc)
+                self._host.get_network().unblock_peer(info.peer_id)
+                await trio.sleep(delay)
+                delay = min(delay * 2, 3.0)
+        log.warning("could not connect to %s after %d attempts", addr, attempts)
+        return False
+
+    def remember_addrs(self, peer: str, addrs: Sequence[str]) -> None:
+        """Teach the peerstore how to reach ``peer`` (e.g. a job's requester)."""
+        maddrs = [multiaddr.Multiaddr(a.split("/p2p/")[0]) for a in addrs]
+        if maddrs:
+            self._host.get_peerstore().add_addrs(_peer_id(peer), maddrs, 3600)
+
+    # -- gossip ----------------------------------------------------------------
+
+    async def publish(self, topic: str, message: Message) -> None:
+        await self._pubsub.publish(topic, messages.encode(message))
+        self._counts["gossip_out"] += 1
+
+    def _validate_gossip(self, forwarder: ID, msg: rpc_pb2.Message) -> bool:
+        try:
+            message = messages.decode(msg.data)
+        except MessageError:
+            self._dropped["gossip_malformed"] += 1
+            return False
+        if not isinstance(message, messages.GOSSIP_TYPES):
+            self._dropped["gossip_wrong_channel"] += 1
+            return False
+        reason = self._gossip_check(ID(msg.from_id).to_base58(), message)
+        if reason is not None:
+            self._dropped[f"gossip_{reason}"] += 1
+            log.info("dropped gossip %s: %s", type(message).__name__, reason)
+            return False
+        return True
+
+    async def _drain(self, subscription: Any, inbox: trio.MemorySendChannel[Any]) -> None:
+        while True:
+            msg = await subscription.get()
+            try:
+                inbox.send_nowait(msg)
+            except trio.WouldBlock:
+                self._dropped["gossip_inbox_full"] += 1
+
+    async def _deliver(self, inbox: trio.MemoryReceiveChannel[Any]) -> None:
+        async for msg in inbox:
+            self._counts["gossip_in"] += 1
+            try:
+                message = messages.decode(msg.data)
+                await self._on_gossip(ID(msg.from_id).to_base58(), message)
+            except Exception:
+                # One bad message must never stop delivery of the rest.
+                self._dropped["gossip_handler_error"] += 1
+                log.exception("gossip handler failed")
+
+    def topic_peers(self, topic: str = messages.JOBS_TOPIC) -> int:
+        return len(self._pubsub.peer_topics.get(topic, ()))
+
+    def mesh_peers(self, topic: str = messages.JOBS_TOPIC) -> int:
+        return len(self._gossipsub.mesh.get(topic, ()))
+
+    # -- direct ----------------------------------------------------------------
+
+    async def send(self, peer: str, message: Message) -> Ack:
+        """Deliver ``message`` to ``peer`` and return its acknowledgement.
+
+        Retries up to ``SEND_ATTEMPTS`` times on transport failures (not on a
+        negative ack). Raises :class:`TransportError` if no attempt got through.
+        """
+        self._counts["direct_out"] += 1
+        if peer == self.peer_id:
+            return await self._on_direct(peer, message)
+        data = messages.encode(message)
+        target = _peer_id(peer)
+        last: Exception | None = None
+        for attempt in range(SEND_ATTEMPTS):
+            try:
+                with trio.fail_after(STREAM_TIMEOUT_S):
+                    stream = await self._host.new_stream(target, [_JOB_PROTOCOL])
+                    try:
+                        await write_frame(stream, data)
+                        return messages.decode_ack(await read_frame(stream))
+                    finally:
+                        await stream.close()
+            except (Exception, trio.TooSlowError) as exc:
+                last = exc
+                self._host.get_network().unblock_peer(target)
+                await trio.sleep(0.2 * (attempt + 1))
+        self._counts["direct_failed"] += 1
+        raise TransportError(
+            f"could not deliver {type(message).__name__} to {peer}: {last!r}"
+        ) from last
+
+    async def _handle_stream(self, stream: INetStream) -> None:
+        remote = stream.muxed_conn.peer_id.to_base58()
+        try:
+            with trio.fail_after(STREAM_TIMEOUT_S):
+                try:
+                    message = messages.decode(await read_frame(stream))
+                except MessageError as exc:
+                    self._dropped["direct_malformed"] += 1
+                    await write_frame(stream, messages.encode_ack(Ack(False, str(exc))))
+                    return
+                self._counts["direct_in"] += 1
+                if not isinstance(message, messages.DIRECT_TYPES):
+                    self._dropped["direct_wrong_channel"] += 1
+                    ack = Ack(False, f"{type(message).__name__} is not a direct message")
+                else:
+                    ack = await self._on_direct(remote, message)
+                await write_frame(stream, messages.encode_ack(ack))
+        except (Exception, trio.TooSlowError) as exc:
+            log.debug("direct stream from %s failed: %r", remote, exc)
+        finally:
+            await stream.close()
+
+    def count_dropped(self, reason: str) -> None:
+        """Count a message the node dropped after the transport delivered it."""
+        self._dropped[reason] += 1
+
+    def statistics(self) -> TransportStatistics:
+        return TransportStatistics(
+            connected_peers=len(self._host.get_connected_peers()),
+            topic_peers=self.topic_peers(),
+            mesh_peers=self.mesh_peers(),
+            gossip_in=self._counts["gossip_in"],
+            gossip_out=self._counts["gossip_out"],
+            direct_in=self._counts["direct_in"],
+            direct_out=self._counts["direct_out"],
+            direct_failed=self._counts["direct_failed"],
+            dropped=MappingProxyType(dict(self._dropped)),
+        )

@@ -1,0 +1,1 @@
+"""Profiling toolkit: instrumented locks, event-loop stall detector, profiler sessions."""

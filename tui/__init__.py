@@ -1,0 +1,1 @@
+"""The Textual TUI (talks to nodes only through their HTTP API)."""
