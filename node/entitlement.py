@@ -22,7 +22,7 @@ def check_sender(
     shard the requester accepted.
     """
     rule = messages.ENTITLED[type(message)]
-    if rule is Sender.ANYONE or rule is Sender.BIDDER:
+    if rule is Sender.BIDDER:
         return None
     if isinstance(message, messages.JobAnnounced):
         claimed = message.job.requester

@@ -1,79 +1,167 @@
-"""Live network size: which nodes have been heard on the job network lately.
+"""Live network size by anti-entropy: which nodes are alive, learned from neighbours.
 
-Every node gossips a small :class:`~node.messages.NodeAlive` beacon: a few quickly
-after it joins the mesh (so a new cluster converges in seconds), then once a
-period with jitter. A peer not heard for ``ttl`` seconds is forgotten, so the
+Each node bumps its own heartbeat every round and swaps its table with one random
+neighbour over a direct stream (push-pull), so news spreads in O(log N) rounds at
+O(1) messages per node per round. Broadcasting a beacon on gossip instead was
+measured to cost ~1.4 cores of this 2-core machine at 50 nodes: every gossip
+message is decrypted, parsed and forwarded by every node several times.
+
+A peer whose heartbeat has not advanced for ``ttl`` seconds is forgotten, so the
 size decays when nodes go away. The size is never hard-coded.
+
+A heartbeat is ``(generation, counter)``: the generation is the node's start time
+in ms, so a restarted node's fresh counter still wins over its old one.
 """
 
 from __future__ import annotations
 
-import random
+import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+
+import msgspec
+
+MEMBERS_PROTOCOL = "/bacalhau/members/1.0.0"
+MAX_ENTRIES = 10_000
+_PEER_ID = re.compile(r"^[1-9A-HJ-NP-Za-km-z]{32,64}$")
+
+
+class MemberEntry(msgspec.Struct, array_like=True, frozen=True):
+    peer: str
+    generation: int
+    counter: int
+    api: str = ""
+
+
+class MembersExchange(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    entries: list[MemberEntry]
+
+
+_decoder = msgspec.msgpack.Decoder(MembersExchange)
+_encoder = msgspec.msgpack.Encoder()
+
+
+def encode_exchange(entries: list[MemberEntry]) -> bytes:
+    return _encoder.encode(MembersExchange(entries))
+
+
+def decode_exchange(data: bytes) -> list[MemberEntry]:
+    """Decode a table; raises ValueError naming what is wrong."""
+    try:
+        entries = _decoder.decode(data).entries
+    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"bad membership table: {exc}") from None
+    if len(entries) > MAX_ENTRIES:
+        raise ValueError(f"membership table of {len(entries)} entries exceeds {MAX_ENTRIES}")
+    for entry in entries:
+        if not _PEER_ID.match(entry.peer):
+            raise ValueError(f"bad peer id {entry.peer[:80]!r} in membership table")
+    return entries
 
 
 @dataclass(frozen=True)
 class MembershipStatistics:
     network_size: int
-    beacons_seen: int
-    beacons_sent: int
+    rounds: int
+    merges: int
+    peers_learned: int
+
+
+@dataclass
+class _Known:
+    generation: int
+    counter: int
+    api: str
+    changed_at: float
 
 
 class Membership:
-    """Peers heard on the job network within ``ttl`` seconds, plus this node."""
+    """This node's view of who is alive. Not thread-safe: trio loop only."""
 
     def __init__(
         self,
         self_id: str,
+        api: str = "",
         *,
-        period: float = 15.0,
-        ttl: float | None = None,
+        period: float = 5.0,
+        fast_period: float = 0.5,
+        ttl: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.self_id = self_id
         self.period = period
-        self.ttl = ttl if ttl is not None else 3.5 * period
+        self.fast_period = fast_period
+        self.ttl = ttl
         self._clock = clock
-        self._last_seen: dict[str, float] = {}
-        self._apis: dict[str, str] = {}
-        self._seen = 0
-        self._sent = 0
+        self._generation = int(time.time() * 1000)
+        self._counter = 0
+        self._api = api
+        self._known: dict[str, _Known] = {}
+        self._last_learned = clock()
+        self._rounds = 0
+        self._merges = 0
+        self._learned = 0
 
-    def heard(self, peer: str, api: str = "") -> bool:
-        """Record a beacon from ``peer``; returns True if the peer is new (or was forgotten)."""
+    def tick(self) -> None:
+        """Start a round: advance this node's heartbeat."""
+        self._counter += 1
+        self._rounds += 1
+
+    def table(self) -> list[MemberEntry]:
+        """Live entries, this node's own first."""
+        own = MemberEntry(self.self_id, self._generation, self._counter, self._api)
+        live = self._live()
+        return [own, *(MemberEntry(p, k.generation, k.counter, k.api) for p, k in live.items())]
+
+    def merge(self, entries: Iterable[MemberEntry]) -> int:
+        """Take newer heartbeats from a neighbour's table; returns peers newly learned."""
         now = self._clock()
-        last = self._last_seen.get(peer)
-        self._last_seen[peer] = now
-        if api:
-            self._apis[peer] = api
-        self._seen += 1
-        return last is None or now - last > self.ttl
+        learned = 0
+        self._live()
+        for entry in entries:
+            if entry.peer == self.self_id:
+                continue
+            known = self._known.get(entry.peer)
+            if known is None:
+                self._known[entry.peer] = _Known(entry.generation, entry.counter, entry.api, now)
+                learned += 1
+            elif (entry.generation, entry.counter) > (known.generation, known.counter):
+                known.generation, known.counter, known.changed_at = (
+                    entry.generation,
+                    entry.counter,
+                    now,
+                )
+                known.api = entry.api or known.api
+        self._merges += 1
+        if learned:
+            self._learned += learned
+            self._last_learned = now
+        return learned
 
-    def sent(self) -> None:
-        self._sent += 1
+    def _live(self) -> dict[str, _Known]:
+        cutoff = self._clock() - self.ttl
+        for peer in [p for p, k in self._known.items() if k.changed_at < cutoff]:
+            del self._known[peer]
+        return self._known
 
     def live_peers(self) -> dict[str, str]:
-        """Live peers (other than this node) and their API URLs where known."""
-        cutoff = self._clock() - self.ttl
-        for peer in [p for p, t in self._last_seen.items() if t < cutoff]:
-            del self._last_seen[peer]
-            self._apis.pop(peer, None)
-        return {p: self._apis.get(p, "") for p in self._last_seen if p != self.self_id}
+        """Live peers other than this node, with their API URLs where known."""
+        return {p: k.api for p, k in self._live().items()}
 
     @property
     def size(self) -> int:
-        return 1 + len(self.live_peers())
-
-    def beacon_delays(self) -> list[float]:
-        """Delays between the first beacons after joining: quick, then the period."""
-        return [0.0, 1.0, 3.0]
+        return 1 + len(self._live())
 
     def next_delay(self) -> float:
-        return self.period * random.uniform(0.8, 1.2)
+        """Rounds are quick while peers are still being discovered, then relaxed."""
+        settling = self._clock() - self._last_learned < 2 * self.period
+        return self.fast_period if settling else self.period
 
     def statistics(self) -> MembershipStatistics:
         return MembershipStatistics(
-            network_size=self.size, beacons_seen=self._seen, beacons_sent=self._sent
+            network_size=self.size,
+            rounds=self._rounds,
+            merges=self._merges,
+            peers_learned=self._learned,
         )

@@ -1,9 +1,8 @@
 """The wire protocol's messages and who may send each (DESIGN §4).
 
 Gossip (topic ``bacalhau/jobs/1``) carries :class:`JobAnnounced` and
-:class:`BiddingClosed`; topic ``bacalhau/nodes/1`` carries :class:`NodeAlive`, the
-presence beacon the live network size is estimated from. Everything else travels
-on the direct stream protocol ``/bacalhau/job/1.0.0``. Messages are msgpack-encoded
+:class:`BiddingClosed`. Everything else travels on the direct stream protocol
+``/bacalhau/job/1.0.0``. Messages are msgpack-encoded
 tagged msgspec structs; :func:`decode` validates the schema and raises
 :class:`MessageError` for anything malformed.
 """
@@ -17,7 +16,6 @@ import msgspec
 from node.models import Job
 
 JOBS_TOPIC = "bacalhau/jobs/1"
-NODES_TOPIC = "bacalhau/nodes/1"
 JOB_PROTOCOL = "/bacalhau/job/1.0.0"
 
 # A message bigger than this is malformed: the largest legitimate one is a job
@@ -89,12 +87,6 @@ class Cancelled(_Message, tag="Cancelled"):
     reason: str = ""
 
 
-class NodeAlive(msgspec.Struct, tag="NodeAlive", forbid_unknown_fields=True, frozen=True):
-    """Presence beacon: the signer is alive and in the job network."""
-
-    api: str = ""
-
-
 Message = (
     JobAnnounced
     | BiddingClosed
@@ -107,10 +99,9 @@ Message = (
     | ResultsPublished
     | ComputeError
     | Cancelled
-    | NodeAlive
 )
 
-GOSSIP_TYPES: tuple[type, ...] = (JobAnnounced, BiddingClosed, NodeAlive)
+GOSSIP_TYPES: tuple[type, ...] = (JobAnnounced, BiddingClosed)
 DIRECT_TYPES: tuple[type, ...] = (
     Bid,
     BidAccepted,
@@ -130,7 +121,6 @@ class Sender(enum.Enum):
     REQUESTER = "the job's requester"
     BIDDER = "the bidding node itself"
     ACCEPTED = "a node whose bid on that shard was accepted"
-    ANYONE = "any node, about itself"
 
 
 ENTITLED: dict[type, Sender] = {
@@ -145,7 +135,6 @@ ENTITLED: dict[type, Sender] = {
     ResultsProposed: Sender.ACCEPTED,
     ResultsPublished: Sender.ACCEPTED,
     ComputeError: Sender.ACCEPTED,
-    NodeAlive: Sender.ANYONE,
 }
 
 _encoder = msgspec.msgpack.Encoder()
@@ -162,7 +151,7 @@ def decode(data: bytes) -> Message:
         raise MessageError(f"message of {len(data)} bytes exceeds {MAX_MESSAGE_BYTES}")
     try:
         return _decoder.decode(data)
-    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise MessageError(str(exc)) from None
 
 
@@ -183,5 +172,5 @@ def encode_ack(ack: Ack) -> bytes:
 def decode_ack(data: bytes) -> Ack:
     try:
         return _ack_decoder.decode(data)
-    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise MessageError(f"bad acknowledgement: {exc}") from None

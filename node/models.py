@@ -166,7 +166,7 @@ def validate_spec(spec: JobSpec, network_size: int | None = None) -> JobSpec:
     if len(spec.command) > MAX_ARGS or any(len(a) > MAX_ARG_LEN for a in spec.command):
         raise SpecError("command", f"at most {MAX_ARGS} arguments of {MAX_ARG_LEN} chars")
     for name in spec.env:
-        if not _ENV_NAME.match(name):
+        if not _ENV_NAME.fullmatch(name):
             raise SpecError(f"env.{name}", "not a valid environment variable name")
     if not 0 < spec.timeout <= MAX_TIMEOUT_S:
         raise SpecError("timeout", f"must be in (0, {MAX_TIMEOUT_S:.0f}] seconds")
@@ -208,6 +208,6 @@ def decode_spec(body: bytes, network_size: int | None = None) -> JobSpec:
         if not field and "unknown field" in message:
             field = message.split("`")[1] if "`" in message else ""
         raise SpecError(field or "body", message) from None
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise SpecError("body", f"not valid JSON: {exc}") from None
     return validate_spec(spec, network_size)

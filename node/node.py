@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from importlib.metadata import PackageNotFoundError, version
@@ -29,14 +30,14 @@ from node.executors.base import Executor
 from node.executors.docker import DockerExecutor
 from node.executors.noop import NoopExecutor
 from node.identity import load_or_create_key, peer_id_of
-from node.membership import Membership
+from node.membership import MEMBERS_PROTOCOL, Membership, decode_exchange, encode_exchange
 from node.messages import Ack, Message
 from node.models import Job, JobSpec, SpecError, validate_spec
 from node.publishers import NoopPublisher, Publisher
 from node.requester import BID_WINDOW_S, Requester
 from node.results import ResultStore
 from node.store import Store
-from node.transport import Transport
+from node.transport import Transport, TransportError
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ class NodeConfig:
     host: str = "127.0.0.1"
     bidder: str = "all"
     slots: int = field(default_factory=lambda: max(1, os.cpu_count() or 1))
-    beacon_period: float = 15.0
+    members_period: float = 5.0
     bid_window: float = BID_WINDOW_S
 
     @property
@@ -80,7 +81,7 @@ class Node:
         self.node_id = peer_id_of(self._key)
         self.store = Store(config.data_dir / "jobs.sqlite")
         self.results = ResultStore(config.data_dir / "results")
-        self.membership = Membership(self.node_id, period=config.beacon_period)
+        self.membership = Membership(self.node_id, config.api_url, period=config.members_period)
         self.transport = Transport(
             self._key,
             listen_port=config.swarm_port,
@@ -88,6 +89,7 @@ class Node:
             gossip_check=self._gossip_check,
             on_gossip=self._on_gossip,
             on_direct=self._on_direct,
+            extra_protocols={MEMBERS_PROTOCOL: self._on_members},
         )
         self._bidder = make_bidder(config.bidder)
         self.ready = trio.Event()
@@ -124,7 +126,7 @@ class Node:
                 await nursery.start(serve_api, self, config.host, config.api_port)
                 for peer in config.peers:
                     nursery.start_soon(self.transport.connect, peer)
-                nursery.start_soon(self._beacon)
+                nursery.start_soon(self._exchange_members)
                 self._write_node_file()
                 self.ready.set()
                 log.info("node %s ready: api %s", self.node_id, config.api_url)
@@ -147,16 +149,34 @@ class Node:
         tmp.write_text(json.dumps(info, indent=2))
         tmp.replace(self.config.data_dir / "node.json")
 
-    async def _beacon(self) -> None:
-        """Gossip NodeAlive: quickly once the node has topic peers, then each period."""
-        while self.transport.topic_peers(messages.NODES_TOPIC) == 0:
-            await trio.sleep(0.1)
-        delays = [*self.membership.beacon_delays()]
+    async def _exchange_members(self) -> None:
+        """Each round, swap membership tables with one random neighbour."""
         while True:
-            await trio.sleep(delays.pop(0) if delays else self.membership.next_delay())
-            alive = messages.NodeAlive(api=self.config.api_url)
-            await self.transport.publish(messages.NODES_TOPIC, alive)
-            self.membership.sent()
+            neighbours = self.transport.neighbours()
+            if neighbours:
+                self.membership.tick()
+                peer = random.choice(neighbours)
+                try:
+                    reply = await self.transport.request(
+                        peer, MEMBERS_PROTOCOL, encode_exchange(self.membership.table())
+                    )
+                    self.membership.merge(decode_exchange(reply))
+                except TransportError as exc:
+                    log.debug("membership exchange with %s failed: %s", peer, exc)
+                except ValueError as exc:
+                    self.transport.count_dropped("members_malformed")
+                    log.info("bad membership table from %s: %s", peer, exc)
+                await trio.sleep(self.membership.next_delay())
+            else:
+                await trio.sleep(0.1)
+
+    async def _on_members(self, sender: str, request: bytes) -> bytes:
+        try:
+            self.membership.merge(decode_exchange(request))
+        except ValueError:
+            self.transport.count_dropped("members_malformed")
+            raise
+        return encode_exchange(self.membership.table())
 
     # -- what the API asks ----------------------------------------------------
 
@@ -223,8 +243,6 @@ class Node:
                 await self.compute.on_announced(message)
             case messages.BiddingClosed():
                 self.compute.on_bidding_closed(message)
-            case messages.NodeAlive():
-                self.membership.heard(sender, message.api)
 
     async def _on_direct(self, sender: str, message: Message) -> Ack:
         job_id = message.job_id

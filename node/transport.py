@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from types import MappingProxyType
 from typing import Any
 
@@ -53,6 +54,8 @@ GossipCheck = Callable[[str, Message], str | None]
 """(signer peer id, message) -> None to accept, or the reason to drop it."""
 GossipHandler = Callable[[str, Message], Awaitable[None]]
 DirectHandler = Callable[[str, Message], Awaitable[Ack]]
+RequestHandler = Callable[[str, bytes], Awaitable[bytes]]
+"""(remote peer id, request frame) -> reply frame, for extra request/response protocols."""
 
 
 class TransportError(RuntimeError):
@@ -112,6 +115,7 @@ class Transport:
         gossip_check: GossipCheck,
         on_gossip: GossipHandler,
         on_direct: DirectHandler,
+        extra_protocols: Mapping[str, RequestHandler] | None = None,
         host: str = "127.0.0.1",
         heartbeat_interval: int = 1,
     ) -> None:
@@ -132,6 +136,7 @@ class Transport:
         self._gossip_check = gossip_check
         self._on_gossip = on_gossip
         self._on_direct = on_direct
+        self._extra = dict(extra_protocols or {})
         self._counts: Counter[str] = Counter()
         self._dropped: Counter[str] = Counter()
 
@@ -146,13 +151,16 @@ class Transport:
             await stack.enter_async_context(background_trio_service(self._gossipsub))
             await self._pubsub.wait_until_ready()
             self._host.set_stream_handler(_JOB_PROTOCOL, self._handle_stream)
+            for protocol, handler in self._extra.items():
+                self._host.set_stream_handler(
+                    TProtocol(protocol), partial(self._handle_request, protocol, handler)
+                )
             nursery = await stack.enter_async_context(trio.open_nursery())
-            for topic in (messages.JOBS_TOPIC, messages.NODES_TOPIC):
-                self._pubsub.set_topic_validator(topic, self._validate_gossip, False)
-                subscription = await self._pubsub.subscribe(topic)
-                send, receive = trio.open_memory_channel[rpc_pb2.Message](_INBOX_SIZE)
-                nursery.start_soon(self._drain, subscription, send)
-                nursery.start_soon(self._deliver, receive)
+            self._pubsub.set_topic_validator(messages.JOBS_TOPIC, self._validate_gossip, False)
+            subscription = await self._pubsub.subscribe(messages.JOBS_TOPIC)
+            send, receive = trio.open_memory_channel[rpc_pb2.Message](_INBOX_SIZE)
+            nursery.start_soon(self._drain, subscription, send)
+            nursery.start_soon(self._deliver, receive)
             try:
                 yield
             finally:
@@ -233,6 +241,10 @@ class Transport:
     def topic_peers(self, topic: str = messages.JOBS_TOPIC) -> int:
         return len(self._pubsub.peer_topics.get(topic, ()))
 
+    def neighbours(self) -> list[str]:
+        """Connected peers that are in the job network (subscribed to its topic)."""
+        return [p.to_base58() for p in self._pubsub.peer_topics.get(messages.JOBS_TOPIC, ())]
+
     def mesh_peers(self, topic: str = messages.JOBS_TOPIC) -> int:
         return len(self._gossipsub.mesh.get(topic, ()))
 
@@ -247,26 +259,48 @@ class Transport:
         self._counts["direct_out"] += 1
         if peer == self.peer_id:
             return await self._on_direct(peer, message)
-        data = messages.encode(message)
+        try:
+            reply = await self.request(peer, messages.JOB_PROTOCOL, messages.encode(message))
+            return messages.decode_ack(reply)
+        except (TransportError, MessageError):
+            self._counts["direct_failed"] += 1
+            raise
+
+    async def request(self, peer: str, protocol: str, data: bytes) -> bytes:
+        """One frame out, one frame back, on a new stream of ``protocol``.
+
+        Retries up to ``SEND_ATTEMPTS`` times; raises :class:`TransportError`
+        naming the peer when no attempt got through.
+        """
         target = _peer_id(peer)
-        last: Exception | None = None
+        last: BaseException | None = None
         for attempt in range(SEND_ATTEMPTS):
             try:
                 with trio.fail_after(STREAM_TIMEOUT_S):
-                    stream = await self._host.new_stream(target, [_JOB_PROTOCOL])
+                    stream = await self._host.new_stream(target, [TProtocol(protocol)])
                     try:
                         await write_frame(stream, data)
-                        return messages.decode_ack(await read_frame(stream))
+                        return await read_frame(stream)
                     finally:
                         await stream.close()
             except (Exception, trio.TooSlowError) as exc:
                 last = exc
                 self._host.get_network().unblock_peer(target)
                 await trio.sleep(0.2 * (attempt + 1))
-        self._counts["direct_failed"] += 1
-        raise TransportError(
-            f"could not deliver {type(message).__name__} to {peer}: {last!r}"
-        ) from last
+        raise TransportError(f"no reply from {peer} on {protocol}: {last!r}") from last
+
+    async def _handle_request(
+        self, protocol: str, handler: RequestHandler, stream: INetStream
+    ) -> None:
+        remote = stream.muxed_conn.peer_id.to_base58()
+        try:
+            with trio.fail_after(STREAM_TIMEOUT_S):
+                await write_frame(stream, await handler(remote, await read_frame(stream)))
+        except (Exception, trio.TooSlowError) as exc:
+            self._dropped[f"{protocol.strip('/').split('/')[1]}_failed"] += 1
+            log.debug("%s stream from %s failed: %r", protocol, remote, exc)
+        finally:
+            await stream.close()
 
     async def _handle_stream(self, stream: INetStream) -> None:
         remote = stream.muxed_conn.peer_id.to_base58()

@@ -1,0 +1,30 @@
+# The two Quick start commands: `make up` (a 50-node devstack) and `make test`.
+# Both install what they need first: a venv with the project, the Docker daemon
+# and the local busybox base image (.ci/setup-docker).
+
+VENV  ?= .venv
+NODES ?= 50
+PYTEST_ARGS ?=
+
+.PHONY: install up down test lint
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+	bash .ci/setup-docker
+
+up: install
+	$(VENV)/bin/devstack up --nodes $(NODES)
+
+down:
+	$(VENV)/bin/devstack down
+
+test: install
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
