@@ -1,25 +1,24 @@
 """What the node's roles share: identity, store, transport, and a task nursery.
 
 Roles never reach into each other; they act through this context. Store calls
-run in worker threads (sqlite blocks) behind one limiter, so the loop never waits
-on disk.
+go through a :class:`~node.storequeue.StoreQueue` (sqlite blocks), so the loop never
+waits on disk.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from functools import partial
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import anyio
 import trio
 
 from node.membership import Membership
 from node.messages import Message
 from node.models import JobEvent, now
 from node.store import Store
+from node.storequeue import StoreQueue
 from node.transport import Transport, TransportError
 
 T = TypeVar("T")
@@ -34,11 +33,11 @@ class NodeContext:
     transport: Transport
     membership: Membership
     nursery: trio.Nursery
-    db_limiter: anyio.CapacityLimiter = field(default_factory=lambda: anyio.CapacityLimiter(1))
+    store_queue: StoreQueue
 
     async def db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run a store call in a worker thread."""
-        return await anyio.to_thread.run_sync(partial(fn, *args, **kwargs), limiter=self.db_limiter)
+        """Run a store call in the store's worker thread (batched with others waiting)."""
+        return await self.store_queue.call(fn, *args, **kwargs)
 
     def event(self, job_id: str, kind: str, *, shard: int | None = None, **detail: Any) -> JobEvent:
         return JobEvent(

@@ -37,6 +37,7 @@ from node.publishers import NoopPublisher, Publisher
 from node.requester import BID_WINDOW_S, Requester
 from node.results import ResultStore
 from node.store import Store
+from node.storequeue import StoreQueue
 from node.transport import Transport, TransportError
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,7 @@ class Node:
         self.node_id = peer_id_of(self._key)
         self.store = Store(config.data_dir / "jobs.sqlite")
         self.results = ResultStore(config.data_dir / "results")
+        self.store_queue = StoreQueue()
         self.membership = Membership(self.node_id, config.api_url, period=config.members_period)
         self.transport = Transport(
             self._key,
@@ -111,7 +113,9 @@ class Node:
                     transport=self.transport,
                     membership=self.membership,
                     nursery=nursery,
+                    store_queue=self.store_queue,
                 )
+                nursery.start_soon(self.store_queue.run)
                 self.requester = Requester(self.ctx, bid_window=config.bid_window)
                 self.compute = Compute(
                     self.ctx,
@@ -203,6 +207,7 @@ class Node:
             "membership": _record(self.membership.statistics()),
             "capacity": _record(self.compute.capacity.statistics()),
             "store": _record(self.store.statistics()),
+            "store_queue": _record(self.store_queue.statistics()),
             "requester": {"open_jobs": self.requester.open_jobs},
             "compute": {"bids_sent": self.compute.bids_sent},
         }
