@@ -24,6 +24,13 @@ MAX_TIMEOUT_S = 24 * 3600.0
 MAX_CONCURRENCY = 1000
 MAX_ARGS = 256
 MAX_ARG_LEN = 8192
+MAX_CPU = 1024.0
+MAX_MEMORY = 1 << 50
+# A spec must fit in one JobAnnounced, whatever its parts.
+MAX_SPEC_BYTES = 64 * 1024
+
+# Bounded so every count fits the wire format (msgpack ints are 64-bit).
+_Count = Annotated[int, msgspec.Meta(ge=-(1 << 31), le=1 << 31)]
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -40,16 +47,16 @@ class SpecError(ValueError):
 class Resources(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """What one shard may use: CPU in cores, memory in bytes (0 = no limit)."""
 
-    cpu: Annotated[float, msgspec.Meta(ge=0)] = 0.0
-    memory: Annotated[int, msgspec.Meta(ge=0)] = 0
+    cpu: Annotated[float, msgspec.Meta(ge=0, le=MAX_CPU)] = 0.0
+    memory: Annotated[int, msgspec.Meta(ge=0, le=MAX_MEMORY)] = 0
 
 
 class Deal(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """How many nodes run each shard and how many must agree."""
 
-    concurrency: int = 1
-    confidence: int = 0
-    min_bids: int = 0
+    concurrency: _Count = 1
+    confidence: _Count = 0
+    min_bids: _Count = 0
 
 
 class JobSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -182,6 +189,11 @@ def validate_spec(spec: JobSpec, network_size: int | None = None) -> JobSpec:
         raise SpecError("deal.confidence", "must be between 0 and deal.concurrency")
     if deal.min_bids < 0:
         raise SpecError("deal.min_bids", "must not be negative")
+    encoded = len(msgspec.msgpack.encode(spec))
+    if encoded > MAX_SPEC_BYTES:
+        parts = {"command": spec.command, "entrypoint": spec.entrypoint, "env": spec.env}
+        largest = max(parts, key=lambda name: len(msgspec.msgpack.encode(parts[name])))
+        raise SpecError(largest, f"the spec is {encoded} bytes; at most {MAX_SPEC_BYTES}")
     if spec.verifier not in VERIFIERS:
         raise SpecError(
             "verifier", f"unknown verifier {spec.verifier!r}; known: {', '.join(VERIFIERS)}"
@@ -205,8 +217,9 @@ def decode_spec(body: bytes, network_size: int | None = None) -> JobSpec:
         match = _PATH.search(text)
         field = match.group(1) if match else ""
         message = _PATH.sub("", text)
-        if not field and "unknown field" in message:
-            field = message.split("`")[1] if "`" in message else ""
+        if "unknown field" in message and "`" in message:
+            unknown = message.split("`")[1]
+            field = f"{field}.{unknown}" if field else unknown
         raise SpecError(field or "body", message) from None
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise SpecError("body", f"not valid JSON: {exc}") from None

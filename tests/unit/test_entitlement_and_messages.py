@@ -1,0 +1,617 @@
+"""The wire protocol's rules without a network: who may send what (DESIGN §4),
+message encoding, size limits, and job-spec decoding errors."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any, get_args
+
+import msgspec
+import pytest
+import trio
+from hypothesis import HealthCheck, assume, example, given, settings
+from hypothesis import strategies as st
+
+from node import messages
+from node.entitlement import check_sender
+from node.messages import (
+    DIRECT_TYPES,
+    ENTITLED,
+    GOSSIP_TYPES,
+    MAX_MESSAGE_BYTES,
+    Ack,
+    Message,
+    MessageError,
+    Sender,
+    decode,
+    decode_ack,
+    encode,
+    encode_ack,
+)
+from node.models import (
+    MAX_CPU,
+    MAX_MEMORY,
+    Deal,
+    Job,
+    JobSpec,
+    Resources,
+    SpecError,
+    decode_spec,
+    validate_spec,
+)
+from node.transport import read_frame, write_frame
+
+pytestmark = pytest.mark.timeout(120)
+
+REQ, ACC, OTHER = "QmRequester", "QmAccepted", "QmOther"
+JOB_ID = "job-1"
+SPEC = JobSpec(image="busybox", command=["echo", "hello"])
+JOB = Job(id=JOB_ID, requester=REQ, spec=SPEC, created_at=1000.0)
+
+# One message of every type, as the job's requester/bidder/compute node would send it.
+SAMPLES: dict[type, Message] = {
+    messages.JobAnnounced: messages.JobAnnounced(job_id=JOB_ID, job=JOB),
+    messages.BiddingClosed: messages.BiddingClosed(job_id=JOB_ID, requester=REQ),
+    messages.Bid: messages.Bid(job_id=JOB_ID),
+    messages.BidAccepted: messages.BidAccepted(job_id=JOB_ID),
+    messages.BidRejected: messages.BidRejected(job_id=JOB_ID, reason="enough bids"),
+    messages.ResultsProposed: messages.ResultsProposed(
+        job_id=JOB_ID, shard=0, result_id="r1", exit_code=0
+    ),
+    messages.ResultsAccepted: messages.ResultsAccepted(job_id=JOB_ID),
+    messages.ResultsRejected: messages.ResultsRejected(job_id=JOB_ID, reason="outvoted"),
+    messages.ResultsPublished: messages.ResultsPublished(
+        job_id=JOB_ID, shard=0, result_id="r1", location="http://127.0.0.1:1/r1"
+    ),
+    messages.ComputeError: messages.ComputeError(job_id=JOB_ID, message="boom"),
+    messages.Cancelled: messages.Cancelled(job_id=JOB_ID, reason="stop"),
+}
+# A presence beacon, where the node has one (not in DESIGN §4's table).
+NODE_ALIVE: type | None = getattr(messages, "NodeAlive", None)
+if NODE_ALIVE is not None:
+    SAMPLES[NODE_ALIVE] = NODE_ALIVE(api="http://127.0.0.1:1")
+
+# DESIGN §4's table, written out independently of node/messages.py.
+DESIGN_TABLE: dict[str, set[type]] = {
+    "requester": {
+        messages.JobAnnounced,
+        messages.BiddingClosed,
+        messages.BidAccepted,
+        messages.BidRejected,
+        messages.ResultsAccepted,
+        messages.ResultsRejected,
+        messages.Cancelled,
+    },
+    "bidder": {messages.Bid},
+    "accepted": {messages.ResultsProposed, messages.ResultsPublished, messages.ComputeError},
+}
+if NODE_ALIVE is not None:
+    DESIGN_TABLE["anyone"] = {NODE_ALIVE}
+RULE_OF = {t: rule for rule, types in DESIGN_TABLE.items() for t in types}
+ALL_TYPES = set(get_args(Message))
+
+
+# -- the entitlement table -------------------------------------------------------
+
+
+def test_every_message_type_has_a_rule_and_one_channel() -> None:
+    assert set(SAMPLES) == ALL_TYPES == set(ENTITLED) == set(RULE_OF)
+    assert set(GOSSIP_TYPES) | set(DIRECT_TYPES) == ALL_TYPES
+    assert not set(GOSSIP_TYPES) & set(DIRECT_TYPES)
+    gossip = {messages.JobAnnounced, messages.BiddingClosed}
+    assert set(GOSSIP_TYPES) == gossip | ({NODE_ALIVE} if NODE_ALIVE else set())
+
+
+def test_entitled_matches_the_design_table() -> None:
+    names = {Sender.REQUESTER: "requester", Sender.BIDDER: "bidder", Sender.ACCEPTED: "accepted"}
+    if hasattr(Sender, "ANYONE"):
+        names[Sender.ANYONE] = "anyone"
+    assert {t: names[s] for t, s in ENTITLED.items()} == RULE_OF
+
+
+def expected(message_type: type, sender_kind: str) -> str | None:
+    """What check_sender must answer, from DESIGN §4 alone."""
+    rule = RULE_OF[message_type]
+    if rule in ("anyone", "bidder"):
+        return None  # a Bid is from its sender by definition; NodeAlive is about oneself
+    if message_type is messages.JobAnnounced:
+        # A new job is unknown everywhere: the signer must be the requester it names.
+        return None if sender_kind in ("requester", "unknown job, requester") else "not_requester"
+    if sender_kind.startswith("unknown job"):
+        return "unknown_job"
+    if rule == "requester":
+        return None if sender_kind == "requester" else "not_requester"
+    return None if sender_kind == "accepted node" else "not_accepted"
+
+
+SENDER_KINDS = {
+    # kind: (sender, the requester this node knows, accepted nodes)
+    "requester": (REQ, REQ, {ACC}),
+    "accepted node": (ACC, REQ, {ACC}),
+    "other node": (OTHER, REQ, {ACC}),
+    "unknown job, requester": (REQ, None, set()),
+    "unknown job, other node": (OTHER, None, set()),
+}
+
+
+@pytest.mark.parametrize("sender_kind", list(SENDER_KINDS))
+@pytest.mark.parametrize("message_type", list(SAMPLES), ids=lambda t: t.__name__)
+def test_check_sender_table(message_type: type, sender_kind: str) -> None:
+    sender, requester, accepted = SENDER_KINDS[sender_kind]
+    message = SAMPLES[message_type]
+    got = check_sender(message, sender, requester=requester, accepted=accepted)
+    assert got == expected(message_type, sender_kind)
+
+
+@pytest.mark.parametrize("message_type", sorted(DESIGN_TABLE["accepted"], key=lambda t: t.__name__))
+def test_requester_that_ran_a_shard_may_report_on_it(message_type: type) -> None:
+    message = SAMPLES[message_type]
+    assert check_sender(message, REQ, requester=REQ, accepted={REQ, ACC}) is None
+
+
+def test_announce_must_carry_its_own_job_id() -> None:
+    forged = messages.JobAnnounced(job_id="another-job", job=JOB)
+    assert check_sender(forged, REQ, requester=REQ) == "job_id_mismatch"
+
+
+def test_announce_is_checked_against_the_job_it_carries_not_the_caller() -> None:
+    # The node passes the claimed requester; the message's own claim is what counts.
+    assert check_sender(SAMPLES[messages.JobAnnounced], REQ, requester=OTHER) is None
+    assert check_sender(SAMPLES[messages.JobAnnounced], OTHER, requester=OTHER) == "not_requester"
+
+
+peers = st.sampled_from([REQ, ACC, OTHER, "QmX", ""])
+
+
+@given(
+    message_type=st.sampled_from(sorted(ALL_TYPES, key=lambda t: t.__name__)),
+    sender=peers,
+    requester=st.none() | peers,
+    accepted=st.frozensets(peers, max_size=3),
+)
+def test_check_sender_property(
+    message_type: type, sender: str, requester: str | None, accepted: frozenset[str]
+) -> None:
+    message = SAMPLES[message_type]
+    got = check_sender(message, sender, requester=requester, accepted=accepted)
+    rule = RULE_OF[message_type]
+    if rule in ("anyone", "bidder"):
+        assert got is None
+    elif message_type is messages.JobAnnounced:
+        assert (got is None) == (sender == REQ)
+    elif requester is None:
+        assert got == "unknown_job"
+    elif rule == "requester":
+        assert (got is None) == (sender == requester)
+    else:
+        assert (got is None) == (sender in accepted)
+
+
+# -- encode / decode -------------------------------------------------------------
+
+text = st.text(max_size=24)
+int64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
+floats = st.floats(allow_nan=False)
+count = st.integers(min_value=-(2**31), max_value=2**31)
+
+specs = st.builds(
+    JobSpec,
+    image=text,
+    command=st.lists(text, max_size=4),
+    entrypoint=st.none() | st.lists(text, max_size=3),
+    engine=text,
+    env=st.dictionaries(text, text, max_size=3),
+    timeout=floats,
+    resources=st.builds(
+        Resources,
+        cpu=st.floats(min_value=0, max_value=MAX_CPU, allow_nan=False),
+        memory=st.integers(min_value=0, max_value=MAX_MEMORY),
+    ),
+    deal=st.builds(Deal, concurrency=count, confidence=count, min_bids=count),
+    verifier=text,
+    publisher=text,
+    network=st.booleans(),
+)
+jobs = st.builds(Job, id=text, requester=text, spec=specs, created_at=floats, shards=int64)
+
+message_strategies: dict[type, st.SearchStrategy[Any]] = {
+    messages.JobAnnounced: st.builds(
+        messages.JobAnnounced,
+        job_id=text,
+        job=jobs,
+        requester_addrs=st.lists(text, max_size=3),
+        round=int64,
+        window=floats,
+    ),
+    messages.BiddingClosed: st.builds(
+        messages.BiddingClosed, job_id=text, requester=text, shard=int64
+    ),
+    messages.Bid: st.builds(messages.Bid, job_id=text, shard=int64),
+    messages.BidAccepted: st.builds(messages.BidAccepted, job_id=text, shard=int64),
+    messages.BidRejected: st.builds(messages.BidRejected, job_id=text, shard=int64, reason=text),
+    messages.ResultsProposed: st.builds(
+        messages.ResultsProposed,
+        job_id=text,
+        shard=int64,
+        result_id=text,
+        exit_code=int64,
+        stdout_preview=st.text(max_size=200),
+    ),
+    messages.ResultsAccepted: st.builds(messages.ResultsAccepted, job_id=text, shard=int64),
+    messages.ResultsRejected: st.builds(
+        messages.ResultsRejected, job_id=text, shard=int64, reason=text
+    ),
+    messages.ResultsPublished: st.builds(
+        messages.ResultsPublished, job_id=text, shard=int64, result_id=text, location=text
+    ),
+    messages.ComputeError: st.builds(messages.ComputeError, job_id=text, shard=int64, message=text),
+    messages.Cancelled: st.builds(messages.Cancelled, job_id=text, reason=text),
+}
+if NODE_ALIVE is not None:
+    message_strategies[NODE_ALIVE] = st.builds(NODE_ALIVE, api=text)
+any_message = st.one_of(*message_strategies.values())
+
+
+def test_strategies_cover_every_message_type() -> None:
+    assert set(message_strategies) == ALL_TYPES
+
+
+@given(any_message)
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+def test_encode_decode_round_trip(message: Message) -> None:
+    data = encode(message)
+    assume(len(data) <= MAX_MESSAGE_BYTES)
+    decoded = decode(data)
+    assert type(decoded) is type(message)
+    assert decoded == message
+    assert encode(decoded) == data
+
+
+@given(st.booleans(), text)
+def test_ack_round_trip(ok: bool, error: str) -> None:
+    assert decode_ack(encode_ack(Ack(ok, error))) == Ack(ok, error)
+
+
+def decodes_or_refuses(
+    data: bytes, decoder: Callable[[bytes], Any], types: tuple[type, ...]
+) -> None:
+    """``decoder(data)`` returns one of ``types`` or raises MessageError, nothing else."""
+    try:
+        result = decoder(data)
+    except MessageError as exc:
+        assert str(exc)
+    else:
+        assert isinstance(result, types)
+
+
+@given(st.binary(max_size=4096))
+@settings(max_examples=500)
+@example(b"")
+@example(b"\xc1")
+@example(b"\x80")  # an empty map: no type tag
+@example(b"\x81\xa4type\xa3Bid")  # a Bid without its job_id
+@example(b"\x82\xa4type\xa3Bid\xa6job_id\x05")  # job_id of the wrong type
+@example(b"\x82\xa4type\xa4Nope\xa6job_id\xa1x")  # an unknown tag
+@example(b"\x91" * 10_000)  # deeply nested arrays
+@example(b"\x82\xa4type\xa3Bid\xa6job_id\xa1\x80")  # a string that is not UTF-8
+@example(b"\x82\xa2ok\xc2\xa5error\xa1\x80")  # an Ack whose error is not UTF-8
+def test_decode_random_bytes_only_raises_message_error(data: bytes) -> None:
+    decodes_or_refuses(data, decode, tuple(ALL_TYPES))
+    decodes_or_refuses(data, decode_ack, (Ack,))
+
+
+msgpack_values = st.recursive(
+    st.none() | st.booleans() | int64 | floats | st.text(max_size=10) | st.binary(max_size=10),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=10), children, max_size=3)
+    ),
+    max_leaves=12,
+)
+FIELD_NAMES = sorted(
+    {f for t in ALL_TYPES for f in t.__struct_fields__} | {"type", "id", "spec", "requester"}
+)
+
+
+@given(
+    tag=st.sampled_from([t.__struct_config__.tag for t in ALL_TYPES] + ["Nope", 1, None]),
+    fields=st.dictionaries(st.sampled_from(FIELD_NAMES) | st.text(max_size=8), msgpack_values),
+)
+@settings(max_examples=500)
+def test_decode_plausible_garbage_only_raises_message_error(tag: Any, fields: dict) -> None:
+    """Well-formed msgpack maps with a real type tag and random fields."""
+    data = msgspec.msgpack.encode({**fields, "type": tag})
+    decodes_or_refuses(data, decode, tuple(ALL_TYPES))
+
+
+@given(any_message, st.data())
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+def test_decode_damaged_messages_only_raises_message_error(message: Message, data: Any) -> None:
+    """A valid encoding, truncated or with a byte changed."""
+    raw = bytearray(encode(message))
+    assume(0 < len(raw) <= MAX_MESSAGE_BYTES)
+    if data.draw(st.booleans(), label="truncate"):
+        raw = raw[: data.draw(st.integers(0, len(raw) - 1), label="keep")]
+    else:
+        i = data.draw(st.integers(0, len(raw) - 1), label="at")
+        raw[i] = data.draw(st.integers(0, 255).filter(lambda b: b != raw[i]), label="byte")
+    decodes_or_refuses(bytes(raw), decode, tuple(ALL_TYPES))
+
+
+# -- size limits -----------------------------------------------------------------
+
+
+def proposal_of_size(size: int) -> tuple[messages.ResultsProposed, bytes]:
+    """A ResultsProposed whose encoding is exactly ``size`` bytes (size > 70 KiB)."""
+    probe = 70_000  # a str32 header, as the final preview will have
+
+    def build(n: int) -> messages.ResultsProposed:
+        return messages.ResultsProposed(
+            job_id=JOB_ID, shard=0, result_id="r", exit_code=0, stdout_preview="x" * n
+        )
+
+    overhead = len(encode(build(probe))) - probe
+    message = build(size - overhead)
+    data = encode(message)
+    assert len(data) == size
+    return message, data
+
+
+def test_message_at_the_limit_decodes() -> None:
+    message, data = proposal_of_size(MAX_MESSAGE_BYTES)
+    assert decode(data) == message
+
+
+def test_oversize_message_is_refused() -> None:
+    _, data = proposal_of_size(MAX_MESSAGE_BYTES + 1)
+    with pytest.raises(MessageError, match="exceeds"):
+        decode(data)
+    with pytest.raises(MessageError, match="exceeds"):
+        decode(b"\x00" * (10 * MAX_MESSAGE_BYTES))
+
+
+class FakeStream:
+    """Just enough of INetStream for read_frame / write_frame."""
+
+    def __init__(self, data: bytes = b"", chunk: int = 7) -> None:
+        self.buffer = bytearray(data)
+        self.read_bytes = 0
+        self.chunk = chunk
+
+    async def read(self, n: int) -> bytes:
+        out = bytes(self.buffer[: min(n, self.chunk)])
+        del self.buffer[: len(out)]
+        self.read_bytes += len(out)
+        await trio.lowlevel.checkpoint()
+        return out
+
+    async def write(self, data: bytes) -> None:
+        self.buffer += data
+
+
+def test_frames_round_trip_in_small_reads() -> None:
+    async def main() -> None:
+        stream = FakeStream()
+        for message in SAMPLES.values():
+            await write_frame(stream, encode(message))  # type: ignore[arg-type]
+        for message in SAMPLES.values():
+            assert decode(await read_frame(stream)) == message  # type: ignore[arg-type]
+        assert not stream.buffer
+
+    trio.run(main)
+
+
+def test_oversize_frame_is_refused_before_its_body_is_read() -> None:
+    async def main() -> None:
+        header = (MAX_MESSAGE_BYTES + 1).to_bytes(4, "big")
+        stream = FakeStream(header + b"\x00" * 64)
+        with pytest.raises(MessageError, match="exceeds"):
+            await read_frame(stream)  # type: ignore[arg-type]
+        assert stream.read_bytes == 4
+
+    trio.run(main)
+
+
+def test_truncated_frame_is_an_eof_error() -> None:
+    async def main() -> None:
+        stream = FakeStream((100).to_bytes(4, "big") + b"\x00" * 10)
+        with pytest.raises(EOFError):
+            await read_frame(stream)  # type: ignore[arg-type]
+
+    trio.run(main)
+
+
+def test_a_spec_too_big_for_an_announce_is_refused_naming_its_largest_part() -> None:
+    with pytest.raises(SpecError) as info:
+        validate_spec(JobSpec(image="busybox", command=["echo", *["x" * 8000] * 40]))
+    assert info.value.field == "command"
+    spec = validate_spec(JobSpec(image="busybox", command=["echo", *["x" * 8000] * 7]))
+    job = Job(id=JOB_ID, requester=REQ, spec=spec, created_at=1000.0)
+    decode(encode(messages.JobAnnounced(job_id=JOB_ID, job=job)))
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"resources": {"memory": 10**30}},
+        {"deal": {"min_bids": 10**30}},
+    ],
+    ids=["memory", "min_bids"],
+)
+def test_a_valid_spec_can_be_encoded(body: dict[str, Any]) -> None:
+    raw = json.dumps({"image": "busybox", "command": ["true"], **body}).encode()
+    try:
+        spec = decode_spec(raw)
+    except SpecError:
+        return  # refused at the door: fine
+    job = Job(id=JOB_ID, requester=REQ, spec=spec, created_at=1000.0)
+    encode(messages.JobAnnounced(job_id=JOB_ID, job=job))
+
+
+# -- job specs -------------------------------------------------------------------
+
+GOOD = {"image": "busybox", "command": ["echo", "hello"]}
+
+BAD_SPECS = [
+    ("unknown engine", {**GOOD, "engine": "wasm"}, "engine"),
+    ("empty image", {**GOOD, "image": ""}, "image"),
+    ("blank image", {**GOOD, "image": "   "}, "image"),
+    ("no command", {"image": "busybox"}, "command"),
+    ("empty command and entrypoint", {**GOOD, "command": [], "entrypoint": []}, "command"),
+    ("too many args", {**GOOD, "command": ["x"] * 257}, "command"),
+    ("arg too long", {**GOOD, "command": ["x" * 8193]}, "command"),
+    ("command not a list", {**GOOD, "command": "echo hello"}, "command"),
+    ("bad env name", {**GOOD, "env": {"1ABC": "x"}}, "env.1ABC"),
+    ("env name with a newline", {**GOOD, "env": {"A\n": "x"}}, "env.A\n"),
+    ("env name with =", {**GOOD, "env": {"A=B": "x"}}, "env.A=B"),
+    ("zero timeout", {**GOOD, "timeout": 0}, "timeout"),
+    ("timeout too long", {**GOOD, "timeout": 1e9}, "timeout"),
+    ("timeout not a number", {**GOOD, "timeout": "soon"}, "timeout"),
+    ("negative cpu", {**GOOD, "resources": {"cpu": -1}}, "resources.cpu"),
+    ("negative memory", {**GOOD, "resources": {"memory": -1}}, "resources.memory"),
+    ("zero concurrency", {**GOOD, "deal": {"concurrency": 0}}, "deal.concurrency"),
+    ("negative concurrency", {**GOOD, "deal": {"concurrency": -3}}, "deal.concurrency"),
+    ("huge concurrency", {**GOOD, "deal": {"concurrency": 10**6}}, "deal.concurrency"),
+    ("concurrency not an int", {**GOOD, "deal": {"concurrency": 1.5}}, "deal.concurrency"),
+    ("confidence over concurrency", {**GOOD, "deal": {"confidence": 2}}, "deal.confidence"),
+    ("negative confidence", {**GOOD, "deal": {"confidence": -1}}, "deal.confidence"),
+    ("negative min_bids", {**GOOD, "deal": {"min_bids": -1}}, "deal.min_bids"),
+    ("unknown verifier", {**GOOD, "verifier": "oracle"}, "verifier"),
+    ("unknown publisher", {**GOOD, "publisher": "s3"}, "publisher"),
+    ("unknown field", {**GOOD, "colour": "blue"}, "colour"),
+    ("deal not an object", {**GOOD, "deal": 3}, "deal"),
+    ("network not a bool", {**GOOD, "network": "yes"}, "network"),
+]
+
+
+@pytest.mark.parametrize(("name", "spec", "field"), BAD_SPECS, ids=[c[0] for c in BAD_SPECS])
+def test_decode_spec_names_the_field(name: str, spec: dict[str, Any], field: str) -> None:
+    with pytest.raises(SpecError) as info:
+        decode_spec(json.dumps(spec).encode())
+    assert info.value.field == field
+    assert info.value.message
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"{",
+        b"nope",
+        b"[]",
+        b"null",
+        b"42",
+        b'"spec"',
+        b"\xff",
+        b'{"image": "\xff"}',  # a string that is not UTF-8
+        b'{"env": {"\xc3": "x"}}',
+        b'{"image": "\\ud800"}',  # a lone surrogate escape
+    ],
+    ids=repr,
+)
+def test_decode_spec_body_errors(body: bytes) -> None:
+    with pytest.raises(SpecError) as info:
+        decode_spec(body)
+    assert info.value.field == "body"
+
+
+def test_decode_spec_concurrency_over_network_size() -> None:
+    body = json.dumps({**GOOD, "deal": {"concurrency": 6}}).encode()
+    with pytest.raises(SpecError) as info:
+        decode_spec(body, network_size=5)
+    assert info.value.field == "deal.concurrency"
+    assert "5 nodes" in info.value.message
+    assert decode_spec(body, network_size=6).deal.concurrency == 6
+
+
+def test_decode_spec_names_an_unknown_nested_field() -> None:
+    with pytest.raises(SpecError) as info:
+        decode_spec(json.dumps({**GOOD, "deal": {"bogus": 1}}).encode())
+    assert info.value.field == "deal.bogus"
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        GOOD,
+        {"engine": "noop"},
+        {"image": "busybox", "entrypoint": ["sh", "-c", "true"]},
+        {**GOOD, "env": {"_A1": "x", "B": ""}, "deal": {"concurrency": 3, "confidence": 2}},
+        {**GOOD, "timeout": 86400, "resources": {"cpu": 0.5, "memory": 1 << 30}},
+    ],
+)
+def test_decode_spec_accepts_good_specs(spec: dict[str, Any]) -> None:
+    decoded = decode_spec(json.dumps(spec).encode())
+    assert validate_spec(decoded) is decoded
+    assert msgspec.json.decode(msgspec.json.encode(decoded), type=JobSpec) == decoded
+
+
+json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=12)
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=16,
+)
+small_ints = st.integers(min_value=-3, max_value=8)
+plausible_deal = st.fixed_dictionaries(
+    {}, optional={"concurrency": small_ints, "confidence": small_ints, "min_bids": small_ints}
+)
+plausible = {
+    "image": st.sampled_from(["busybox", "", "  ", "nosuch:1"]) | st.text(max_size=12),
+    "command": st.lists(st.text(max_size=12), max_size=3),
+    "entrypoint": st.none() | st.lists(st.text(max_size=8), max_size=2),
+    "engine": st.sampled_from(["docker", "noop", "wasm", ""]),
+    "env": st.dictionaries(st.from_regex(r"[A-Za-z_0-9=\n ]{0,6}", fullmatch=True), st.text()),
+    "timeout": st.floats(min_value=-10, max_value=1e6, allow_nan=False) | small_ints,
+    "resources": st.fixed_dictionaries(
+        {}, optional={"cpu": st.floats(-1, 8, allow_nan=False), "memory": small_ints}
+    ),
+    "deal": plausible_deal,
+    "verifier": st.sampled_from(["noop", "deterministic", ""]),
+    "publisher": st.sampled_from(["noop", "ipfs", ""]),
+    "network": st.booleans(),
+}
+json_objects = st.fixed_dictionaries(
+    {}, optional={k: v | json_values for k, v in plausible.items()}
+) | st.dictionaries(st.sampled_from(sorted(plausible)) | st.text(max_size=8), json_values)
+
+
+@given(obj=json_objects, network_size=st.none() | st.integers(1, 10))
+@settings(max_examples=600, suppress_health_check=[HealthCheck.too_slow])
+def test_any_json_object_decodes_or_raises_spec_error(
+    obj: dict[str, Any], network_size: int | None
+) -> None:
+    raw = json.dumps(obj).encode()
+    try:
+        spec = decode_spec(raw, network_size=network_size)
+    except SpecError as exc:
+        assert isinstance(exc.field, str) and exc.field
+        assert exc.message
+        return
+    assert isinstance(spec, JobSpec)
+    assert validate_spec(spec, network_size) is spec
+    if network_size is not None:
+        assert 1 <= spec.deal.concurrency <= network_size
+
+
+@given(
+    st.binary(max_size=512) | json_objects.map(lambda o: json.dumps(o, ensure_ascii=False).encode())
+)
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@example(b'{"image": "\xff"}')
+@example(b'{"command": ["\xed\xa0\x80"]}')  # an encoded surrogate
+def test_any_bytes_decode_or_raise_spec_error(body: bytes) -> None:
+    try:
+        spec = decode_spec(body)
+    except SpecError as exc:
+        assert exc.field and exc.message
+    else:
+        assert validate_spec(spec) is spec
