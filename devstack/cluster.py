@@ -367,7 +367,9 @@ def wait_foreground(state_dir: Path, say: Callable[[str], None] = print) -> None
     def on_term(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
+    # Also SIGINT: a launcher started in the background inherits it ignored.
     signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
     try:
         while True:
             _reap_children()
