@@ -171,7 +171,9 @@ class Compute:
                 executor = self._executors[job.spec.engine]
                 labels = {"py-bacalhau.node": ctx.node_id, "py-bacalhau.job": job.id}
                 try:
+                    started = trio.current_time()
                     result = await executor.run(job.id, 0, job.spec, work, labels=labels)
+                    run_seconds = trio.current_time() - started
                     known.result_id = await trio.to_thread.run_sync(self._results.put, work)
                 except ExecutorError as exc:
                     await self._record(job, ExecutionState.ERROR, "error", reason=str(exc))
@@ -201,6 +203,7 @@ class Compute:
                 result_id=known.result_id,
                 exit_code=result.exit_code,
                 stdout_preview=preview.decode("utf-8", "replace"),
+                run_seconds=run_seconds,
             ),
         )
 
@@ -240,6 +243,7 @@ class Compute:
 
 # How a compute-only node's view of a job follows its own execution.
 _COMPUTE_JOB_STATE: dict[str, JobState] = {
+    "bid_rejected": JobState.CANCELLED,
     "running": JobState.RUNNING,
     "proposed": JobState.VERIFYING,
     "published": JobState.COMPLETED,

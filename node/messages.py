@@ -61,6 +61,8 @@ class ResultsProposed(_Message, tag="ResultsProposed"):
     result_id: str
     exit_code: int
     stdout_preview: str = ""
+    # How long the container ran, by the compute node's clock (DESIGN §5's run phase).
+    run_seconds: float = 0.0
 
 
 class ResultsAccepted(_Message, tag="ResultsAccepted"):

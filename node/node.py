@@ -235,9 +235,13 @@ class Node:
                     validate_spec(message.job.spec)
                 except SpecError:
                     return "invalid_spec"
+                known = self._known_requester(message.job_id)
+                if known is not None and known != message.job.requester:
+                    return "not_requester"  # a re-announce of someone else's job
                 requester = message.job.requester
             case messages.BiddingClosed():
-                requester = self._known_requester(message.job_id) or message.requester
+                # Unknown job: nothing to close here, and nothing to vouch for onwards.
+                requester = self._known_requester(message.job_id)
             case _:
                 requester = None
         return check_sender(message, sender, requester=requester)

@@ -134,6 +134,7 @@ class Requester:
                     result_id=message.result_id,
                     exit_code=message.exit_code,
                     stdout_preview=message.stdout_preview,
+                    run_ms=round(message.run_seconds * 1000, 1),
                 )
             case messages.ResultsPublished():
                 open_job.published[sender] = message.location
@@ -191,6 +192,9 @@ class Requester:
             await self._run_course(open_job)
         except _JobFailed as failure:
             await self._fail(open_job, failure.reason)
+        except Exception as exc:
+            log.exception("job %s: unexpected failure", job_id)
+            await self._fail(open_job, f"internal error in the requester: {exc!r}")
         finally:
             del self._open[job_id]
 
@@ -228,7 +232,6 @@ class Requester:
             raise _JobFailed(self._all_failed_reason(open_job))
         await self._verify(open_job)
 
-        await self._set_state(open_job, JobState.PUBLISHING, "publishing")
         with trio.move_on_after(PUBLISH_TIMEOUT_S):
             await open_job.changed.wait_until(
                 lambda: open_job.results_accepted <= open_job.published.keys()
@@ -246,6 +249,8 @@ class Requester:
             reasons = "; ".join(f"{n}: {r}" for n, r in sorted(verdict.rejected.items()))
             raise _JobFailed(f"verification accepted no result ({reasons})")
         open_job.results_accepted = set(verdict.accepted)
+        # Before the verdicts go out: the first ResultsPublished may come back at once.
+        await self._set_state(open_job, JobState.PUBLISHING, "publishing")
         async with trio.open_nursery() as nursery:
             for node in verdict.accepted:
                 nursery.start_soon(self._tell_verdict, open_job, node, None)
@@ -315,6 +320,7 @@ class Requester:
     ) -> None:
         detail = {k: v for k, v in fields.items() if k != "stdout_preview"}
         event = self._ctx.event(open_job.job.id, kind, shard=0, peer=node, **detail)
+        fields.pop("run_ms", None)
         execution = Execution(
             job_id=open_job.job.id, shard=0, node=node, state=state, updated_at=event.at, **fields
         )

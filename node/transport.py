@@ -168,7 +168,10 @@ class Transport:
 
     @property
     def addrs(self) -> list[str]:
-        return [f"{a}/p2p/{self.peer_id}" for a in self._host.get_addrs()]
+        """Listen addresses, each ending in ``/p2p/<peer id>``."""
+        suffix = f"/p2p/{self.peer_id}"
+        addrs = (str(a) for a in self._host.get_addrs())
+        return [a if a.endswith(suffix) else a + suffix for a in addrs]
 
     async def connect(self, addr: str, *, attempts: int = 8) -> bool:
         """Dial ``addr`` (a /p2p multiaddr), retrying while the peer comes up.
@@ -204,15 +207,25 @@ class Transport:
         self._counts["gossip_out"] += 1
 
     def _validate_gossip(self, forwarder: ID, msg: rpc_pb2.Message) -> bool:
+        # Runs inside py-libp2p: an exception escaping here would end the node.
         try:
             message = messages.decode(msg.data)
         except MessageError:
             self._dropped["gossip_malformed"] += 1
             return False
+        except Exception:
+            self._dropped["gossip_validator_error"] += 1
+            log.exception("gossip decode failed")
+            return False
         if not isinstance(message, messages.GOSSIP_TYPES):
             self._dropped["gossip_wrong_channel"] += 1
             return False
-        reason = self._gossip_check(ID(msg.from_id).to_base58(), message)
+        try:
+            reason = self._gossip_check(ID(msg.from_id).to_base58(), message)
+        except Exception:
+            self._dropped["gossip_validator_error"] += 1
+            log.exception("gossip check failed")
+            return False
         if reason is not None:
             self._dropped[f"gossip_{reason}"] += 1
             log.info("dropped gossip %s: %s", type(message).__name__, reason)

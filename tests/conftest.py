@@ -1,0 +1,213 @@
+"""Fixtures shared by the integration tests: real devstack clusters and polling helpers.
+
+A cluster fixture starts ``devstack up --detach`` as a subprocess (the venv's
+interpreter, so the nodes run the code under test), yields a :class:`Devstack`
+handle, and on teardown runs ``devstack down`` and then asserts that nothing it
+started is left: no node process and no container labelled with one of its peer
+ids. Teardown runs whether the tests passed or not.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+
+from devstack import state as st
+from devstack.cluster import CONTAINER_LABEL
+from devstack.state import ClusterState
+
+REPO = Path(__file__).resolve().parent.parent
+# Generous: this is a 2-core machine, often shared with other clusters.
+CLI_TIMEOUT_S = 120.0
+UP_TIMEOUT_S = 300.0
+DOWN_TIMEOUT_S = 120.0
+
+T = TypeVar("T")
+
+
+def wait_until(
+    predicate: Callable[[], T],
+    timeout: float,
+    interval: float = 0.1,
+    message: str = "condition",
+    ignore: tuple[type[BaseException], ...] = (),
+) -> T:
+    """Poll ``predicate`` until it returns something truthy; return that value.
+
+    Raises AssertionError naming ``message`` (and the last value or exception
+    seen) once ``timeout`` seconds have passed. Exceptions of the types in
+    ``ignore`` count as "not yet" (e.g. a node that is restarting).
+    """
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        try:
+            value = predicate()
+        except ignore as exc:
+            value, last = None, exc
+        else:
+            if value:
+                return value
+            last = value
+        if time.monotonic() >= deadline:
+            raise AssertionError(
+                f"timed out after {timeout:g}s waiting for {message}; last: {last!r}"
+            )
+        time.sleep(interval)
+
+
+def get_json(url: str, timeout: float = 10.0) -> Any:
+    """GET ``url`` and return its JSON body, asserting a 2xx status."""
+    response = httpx.get(url, timeout=timeout)
+    assert response.is_success, f"GET {url}: {response.status_code} {response.text[:300]}"
+    return response.json()
+
+
+def docker_client() -> Any:
+    """A Docker SDK client, or skip the test if no daemon answers."""
+    try:
+        import docker
+
+        client = docker.from_env(timeout=60)
+        client.ping()
+    except Exception as exc:
+        pytest.skip(f"Docker daemon not reachable: {exc}")
+    return client
+
+
+def labelled_containers(peer_ids: set[str]) -> list[str]:
+    """Names of containers (running or not) labelled as started by one of ``peer_ids``."""
+    client = docker_client()
+    try:
+        return [
+            f"{c.name} ({c.status}, node {c.labels.get(CONTAINER_LABEL)})"
+            for c in client.containers.list(all=True, filters={"label": CONTAINER_LABEL})
+            if c.labels.get(CONTAINER_LABEL) in peer_ids
+        ]
+    finally:
+        client.close()
+
+
+@dataclass
+class Devstack:
+    """A devstack in ``state_dir``, driven through its CLI as a user would."""
+
+    state_dir: Path
+    nodes: int
+    state: ClusterState | None = None
+    up_result: subprocess.CompletedProcess[str] | None = None
+    # Every node process and peer id ever recorded, so a restarted node's old
+    # process is checked at teardown too.
+    _pids: dict[int, float] = field(default_factory=dict)
+    _peer_ids: set[str] = field(default_factory=set)
+
+    def run(
+        self, *args: str, timeout: float = CLI_TIMEOUT_S, check: bool = False
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``devstack --state-dir DIR ARGS...`` and return the finished process."""
+        argv = [sys.executable, "-m", "devstack.cli", "--state-dir", str(self.state_dir), *args]
+        env = {k: v for k, v in os.environ.items() if k != "DEVSTACK_DIR"}
+        result = subprocess.run(
+            argv,
+            cwd=REPO,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if check:
+            assert result.returncode == 0, describe_failure(result)
+        return result
+
+    def up(self, timeout: float = UP_TIMEOUT_S) -> ClusterState:
+        self.up_result = self.run("up", "--nodes", str(self.nodes), "--detach", timeout=timeout)
+        self.reload()  # record whatever was started, even if up failed
+        assert self.up_result.returncode == 0, describe_failure(self.up_result)
+        assert self.state is not None and len(self.state.nodes) == self.nodes
+        return self.state
+
+    def reload(self) -> ClusterState | None:
+        """Re-read cluster.json (a restart changes a node's pid) and remember its nodes."""
+        self.state = st.load(self.state_dir)
+        if self.state is not None:
+            for node in self.state.nodes:
+                self._pids[node.pid] = node.started
+                self._peer_ids.add(node.peer_id)
+        return self.state
+
+    def api(self, index: int) -> str:
+        assert self.state is not None
+        return self.state.nodes[index].api
+
+    @property
+    def apis(self) -> list[str]:
+        assert self.state is not None
+        return [n.api for n in self.state.nodes]
+
+    def live_pids(self) -> list[int]:
+        return [pid for pid, started in self._pids.items() if st.is_alive(pid, started)]
+
+    def down_and_check(self) -> None:
+        """``devstack down``; then assert no node process and no container is left."""
+        self.reload()
+        down_error = ""
+        try:
+            result = self.run("down", timeout=DOWN_TIMEOUT_S)
+            if result.returncode != 0:
+                down_error = describe_failure(result)
+        except subprocess.TimeoutExpired as exc:
+            down_error = f"devstack down timed out: {exc}"
+        if down_error:
+            # Clean up anyway so one failure does not leak a cluster into the next test.
+            from devstack.cluster import down
+
+            with contextlib.suppress(Exception):
+                down(self.state_dir, say=lambda _m: None)
+        assert not down_error, down_error
+        assert st.load(self.state_dir) is None, "devstack down left cluster.json behind"
+        # SIGTERM/SIGKILL were sent and waited for by `down`; allow the kernel a moment.
+        try:
+            wait_until(lambda: not self.live_pids(), timeout=30, message="node processes to end")
+        except AssertionError:
+            raise AssertionError(
+                f"node processes still alive after `devstack down`: {self.live_pids()}"
+            ) from None
+        left = labelled_containers(self._peer_ids)
+        assert left == [], f"containers left after `devstack down`: {left}"
+
+
+def describe_failure(result: subprocess.CompletedProcess[str]) -> str:
+    return (
+        f"{' '.join(map(str, result.args[3:]))} exited {result.returncode}\n"
+        f"--- stdout ---\n{result.stdout[-3000:]}\n--- stderr ---\n{result.stderr[-3000:]}"
+    )
+
+
+@contextlib.contextmanager
+def running_devstack(state_dir: Path, nodes: int) -> Iterator[Devstack]:
+    """Bring up a devstack of ``nodes`` nodes; always take it down and check on exit."""
+    stack = Devstack(state_dir=state_dir, nodes=nodes)
+    try:
+        stack.up()
+        yield stack
+    finally:
+        stack.down_and_check()
+
+
+@pytest.fixture(scope="module")
+def cluster5(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devstack]:
+    """A 5-node devstack shared by one test module (real processes, libp2p, Docker)."""
+    docker_client().close()
+    with running_devstack(tmp_path_factory.mktemp("devstack5"), 5) as stack:
+        yield stack
