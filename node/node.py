@@ -105,7 +105,8 @@ class Node:
         executors: dict[str, Executor] = {"docker": DockerExecutor(), "noop": NoopExecutor()}
         publishers: dict[str, Publisher] = {"noop": NoopPublisher(config.api_url)}
         try:
-            async with self.transport.running(), trio.open_nursery() as nursery:
+            async with trio.open_nursery() as nursery:
+                # Roles exist before the transport runs: messages may arrive at once.
                 self.ctx = NodeContext(
                     node_id=self.node_id,
                     api_url=config.api_url,
@@ -127,15 +128,16 @@ class Node:
                     work_dir=config.data_dir / "work",
                 )
                 await self.requester.resume()
-                await nursery.start(serve_api, self, config.host, config.api_port)
-                for peer in config.peers:
-                    nursery.start_soon(self.transport.connect, peer)
-                nursery.start_soon(self._exchange_members)
-                self._write_node_file()
-                self.ready.set()
-                log.info("node %s ready: api %s", self.node_id, config.api_url)
-                task_status.started()
-                await trio.sleep_forever()
+                async with self.transport.running():
+                    await nursery.start(serve_api, self, config.host, config.api_port)
+                    for peer in config.peers:
+                        nursery.start_soon(self.transport.connect, peer)
+                    nursery.start_soon(self._exchange_members)
+                    self._write_node_file()
+                    self.ready.set()
+                    log.info("node %s ready: api %s", self.node_id, config.api_url)
+                    task_status.started()
+                    await trio.sleep_forever()
         finally:
             with trio.CancelScope(shield=True):
                 for executor in executors.values():
