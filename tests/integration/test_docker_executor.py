@@ -10,6 +10,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import docker
 import docker.errors
@@ -17,7 +18,7 @@ import pytest
 import trio
 
 from devstack.image import ensure_base_image
-from node.executors.base import MAX_LOG_BYTES, ExecutorError
+from node.executors.base import MAX_LOG_BYTES, ExecutorError, RunResult
 from node.executors.docker import DockerExecutor, DockerExecutorStatistics
 from node.models import JobSpec, Resources
 
@@ -51,8 +52,36 @@ def leftovers(client: docker.DockerClient, labels: dict[str, str]) -> list[str]:
     return [c.name for c in client.containers.list(all=True, filters=filters)]
 
 
-def run_trio(fn: Callable[[], Awaitable[None]]) -> None:
-    trio.run(fn)
+T = TypeVar("T")
+
+
+def with_executor(
+    body: Callable[[DockerExecutor], Awaitable[T]],
+    client: docker.DockerClient | None = None,
+    labels: dict[str, str] | None = None,
+    *,
+    make: Callable[[], DockerExecutor] = DockerExecutor,
+) -> tuple[DockerExecutor, T]:
+    """Run ``body(ex)`` under trio with a fresh executor, always closing it.
+
+    Returns the executor (closed) and what ``body`` returned, for checks that
+    belong after ``aclose``. With ``client`` and ``labels``, also asserts that
+    no labelled container was left behind.
+    """
+    outcome: list[tuple[DockerExecutor, T]] = []
+
+    async def main() -> None:
+        ex = make()
+        try:
+            outcome.append((ex, await body(ex)))
+        finally:
+            await ex.aclose()
+
+    trio.run(main)
+    if client is not None:
+        assert labels is not None
+        assert leftovers(client, labels) == []
+    return outcome[0]
 
 
 def spec(*command: str, **kw: object) -> JobSpec:
@@ -60,98 +89,77 @@ def spec(*command: str, **kw: object) -> JobSpec:
 
 
 def test_echo_hello(tmp_path: Path, client: docker.DockerClient, labels: dict[str, str]) -> None:
-    async def main() -> None:
-        ex = DockerExecutor()
-        try:
-            res = await ex.run("job-1", 0, spec("echo", "hello"), tmp_path / "r", labels=labels)
-        finally:
-            await ex.aclose()
-        assert res.exit_code == 0
-        assert res.results_dir == (tmp_path / "r").absolute()
-        assert (tmp_path / "r" / "stdout").read_text() == "hello\n"
-        assert (tmp_path / "r" / "stderr").read_bytes() == b""
-        assert (tmp_path / "r" / "exitCode").read_text() == "0\n"
-        assert not res.stdout_truncated and not res.stderr_truncated
-        assert ex.statistics() == DockerExecutorStatistics(
-            running=0, started=1, finished=1, failed=0, timed_out=0
-        )
+    async def body(ex: DockerExecutor) -> RunResult:
+        return await ex.run("job-1", 0, spec("echo", "hello"), tmp_path / "r", labels=labels)
 
-    run_trio(main)
-    assert leftovers(client, labels) == []
+    ex, res = with_executor(body, client, labels)
+    assert res.exit_code == 0
+    assert res.results_dir == (tmp_path / "r").absolute()
+    assert (tmp_path / "r" / "stdout").read_text() == "hello\n"
+    assert (tmp_path / "r" / "stderr").read_bytes() == b""
+    assert (tmp_path / "r" / "exitCode").read_text() == "0\n"
+    assert not res.stdout_truncated and not res.stderr_truncated
+    assert ex.statistics() == DockerExecutorStatistics(
+        running=0, started=1, finished=1, failed=0, timed_out=0
+    )
 
 
 def test_nonzero_exit_is_a_result_and_streams_are_separate(
     tmp_path: Path, client: docker.DockerClient, labels: dict[str, str]
 ) -> None:
-    async def main() -> None:
-        ex = DockerExecutor()
-        try:
-            res = await ex.run(
-                "job-2",
-                1,
-                spec("sh", "-c", "echo out; echo err >&2; exit 3"),
-                tmp_path,
-                labels=labels,
-            )
-        finally:
-            await ex.aclose()
-        assert res.exit_code == 3
-        assert (tmp_path / "exitCode").read_text() == "3\n"
-        assert (tmp_path / "stdout").read_text() == "out\n"
-        assert (tmp_path / "stderr").read_text() == "err\n"
-        assert ex.statistics().finished == 1
+    async def body(ex: DockerExecutor) -> RunResult:
+        return await ex.run(
+            "job-2",
+            1,
+            spec("sh", "-c", "echo out; echo err >&2; exit 3"),
+            tmp_path,
+            labels=labels,
+        )
 
-    run_trio(main)
-    assert leftovers(client, labels) == []
+    ex, res = with_executor(body, client, labels)
+    assert res.exit_code == 3
+    assert (tmp_path / "exitCode").read_text() == "3\n"
+    assert (tmp_path / "stdout").read_text() == "out\n"
+    assert (tmp_path / "stderr").read_text() == "err\n"
+    assert ex.statistics().finished == 1
 
 
 def test_outputs_env_and_entrypoint(
     tmp_path: Path, client: docker.DockerClient, labels: dict[str, str]
 ) -> None:
-    async def main() -> None:
-        ex = DockerExecutor()
-        try:
-            job = JobSpec(
-                image="busybox",
-                entrypoint=["sh", "-c"],
-                command=['echo "$GREETING" > /outputs/greeting.txt; echo "$GREETING"'],
-                env={"GREETING": "hola mundo"},
-            )
-            res = await ex.run("job-3", 0, job, tmp_path / "res", labels=labels)
-        finally:
-            await ex.aclose()
-        assert res.exit_code == 0
-        assert (tmp_path / "res" / "outputs" / "greeting.txt").read_text() == "hola mundo\n"
-        assert (tmp_path / "res" / "stdout").read_text() == "hola mundo\n"
+    async def body(ex: DockerExecutor) -> RunResult:
+        job = JobSpec(
+            image="busybox",
+            entrypoint=["sh", "-c"],
+            command=['echo "$GREETING" > /outputs/greeting.txt; echo "$GREETING"'],
+            env={"GREETING": "hola mundo"},
+        )
+        return await ex.run("job-3", 0, job, tmp_path / "res", labels=labels)
 
-    run_trio(main)
-    assert leftovers(client, labels) == []
+    _, res = with_executor(body, client, labels)
+    assert res.exit_code == 0
+    assert (tmp_path / "res" / "outputs" / "greeting.txt").read_text() == "hola mundo\n"
+    assert (tmp_path / "res" / "stdout").read_text() == "hola mundo\n"
 
 
 def test_network_is_off_unless_asked(
     tmp_path: Path, client: docker.DockerClient, labels: dict[str, str]
 ) -> None:
-    async def main() -> None:
-        ex = DockerExecutor()
-        try:
-            off = await ex.run(
-                "job-4", 0, spec("ls", "/sys/class/net"), tmp_path / "a", labels=labels
-            )
-            on = await ex.run(
-                "job-4",
-                1,
-                spec("ls", "/sys/class/net", network=True),
-                tmp_path / "b",
-                labels=labels,
-            )
-        finally:
-            await ex.aclose()
-        assert off.exit_code == on.exit_code == 0
-        assert (tmp_path / "a" / "stdout").read_text().split() == ["lo"]
-        assert "eth0" in (tmp_path / "b" / "stdout").read_text().split()
+    async def body(ex: DockerExecutor) -> tuple[RunResult, RunResult]:
+        off = await ex.run("job-4", 0, spec("ls", "/sys/class/net"), tmp_path / "a", labels=labels)
+        on = await ex.run(
+            "job-4",
+            1,
+            spec("ls", "/sys/class/net", network=True),
+            tmp_path / "b",
+            labels=labels,
+        )
+        return off, on
 
-    run_trio(main)
-    assert leftovers(client, labels) == []
+    _, (off, on) = with_executor(body, client, labels)
+    assert off.exit_code == on.exit_code == 0
+    assert (tmp_path / "a" / "stdout").read_text().split() == ["lo"]
+    assert "eth0" in (tmp_path / "b" / "stdout").read_text().split()
 
 
 def test_cpu_and_memory_limits_apply(
@@ -165,21 +173,16 @@ def test_cpu_and_memory_limits_apply(
         " $(cat /sys/fs/cgroup/cpu/cpu.cfs_period_us)"
     )
 
-    async def main() -> None:
-        ex = DockerExecutor()
-        try:
-            job = spec("sh", "-c", script, resources=Resources(cpu=0.5, memory=64 * 1024 * 1024))
-            res = await ex.run("job-5", 0, job, tmp_path, labels=labels)
-        finally:
-            await ex.aclose()
-        assert res.exit_code == 0, (tmp_path / "stderr").read_text()
-        memory, cpu = (tmp_path / "stdout").read_text().splitlines()
-        assert int(memory) == 64 * 1024 * 1024
-        quota, period = (int(x) for x in cpu.split())
-        assert quota / period == pytest.approx(0.5)
+    async def body(ex: DockerExecutor) -> RunResult:
+        job = spec("sh", "-c", script, resources=Resources(cpu=0.5, memory=64 * 1024 * 1024))
+        return await ex.run("job-5", 0, job, tmp_path, labels=labels)
 
-    run_trio(main)
-    assert leftovers(client, labels) == []
+    _, res = with_executor(body, client, labels)
+    assert res.exit_code == 0, (tmp_path / "stderr").read_text()
+    memory, cpu = (tmp_path / "stdout").read_text().splitlines()
+    assert int(memory) == 64 * 1024 * 1024
+    quota, period = (int(x) for x in cpu.split())
+    assert quota / period == pytest.approx(0.5)
 
 
 def test_missing_image_raises(
@@ -187,114 +190,86 @@ def test_missing_image_raises(
 ) -> None:
     image = f"pyb-no-such-image-{uuid.uuid4().hex[:8]}:v1"
 
-    async def main() -> None:
-        ex = DockerExecutor()
-        try:
-            assert not await ex.has_image(image)
-            with pytest.raises(ExecutorError, match="not present on this node") as info:
-                await ex.run("job-6", 0, spec("true", image=image), tmp_path, labels=labels)
-            assert image in str(info.value)
-            assert ex.statistics().failed == 1
-            assert ex.statistics().started == 0
-        finally:
-            await ex.aclose()
+    async def body(ex: DockerExecutor) -> None:
+        assert not await ex.has_image(image)
+        with pytest.raises(ExecutorError, match="not present on this node") as info:
+            await ex.run("job-6", 0, spec("true", image=image), tmp_path, labels=labels)
+        assert image in str(info.value)
+        assert ex.statistics().failed == 1
+        assert ex.statistics().started == 0
 
-    run_trio(main)
-    assert leftovers(client, labels) == []
+    with_executor(body, client, labels)
 
 
 def test_command_missing_from_image_raises(
     tmp_path: Path, client: docker.DockerClient, labels: dict[str, str]
 ) -> None:
-    async def main() -> None:
-        ex = DockerExecutor()
-        try:
-            with pytest.raises(ExecutorError, match="no-such-binary"):
-                await ex.run("job-6b", 0, spec("no-such-binary"), tmp_path, labels=labels)
-            # A tiny CPU request is raised to Docker's floor instead of failing.
-            res = await ex.run(
-                "job-6c", 0, spec("true", resources=Resources(cpu=0.001)), tmp_path, labels=labels
-            )
-            assert res.exit_code == 0
-        finally:
-            await ex.aclose()
+    async def body(ex: DockerExecutor) -> None:
+        with pytest.raises(ExecutorError, match="no-such-binary"):
+            await ex.run("job-6b", 0, spec("no-such-binary"), tmp_path, labels=labels)
+        # A tiny CPU request is raised to Docker's floor instead of failing.
+        res = await ex.run(
+            "job-6c", 0, spec("true", resources=Resources(cpu=0.001)), tmp_path, labels=labels
+        )
+        assert res.exit_code == 0
 
-    run_trio(main)
-    assert leftovers(client, labels) == []
+    with_executor(body, client, labels)
 
 
 def test_has_image(client: docker.DockerClient) -> None:
-    async def main() -> None:
-        ex = DockerExecutor()
-        try:
+    async def body(ex: DockerExecutor) -> None:
+        assert await ex.has_image("busybox")
+        assert await ex.has_image("busybox:latest")
+        assert not await ex.has_image("busybox:no-such-tag")
+        assert not await ex.has_image("")
+        # A cached positive answer needs no daemon round trip.
+        t0 = time.monotonic()
+        for _ in range(1000):
             assert await ex.has_image("busybox")
-            assert await ex.has_image("busybox:latest")
-            assert not await ex.has_image("busybox:no-such-tag")
-            assert not await ex.has_image("")
-            # A cached positive answer needs no daemon round trip.
-            t0 = time.monotonic()
-            for _ in range(1000):
-                assert await ex.has_image("busybox")
-            assert time.monotonic() - t0 < 1.0
-        finally:
-            await ex.aclose()
+        assert time.monotonic() - t0 < 1.0
 
-    run_trio(main)
+    with_executor(body)
 
 
 def test_unreachable_daemon(tmp_path: Path) -> None:
     def factory() -> docker.DockerClient:
         return docker.DockerClient(base_url=f"unix://{tmp_path}/no-docker.sock")
 
-    async def main() -> None:
-        ex = DockerExecutor(client_factory=factory)
-        try:
-            assert not await ex.has_image("busybox")
-            with pytest.raises(ExecutorError, match="Docker daemon is unreachable"):
-                await ex.run("job-7", 0, spec("true"), tmp_path / "r", labels={})
-        finally:
-            await ex.aclose()
+    async def body(ex: DockerExecutor) -> None:
+        assert not await ex.has_image("busybox")
+        with pytest.raises(ExecutorError, match="Docker daemon is unreachable"):
+            await ex.run("job-7", 0, spec("true"), tmp_path / "r", labels={})
 
-    run_trio(main)
+    with_executor(body, make=lambda: DockerExecutor(client_factory=factory))
 
 
 def test_timeout_kills_and_removes(
     tmp_path: Path, client: docker.DockerClient, labels: dict[str, str]
 ) -> None:
-    async def main() -> None:
-        ex = DockerExecutor()
-        try:
-            t0 = trio.current_time()
-            with pytest.raises(ExecutorError, match=r"timed out after 1(\.0)?s"):
-                await ex.run("job-8", 0, spec("sleep", "30", timeout=1), tmp_path, labels=labels)
-            assert trio.current_time() - t0 < 10
-            stats = ex.statistics()
-            assert (stats.timed_out, stats.failed, stats.finished, stats.running) == (1, 0, 0, 0)
-        finally:
-            await ex.aclose()
+    async def body(ex: DockerExecutor) -> None:
+        t0 = trio.current_time()
+        with pytest.raises(ExecutorError, match=r"timed out after 1(\.0)?s"):
+            await ex.run("job-8", 0, spec("sleep", "30", timeout=1), tmp_path, labels=labels)
+        assert trio.current_time() - t0 < 10
+        stats = ex.statistics()
+        assert (stats.timed_out, stats.failed, stats.finished, stats.running) == (1, 0, 0, 0)
 
-    run_trio(main)
-    assert leftovers(client, labels) == []
+    with_executor(body, client, labels)
 
 
 def test_cancel_removes_container(
     tmp_path: Path, client: docker.DockerClient, labels: dict[str, str]
 ) -> None:
-    async def main() -> None:
-        ex = DockerExecutor()
-        try:
-            t0 = trio.current_time()
-            with trio.move_on_after(2) as scope:
-                await ex.run("job-9", 0, spec("sleep", "30"), tmp_path, labels=labels)
-            assert scope.cancelled_caught
-            assert trio.current_time() - t0 < 10
-            assert leftovers(client, labels) == []
-            assert ex.statistics().running == 0
-        finally:
-            await ex.aclose()
+    async def body(ex: DockerExecutor) -> None:
+        t0 = trio.current_time()
+        with trio.move_on_after(2) as scope:
+            await ex.run("job-9", 0, spec("sleep", "30"), tmp_path, labels=labels)
+        assert scope.cancelled_caught
+        assert trio.current_time() - t0 < 10
+        assert leftovers(client, labels) == []
+        assert ex.statistics().running == 0
 
-    run_trio(main)
-    assert leftovers(client, labels) == []
+    with_executor(body, client, labels)
 
 
 @pytest.mark.parametrize("delay", [0.0, 0.01, 0.05, 0.1, 0.2, 0.4])
@@ -303,23 +278,17 @@ def test_cancel_at_any_moment_leaves_nothing(
 ) -> None:
     """Cancel while the container is being created or started, not just while it runs."""
 
-    async def main() -> None:
-        ex = DockerExecutor()
-        try:
-            with trio.move_on_after(delay):
-                await ex.run("job-10", 0, spec("sleep", "30"), tmp_path, labels=labels)
-        finally:
-            await ex.aclose()
+    async def body(ex: DockerExecutor) -> None:
+        with trio.move_on_after(delay):
+            await ex.run("job-10", 0, spec("sleep", "30"), tmp_path, labels=labels)
 
-    run_trio(main)
-    assert leftovers(client, labels) == []
+    with_executor(body, client, labels)
 
 
 def test_concurrent_runs_and_cancel_of_a_group(
     tmp_path: Path, client: docker.DockerClient, labels: dict[str, str]
 ) -> None:
-    async def main() -> None:
-        ex = DockerExecutor(thread_limiter=trio.CapacityLimiter(8))
+    async def body(ex: DockerExecutor) -> None:
         codes: dict[int, int] = {}
 
         async def one(shard: int, command: str) -> None:
@@ -327,40 +296,33 @@ def test_concurrent_runs_and_cancel_of_a_group(
             res = await ex.run("job-11", shard, job, tmp_path / str(shard), labels=labels)
             codes[shard] = res.exit_code
 
-        try:
+        async with trio.open_nursery() as nursery:
+            for shard in range(4):
+                nursery.start_soon(one, shard, f"exit {shard}")
+        assert codes == {0: 0, 1: 1, 2: 2, 3: 3}
+        codes.clear()
+        with trio.move_on_after(1.5):
             async with trio.open_nursery() as nursery:
-                for shard in range(4):
-                    nursery.start_soon(one, shard, f"exit {shard}")
-            assert codes == {0: 0, 1: 1, 2: 2, 3: 3}
-            codes.clear()
-            with trio.move_on_after(1.5):
-                async with trio.open_nursery() as nursery:
-                    for shard in range(10, 14):
-                        nursery.start_soon(one, shard, "sleep 30")
-            assert codes == {}
-            stats = ex.statistics()
-            assert (stats.running, stats.started, stats.finished) == (0, 8, 4)
-        finally:
-            await ex.aclose()
+                for shard in range(10, 14):
+                    nursery.start_soon(one, shard, "sleep 30")
+        assert codes == {}
+        stats = ex.statistics()
+        assert (stats.running, stats.started, stats.finished) == (0, 8, 4)
 
-    run_trio(main)
-    assert leftovers(client, labels) == []
+    with_executor(
+        body, client, labels, make=lambda: DockerExecutor(thread_limiter=trio.CapacityLimiter(8))
+    )
 
 
 def test_stdout_is_truncated(
     tmp_path: Path, client: docker.DockerClient, labels: dict[str, str]
 ) -> None:
-    async def main() -> None:
-        ex = DockerExecutor()
-        try:
-            job = spec("sh", "-c", f"head -c {3 * MAX_LOG_BYTES} /dev/zero; echo small >&2")
-            res = await ex.run("job-13", 0, job, tmp_path, labels=labels)
-        finally:
-            await ex.aclose()
-        assert res.exit_code == 0
-        assert res.stdout_truncated and not res.stderr_truncated
-        assert (tmp_path / "stdout").stat().st_size == MAX_LOG_BYTES
-        assert (tmp_path / "stderr").read_text() == "small\n"
+    async def body(ex: DockerExecutor) -> RunResult:
+        job = spec("sh", "-c", f"head -c {3 * MAX_LOG_BYTES} /dev/zero; echo small >&2")
+        return await ex.run("job-13", 0, job, tmp_path, labels=labels)
 
-    run_trio(main)
-    assert leftovers(client, labels) == []
+    _, res = with_executor(body, client, labels)
+    assert res.exit_code == 0
+    assert res.stdout_truncated and not res.stderr_truncated
+    assert (tmp_path / "stdout").stat().st_size == MAX_LOG_BYTES
+    assert (tmp_path / "stderr").read_text() == "small\n"
