@@ -43,7 +43,10 @@ class NodeClient:
 
     def __init__(self, base_url: str, *, timeout: httpx.Timeout = DEFAULT_TIMEOUT) -> None:
         self.base_url = base_url.rstrip("/")
-        self._http = httpx.Client(base_url=self.base_url, timeout=timeout)
+        # Idle connections expire well before the node's 30 s keep-alive, so a reused
+        # one is never closed under us (a reset otherwise races the server's close).
+        limits = httpx.Limits(keepalive_expiry=2.0)
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, limits=limits)
 
     def __enter__(self) -> NodeClient:
         return self

@@ -171,6 +171,7 @@ async def serve_api(
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
     config.graceful_timeout = 1.0
+    config.keep_alive_timeout = 30.0
     await serve(
         build_app(node), config, shutdown_trigger=trio.sleep_forever, task_status=task_status
     )

@@ -1,0 +1,130 @@
+"""``devstack bench`` end to end: real node processes, real Docker, JSON out.
+
+Checks the shape and sanity of the figures (never how fast anything is) and that
+each bench leaves no node process and no container behind.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+import psutil
+import pytest
+
+from devstack.cluster import CONTAINER_LABEL
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+
+ROOT = Path(__file__).resolve().parents[2]
+SUMMARY_KEYS = {"n", "median", "p95", "mean", "min", "max"}
+
+
+@pytest.fixture(scope="module")
+def docker_client() -> Any:
+    try:
+        client = docker.from_env()
+        client.ping()
+    except docker.errors.DockerException as exc:
+        pytest.skip(f"Docker daemon not reachable: {exc}")
+    yield client
+    client.close()
+
+
+def run_bench(state_dir: Path, *argv: str) -> dict[str, Any]:
+    """Run ``devstack --state-dir STATE_DIR bench ARGV... --json``; its JSON object."""
+    done = subprocess.run(
+        [sys.executable, "-m", "devstack.cli", "--state-dir", str(state_dir), "bench", *argv],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+    assert done.returncode == 0, f"bench failed ({done.returncode}):\n{done.stderr[-3000:]}"
+    return json.loads(done.stdout)
+
+
+def assert_summary(summary: dict[str, float], n: int) -> None:
+    assert set(summary) == SUMMARY_KEYS
+    assert summary["n"] == n
+    assert 0 < summary["min"] <= summary["median"] <= summary["p95"] <= summary["max"]
+    assert summary["min"] <= summary["mean"] <= summary["max"]
+
+
+def assert_host(result: dict[str, Any]) -> None:
+    host = result["host"]
+    assert host["cpus"] >= 1
+    assert host["load_start"] >= 0 and host["load_end"] >= 0
+
+
+def assert_nothing_left(result: dict[str, Any], client: Any) -> None:
+    """No recorded node process runs, no node container exists, the temp dir is gone."""
+    procs = result["node_processes"]
+    assert procs
+    for proc in procs:
+        try:
+            same = abs(psutil.Process(proc["pid"]).create_time() - proc["started"]) < 0.5
+        except psutil.NoSuchProcess:
+            same = False
+        assert not same, f"node process {proc['pid']} is still running"
+    peers = {p["peer_id"] for p in procs}
+    left = [
+        c.name
+        for c in client.containers.list(all=True, filters={"label": CONTAINER_LABEL})
+        if c.labels.get(CONTAINER_LABEL) in peers
+    ]
+    assert not left, f"containers of the bench's nodes left behind: {left}"
+    assert not Path(result["state_dir"]).exists()
+
+
+def test_overhead(tmp_path: Path, docker_client: Any) -> None:
+    jobs = 3
+    r = run_bench(tmp_path, "overhead", "--nodes", "3", "--jobs", str(jobs), "--json")
+
+    assert r["bench"] == "overhead"
+    assert (r["nodes"], r["jobs"], r["completed"], r["reused"]) == (3, jobs, jobs, False)
+    assert r["failures"] == []
+    for key in ("cluster_wall_ms", "cluster_events_ms", "docker_cli_ms", "docker_sdk_ms"):
+        assert_summary(r[key], jobs)
+    # The client sees the job end after the requester recorded it.
+    assert r["cluster_wall_ms"]["min"] >= r["cluster_events_ms"]["min"]
+    for key in ("overhead_vs_cli_ms", "overhead_vs_sdk_ms"):
+        assert set(r[key]) == {"median", "p95"}
+        assert all(isinstance(v, float) for v in r[key].values())
+    phases = r["phases_ms"]
+    for kind in ("announced", "bidding_closed", "verifying", "publishing", "completed"):
+        assert phases[kind] > 0, kind
+    assert list(phases.values()) == sorted(phases.values())
+    assert phases["announced"] <= phases["bidding_closed"] <= phases["verifying"]
+    assert phases["verifying"] <= phases["publishing"] <= phases["completed"]
+    assert phases["completed"] == pytest.approx(r["cluster_events_ms"]["median"], abs=0.15)
+    assert 0 <= r["ran_on_requester"] <= jobs
+    assert all(len(v) == jobs for v in r["samples_ms"].values())
+
+    assert_host(r)
+    assert_nothing_left(r, docker_client)
+    assert not docker_client.containers.list(all=True, filters={"label": r["native_label"]})
+
+
+def test_cluster(tmp_path: Path, docker_client: Any) -> None:
+    r = run_bench(tmp_path, "cluster", "--nodes", "3", "--seconds", "2", "--settle", "1", "--json")
+
+    assert r["bench"] == "cluster"
+    assert r["nodes"] == 3
+    assert r["ready_s"] > 0
+    assert r["fork_to_ready_s"] is None or 0 < r["fork_to_ready_s"] <= r["ready_s"]
+    assert_summary(r["rss_mib"], 3)
+    assert_summary(r["uss_mib"], 3)
+    assert r["uss_mib"]["max"] <= r["rss_mib"]["max"]
+    assert 1 < r["rss_mib"]["median"] < 4096  # a Python process, in MiB
+    assert r["pss_total_mib"] > 0
+    assert 0 <= r["idle_cpu_percent_of_core"] <= 100 * (psutil.cpu_count() or 1)
+    assert r["idle_cpu_percent_per_node"]["n"] == 3
+    assert r["idle_seconds"] >= 2
+    assert_host(r)
+    assert_nothing_left(r, docker_client)
