@@ -20,6 +20,7 @@ from devstack import state as st
 from devstack.client import NodeApiError, NodeClient
 from devstack.cluster import ClusterError, UpOptions
 from devstack.state import ClusterState, StateError
+from node.bidder import BIDDERS, DEFAULT_BIDDER
 
 
 def _positive(text: str) -> int:
@@ -310,7 +311,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("up", cmd_up, "start N node processes and wait until they form one network")
     p.add_argument("--nodes", type=_positive, default=5)
     p.add_argument("--detach", action="store_true", help="return once ready; stop with `down`")
-    p.add_argument("--bidder", default="all", help="bidder of every node (default all)")
+    p.add_argument(
+        "--bidder",
+        choices=sorted(BIDDERS),
+        default=DEFAULT_BIDDER,
+        help=f"bidder of every node (default {DEFAULT_BIDDER})",
+    )
     p.add_argument("--slots", type=_positive, default=None, help="shards each node runs at once")
 
     add("down", cmd_down, "stop every node and remove every container of the devstack")

@@ -29,6 +29,7 @@ import httpx
 
 from devstack import state as st
 from devstack.state import ClusterState, NodeEntry
+from node.bidder import DEFAULT_BIDDER
 
 CONTAINER_LABEL = "py-bacalhau.node"
 EXTRA_PEERS = 4
@@ -43,7 +44,7 @@ class ClusterError(RuntimeError):
 class UpOptions:
     nodes: int
     state_dir: Path
-    bidder: str = "all"
+    bidder: str = DEFAULT_BIDDER
     slots: int | None = None
     ready_timeout: float = 180.0
 

@@ -43,7 +43,7 @@ class ClusterState(msgspec.Struct):
     launcher_started: float
     created_at: float
     nodes: list[NodeEntry]
-    bidder: str = "all"
+    bidder: str = "hash-space"
     detached: bool = False
 
 

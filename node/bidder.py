@@ -1,22 +1,113 @@
 """The Bidder seam: whether, and after how long, this node bids on a shard.
 
-Chosen per node by name (``--bidder``). Only ``all`` exists so far (every node
-with capacity bids at once); the hash-space bidder of DESIGN §6 slots in here.
+Chosen per node by name (``--bidder``). Every implementation is a pure function
+of (node id, job, shard, live network size), so ``devstack simulate`` drives the
+very code the nodes run.
+
+- ``hash-space`` (default, DESIGN §6): a rendezvous score per (node, job, shard)
+  ranks the nodes differently for every job; a node of estimated rank ``r`` waits
+  ``floor(r / c) * step`` and never drops a job: a node in a late band still bids
+  unless it has heard ``BiddingClosed`` by then.
+- ``bacalhau-2022``: the seed's rule exactly (FNV-1a 32-bit ids, absolute
+  difference, chunks of ``c/N`` of the hash space, 1 s per chunk, dropped beyond
+  one chunk), kept to compare against.
+- ``all``: every node with capacity bids at once.
 """
 
 from __future__ import annotations
 
 import abc
+import math
+import struct
+
+import xxhash
 
 from node.models import Job
+
+DEFAULT_STEP_S = 0.15
+_U64 = float(1 << 64)
 
 
 class Bidder(abc.ABC):
     name: str
 
+    def __init__(self, step: float = DEFAULT_STEP_S) -> None:
+        """``step``: seconds between bands, about two gossip latencies (bidders that
+        have no bands ignore it)."""
+        if step < 0:
+            raise ValueError(f"step must not be negative, got {step}")
+        self.step = step
+
     @abc.abstractmethod
     def bid_delay(self, node_id: str, job: Job, shard: int, network_size: int) -> float | None:
         """Seconds to wait before bidding, or None to not bid at all."""
+
+
+def wanted_bids(job: Job) -> int:
+    """How many bids a shard needs: ``max(concurrency, min_bids)``, at least 1."""
+    deal = job.spec.deal
+    return max(1, deal.concurrency, deal.min_bids)
+
+
+def rendezvous_score(node_id: str, job_id: str, shard: int) -> float:
+    """xxh64 of (node, job, shard) mapped to [0, 1): each job orders the nodes afresh."""
+    digest = xxhash.xxh64_intdigest(f"{node_id}\x00{job_id}\x00{shard}".encode())
+    return digest / _U64
+
+
+def band(score: float, network_size: int, wanted: int) -> int:
+    """The band of a node: ``floor(score * N / c)``; band 0 bids at once."""
+    rank = score * max(1, network_size)
+    return math.floor(rank / max(1, wanted))
+
+
+class HashSpaceBidder(Bidder):
+    """DESIGN §6: about ``c`` nodes in band 0; later bands cover busy or missing nodes."""
+
+    name = "hash-space"
+
+    def bid_delay(self, node_id: str, job: Job, shard: int, network_size: int) -> float:
+        score = rendezvous_score(node_id, job.id, shard)
+        return band(score, network_size, wanted_bids(job)) * self.step
+
+
+def fnv1a_32(text: str) -> int:
+    """FNV-1a, 32-bit, of the UTF-8 bytes (Go's ``hash/fnv`` New32a)."""
+    h = 0x811C9DC5
+    for byte in text.encode():
+        h = ((h ^ byte) * 0x01000193) & 0xFFFFFFFF
+    return h
+
+
+def _f32(x: float) -> float:
+    """Round to float32, as the seed's Go arithmetic does at every step."""
+    return struct.unpack("f", struct.pack("f", x))[0]
+
+
+def seed_delay_ms(
+    network_size: int, node_id: str, job_id: str, concurrency: int
+) -> tuple[int, bool]:
+    """The seed's ``CalculateJobNodeDistanceDelay``: (delay in ms, whether to bid).
+
+    ``chunk = int(float32(c) / float32(N) * 4294967295)``, ``delay = distance //
+    chunk * 1000``, and a job whose delay exceeds 1000 ms is dropped.
+    """
+    distance = abs(fnv1a_32(node_id) - fnv1a_32(job_id))
+    chunk = int(_f32(_f32(_f32(concurrency) / _f32(network_size)) * _f32(4294967295)))
+    delay = (distance // max(1, chunk)) * 1000
+    return delay, delay <= 1000
+
+
+class Bacalhau2022Bidder(Bidder):
+    """The seed's rule, unchanged (including its drops), for comparison."""
+
+    name = "bacalhau-2022"
+
+    def bid_delay(self, node_id: str, job: Job, shard: int, network_size: int) -> float | None:
+        delay_ms, bids = seed_delay_ms(
+            max(1, network_size), node_id, job.id, job.spec.deal.concurrency
+        )
+        return delay_ms / 1000 if bids else None
 
 
 class AllBidder(Bidder):
@@ -24,15 +115,21 @@ class AllBidder(Bidder):
 
     name = "all"
 
-    def bid_delay(self, node_id: str, job: Job, shard: int, network_size: int) -> float | None:
+    def bid_delay(self, node_id: str, job: Job, shard: int, network_size: int) -> float:
         return 0.0
 
 
-BIDDERS: dict[str, type[Bidder]] = {AllBidder.name: AllBidder}
+BIDDERS: dict[str, type[Bidder]] = {
+    HashSpaceBidder.name: HashSpaceBidder,
+    Bacalhau2022Bidder.name: Bacalhau2022Bidder,
+    AllBidder.name: AllBidder,
+}
+DEFAULT_BIDDER = HashSpaceBidder.name
 
 
-def make_bidder(name: str) -> Bidder:
+def make_bidder(name: str, *, step: float = DEFAULT_STEP_S) -> Bidder:
+    """The bidder called ``name``; raises ValueError listing the known names."""
     try:
-        return BIDDERS[name]()
+        return BIDDERS[name](step)
     except KeyError:
         raise ValueError(f"unknown bidder {name!r}; known: {', '.join(BIDDERS)}") from None

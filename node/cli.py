@@ -11,7 +11,7 @@ from pathlib import Path
 import trio
 
 from node import logs
-from node.bidder import BIDDERS
+from node.bidder import BIDDERS, DEFAULT_BIDDER, DEFAULT_STEP_S
 from node.node import Node, NodeConfig
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--peer", action="append", default=[], metavar="MULTIADDR", help="peer to join (repeat)"
     )
     run.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    run.add_argument("--bidder", choices=sorted(BIDDERS), default="all")
+    run.add_argument("--bidder", choices=sorted(BIDDERS), default=DEFAULT_BIDDER)
+    run.add_argument(
+        "--bid-step", type=float, default=DEFAULT_STEP_S, help="seconds between bidding bands"
+    )
     run.add_argument("--slots", type=_positive, default=None, help="shards run at once")
     run.add_argument("--log-file", type=Path, default=None, help="default: stderr")
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
@@ -58,6 +61,7 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
         peers=tuple(args.peer),
         host=args.host,
         bidder=args.bidder,
+        bid_step=args.bid_step,
         **extra,
     )
 

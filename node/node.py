@@ -21,7 +21,7 @@ import trio
 
 from node import messages
 from node.api import serve_api
-from node.bidder import make_bidder
+from node.bidder import DEFAULT_BIDDER, DEFAULT_STEP_S, make_bidder
 from node.capacity import Capacity
 from node.compute import Compute
 from node.context import NodeContext
@@ -62,7 +62,8 @@ class NodeConfig:
     api_port: int
     peers: tuple[str, ...] = ()
     host: str = "127.0.0.1"
-    bidder: str = "all"
+    bidder: str = DEFAULT_BIDDER
+    bid_step: float = DEFAULT_STEP_S
     slots: int = field(default_factory=lambda: max(1, os.cpu_count() or 1))
     members_period: float = 5.0
     bid_window: float = BID_WINDOW_S
@@ -93,7 +94,7 @@ class Node:
             on_direct=self._on_direct,
             extra_protocols={MEMBERS_PROTOCOL: self._on_members},
         )
-        self._bidder = make_bidder(config.bidder)
+        self._bidder = make_bidder(config.bidder, step=config.bid_step)
         self.ready = trio.Event()
         self.requester: Requester
         self.compute: Compute
