@@ -13,6 +13,7 @@ import trio
 from node import logs
 from node.bidder import BIDDERS, DEFAULT_BIDDER, DEFAULT_STEP_S
 from node.node import Node, NodeConfig
+from node.requester import BID_WINDOW_S, MAX_BID_ROUNDS
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--bid-step", type=float, default=DEFAULT_STEP_S, help="seconds between bidding bands"
     )
+    run.add_argument(
+        "--bid-window", type=float, default=BID_WINDOW_S, help="first bid window, seconds"
+    )
+    run.add_argument(
+        "--bid-rounds", type=_positive, default=MAX_BID_ROUNDS, help="bid windows before error"
+    )
     run.add_argument("--slots", type=_positive, default=None, help="shards run at once")
     run.add_argument("--log-file", type=Path, default=None, help="default: stderr")
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
@@ -62,6 +69,8 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
         host=args.host,
         bidder=args.bidder,
         bid_step=args.bid_step,
+        bid_window=args.bid_window,
+        bid_rounds=args.bid_rounds,
         **extra,
     )
 

@@ -38,8 +38,10 @@ MAX_KNOWN_JOBS = 10_000
 class _KnownJob:
     job: Job
     window: float
-    closed: bool = False
-    bid: bool = False
+    round: int = 0
+    closed: trio.Event = field(default_factory=trio.Event)
+    pending: bool = False  # a bid is waiting out its band
+    bid: bool = False  # this node has bid (once per job)
     answered: trio.Event = field(default_factory=trio.Event)
     accepted: bool = False
     result_id: str | None = None
@@ -77,39 +79,54 @@ class Compute:
     # -- gossip ----------------------------------------------------------------
 
     async def on_announced(self, announce: messages.JobAnnounced) -> None:
+        """A new job, or a ``Rebid`` (a later round) of one this node has not bid on."""
         job = announce.job
-        if job.id in self._known:
+        known = self._known.get(job.id)
+        if known is None:
+            known = _KnownJob(job, announce.window, announce.round)
+            self._known[job.id] = known
+            while len(self._known) > MAX_KNOWN_JOBS:
+                self._known.popitem(last=False)
+            if job.requester != self._ctx.node_id:
+                self._ctx.transport.remember_addrs(job.requester, announce.requester_addrs)
+        elif announce.round <= known.round or known.bid:
             return
-        known = _KnownJob(job, announce.window)
-        self._known[job.id] = known
-        while len(self._known) > MAX_KNOWN_JOBS:
-            self._known.popitem(last=False)
-        if job.requester != self._ctx.node_id:
-            self._ctx.transport.remember_addrs(job.requester, announce.requester_addrs)
+        known.round, known.window = announce.round, announce.window
+        if known.pending:
+            return
         executor = self._executors.get(job.spec.engine)
         if executor is None or not await executor.has_image(job.spec.image):
             return
         delay = self._bidder.bid_delay(self._ctx.node_id, job, 0, self._ctx.membership.size)
-        if delay is not None:
-            self._ctx.spawn(self._bid, known, delay)
+        if delay is None:
+            return
+        # A rebid's window is wider and the first bands had their chance: close up.
+        known.pending = True
+        self._ctx.spawn(self._bid, known, delay / (2**announce.round))
 
     def on_bidding_closed(self, closed: messages.BiddingClosed) -> None:
         known = self._known.get(closed.job_id)
         if known is not None:
-            known.closed = True
+            known.closed.set()
 
     # -- bidding ---------------------------------------------------------------
 
     async def _bid(self, known: _KnownJob, delay: float) -> None:
-        await trio.sleep(delay)
+        """Wait out this node's band, then bid unless bidding closed or the node is full.
+
+        A full node does not bid: a later band, or the requester's next round, covers it.
+        """
+        with trio.move_on_after(delay):
+            await known.closed.wait()
+        known.pending = False
         job = known.job
-        if known.closed or not self.capacity.try_reserve(job.id, 0):
+        if known.closed.is_set() or known.bid or not self.capacity.try_reserve(job.id, 0):
             return
+        known.bid = True
         ctx = self._ctx
         if job.requester != ctx.node_id:
             await ctx.db(ctx.store.put_job, job, role="compute", state=JobState.BIDDING)
         await self._record(job, ExecutionState.BID, "bid")
-        known.bid = True
         self.bids_sent += 1
         if not await ctx.send(job.requester, messages.Bid(job_id=job.id)):
             self.capacity.release(job.id, 0)

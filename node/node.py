@@ -34,7 +34,7 @@ from node.membership import MEMBERS_PROTOCOL, Membership, decode_exchange, encod
 from node.messages import Ack, Message
 from node.models import Job, JobSpec, SpecError, validate_spec
 from node.publishers import NoopPublisher, Publisher
-from node.requester import BID_WINDOW_S, Requester
+from node.requester import BID_WINDOW_S, MAX_BID_ROUNDS, Requester
 from node.results import ResultStore
 from node.store import Store
 from node.storequeue import StoreQueue
@@ -67,6 +67,7 @@ class NodeConfig:
     slots: int = field(default_factory=lambda: max(1, os.cpu_count() or 1))
     members_period: float = 5.0
     bid_window: float = BID_WINDOW_S
+    bid_rounds: int = MAX_BID_ROUNDS
 
     @property
     def api_url(self) -> str:
@@ -118,7 +119,9 @@ class Node:
                     store_queue=self.store_queue,
                 )
                 nursery.start_soon(self.store_queue.run)
-                self.requester = Requester(self.ctx, bid_window=config.bid_window)
+                self.requester = Requester(
+                    self.ctx, bid_window=config.bid_window, max_rounds=config.bid_rounds
+                )
                 self.compute = Compute(
                     self.ctx,
                     executors=executors,

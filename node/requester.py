@@ -32,6 +32,9 @@ from node.verifiers import VERIFIERS, Proposal
 log = logging.getLogger(__name__)
 
 BID_WINDOW_S = 5.0
+# Rounds of bidding before a job fails for want of bids; each window doubles, so
+# the default waits 5 + 10 + 20 s for a busy cluster to free a slot.
+MAX_BID_ROUNDS = 3
 # Time allowed beyond the job's own timeout for proposals to arrive.
 RESULTS_GRACE_S = 30.0
 PUBLISH_TIMEOUT_S = 60.0
@@ -63,6 +66,7 @@ class _OpenJob:
     results_accepted: set[str] = field(default_factory=set)
     published: dict[str, str] = field(default_factory=dict)
     changed: _Signal = field(default_factory=_Signal)
+    waited: float = 0.0  # seconds of bid windows that passed without enough bids
 
     @property
     def concurrency(self) -> int:
@@ -75,9 +79,18 @@ class _OpenJob:
 class Requester:
     """Drives the jobs submitted to this node. Runs on the node's trio loop only."""
 
-    def __init__(self, ctx: NodeContext, *, bid_window: float = BID_WINDOW_S) -> None:
+    def __init__(
+        self,
+        ctx: NodeContext,
+        *,
+        bid_window: float = BID_WINDOW_S,
+        max_rounds: int = MAX_BID_ROUNDS,
+    ) -> None:
+        if max_rounds < 1:
+            raise ValueError(f"max_rounds must be at least 1, got {max_rounds}")
         self._ctx = ctx
         self._bid_window = bid_window
+        self._max_rounds = max_rounds
         self._open: dict[str, _OpenJob] = {}
 
     # -- what the node asks of this role --------------------------------------
@@ -200,21 +213,7 @@ class Requester:
 
     async def _run_course(self, open_job: _OpenJob) -> None:
         ctx, job = self._ctx, open_job.job
-        announce = messages.JobAnnounced(
-            job_id=job.id,
-            job=job,
-            requester_addrs=ctx.transport.addrs,
-            window=self._bid_window,
-        )
-        await ctx.transport.publish(messages.JOBS_TOPIC, announce)
-        await self._set_state(open_job, JobState.BIDDING, "announced", window=self._bid_window)
-
-        with trio.move_on_after(self._bid_window):
-            await open_job.changed.wait_until(
-                lambda: len(open_job.accepted) >= open_job.concurrency
-            )
-        if len(open_job.accepted) < open_job.concurrency:
-            raise _JobFailed(self._too_few_bids_reason(open_job))
+        await self._collect_bids(open_job)
         await ctx.transport.publish(
             messages.JOBS_TOPIC, messages.BiddingClosed(job_id=job.id, requester=ctx.node_id)
         )
@@ -240,6 +239,41 @@ class Requester:
         if unpublished:
             raise _JobFailed(f"{', '.join(sorted(unpublished))} did not publish accepted results")
         await self._set_state(open_job, JobState.COMPLETED, "completed")
+
+    async def _collect_bids(self, open_job: _OpenJob) -> None:
+        """Announce, then ``Rebid`` with a doubled window until ``c`` bids are accepted.
+
+        Raises :class:`_JobFailed` with the reason once ``max_rounds`` windows passed.
+        """
+        ctx, job = self._ctx, open_job.job
+        window = self._bid_window
+        for round_ in range(self._max_rounds):
+            announce = messages.JobAnnounced(
+                job_id=job.id,
+                job=job,
+                requester_addrs=ctx.transport.addrs,
+                round=round_,
+                window=window,
+            )
+            await ctx.transport.publish(messages.JOBS_TOPIC, announce)
+            kind = "announced" if round_ == 0 else "rebid"
+            await self._set_state(
+                open_job,
+                JobState.BIDDING,
+                kind,
+                window=window,
+                round=round_,
+                accepted=len(open_job.accepted),
+            )
+            with trio.move_on_after(window):
+                await open_job.changed.wait_until(
+                    lambda: len(open_job.accepted) >= open_job.concurrency
+                )
+            if len(open_job.accepted) >= open_job.concurrency:
+                return
+            open_job.waited += window
+            window *= 2
+        raise _JobFailed(self._too_few_bids_reason(open_job))
 
     async def _verify(self, open_job: _OpenJob) -> None:
         spec = open_job.job.spec
@@ -280,16 +314,17 @@ class Requester:
 
     def _too_few_bids_reason(self, open_job: _OpenJob) -> str:
         spec, got = open_job.job.spec, len(open_job.accepted)
+        rounds = f"{self._max_rounds} round(s) of bidding ({open_job.waited:g}s)"
         if got == 0:
             what = f"image {spec.image!r}" if spec.engine == "docker" else f"engine {spec.engine!r}"
             return (
-                f"no node bid within {self._bid_window:g}s: no node has {what} available"
-                " locally, or every node is busy"
+                f"no node bid in {rounds}: no node has {what} available locally,"
+                " or every node is busy"
             )
         size = self._ctx.membership.size
         return (
-            f"concurrency {open_job.concurrency} but only {got} node(s) bid within"
-            f" {self._bid_window:g}s ({size} nodes in the network)"
+            f"concurrency {open_job.concurrency} but only {got} node(s) bid in {rounds}"
+            f" ({size} nodes in the network)"
         )
 
     @staticmethod
