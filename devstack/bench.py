@@ -47,6 +47,7 @@ from devstack.client import NodeClient
 from devstack.cluster import ClusterError, UpOptions
 from devstack.jobs import TERMINAL
 from devstack.state import ClusterState
+from node.bidder import DEFAULT_BIDDER
 
 COMMAND = ["echo", "hello"]
 EXPECTED_STDOUT = "hello\n"
@@ -179,7 +180,9 @@ def _down_uninterrupted(state_dir: Path) -> None:
 
 
 @contextlib.contextmanager
-def bench_cluster(nodes: int, reuse: Path | None = None) -> Iterator[BenchCluster]:
+def bench_cluster(
+    nodes: int, reuse: Path | None = None, *, bidder: str = DEFAULT_BIDDER
+) -> Iterator[BenchCluster]:
     """A ready devstack for the bench's duration.
 
     With ``reuse``, the live devstack recorded there (left running afterwards).
@@ -203,7 +206,8 @@ def bench_cluster(nodes: int, reuse: Path | None = None) -> Iterator[BenchCluste
         try:
             say(f"starting {nodes} nodes in {state_dir}")
             started = time.monotonic()
-            cluster = launcher.up(UpOptions(nodes=nodes, state_dir=state_dir), say=say)
+            options = UpOptions(nodes=nodes, state_dir=state_dir, bidder=bidder)
+            cluster = launcher.up(options, say=say)
             ready_s = time.monotonic() - started
             forks = [_boottime_started(n.pid) for n in cluster.nodes]
             first_fork = min((f for f in forks if f is not None), default=None)
@@ -223,7 +227,7 @@ def bench_cluster(nodes: int, reuse: Path | None = None) -> Iterator[BenchCluste
                 say(f"the cluster is down; its logs are kept in {state_dir / 'logs'}")
 
 
-def _report(
+def report(
     result: dict[str, Any], as_json: bool, text: Callable[[dict[str, Any]], str], load: float
 ) -> None:
     """Add the host's CPU count and load (1-minute average at the start and at the end:
@@ -523,7 +527,7 @@ def bench_overhead(args: argparse.Namespace) -> int:
         result = overhead_result(
             cluster, samples, image=args.image, warmup=args.warmup, label=label
         )
-    _report(result, args.json, overhead_text, load)
+    report(result, args.json, overhead_text, load)
     return 0
 
 
@@ -587,14 +591,14 @@ def bench_cluster_cost(args: argparse.Namespace) -> int:
     load = os.getloadavg()[0]
     with bench_cluster(args.nodes) as cluster:
         result = measure_cluster(cluster, seconds=args.seconds, settle=args.settle)
-    _report(result, args.json, cluster_text, load)
+    report(result, args.json, cluster_text, load)
     return 0
 
 
 # -- CLI -----------------------------------------------------------------------------
 
 
-def _positive(kind: type[int] | type[float], *, zero: bool = False) -> Callable[[str], Any]:
+def positive(kind: type[int] | type[float], *, zero: bool = False) -> Callable[[str], Any]:
     """An argparse type: a number of ``kind`` above 0 (or at least 0 with ``zero``)."""
 
     def parse(text: str) -> int | float:
@@ -619,10 +623,10 @@ def add_bench_parser(parser: argparse.ArgumentParser) -> None:
         " cluster (concurrency 1, requester rotating over the nodes) against the same"
         " container run with the Docker CLI and SDK, interleaved in random order.",
     )
-    p.add_argument("--nodes", type=_positive(int), default=5, help="nodes to start (default 5)")
-    p.add_argument("--jobs", type=_positive(int), default=20, help="measured rounds (default 20)")
+    p.add_argument("--nodes", type=positive(int), default=5, help="nodes to start (default 5)")
+    p.add_argument("--jobs", type=positive(int), default=20, help="measured rounds (default 20)")
     p.add_argument(
-        "--warmup", type=_positive(int, zero=True), default=1, help="unrecorded rounds first"
+        "--warmup", type=positive(int, zero=True), default=1, help="unrecorded rounds first"
     )
     p.add_argument("--image", default="busybox", help="a local image (default busybox)")
     p.add_argument(
@@ -631,7 +635,7 @@ def add_bench_parser(parser: argparse.ArgumentParser) -> None:
         help="use the devstack running at --state-dir (ignores --nodes, leaves it up)",
     )
     p.add_argument(
-        "--poll-ms", type=_positive(float), default=5.0, help="describe poll interval (ms)"
+        "--poll-ms", type=positive(float), default=5.0, help="describe poll interval (ms)"
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(bench_func=bench_overhead)
@@ -642,18 +646,22 @@ def add_bench_parser(parser: argparse.ArgumentParser) -> None:
         description="Start N nodes in a temporary state dir; report the time to ready,"
         " RSS/USS per node and the CPU of the idle cluster; take it down.",
     )
-    p.add_argument("--nodes", type=_positive(int), default=5, help="nodes to start (default 5)")
+    p.add_argument("--nodes", type=positive(int), default=5, help="nodes to start (default 5)")
     p.add_argument(
-        "--seconds", type=_positive(float), default=30.0, help="idle CPU window (default 30)"
+        "--seconds", type=positive(float), default=30.0, help="idle CPU window (default 30)"
     )
     p.add_argument(
         "--settle",
-        type=_positive(float, zero=True),
+        type=positive(float, zero=True),
         default=15.0,
         help="seconds after ready before measuring, while start-up chatter dies down (default 15)",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(bench_func=bench_cluster_cost)
+
+    from devstack import bench_bids
+
+    bench_bids.add_parser(sub, positive)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -31,7 +31,7 @@ def docker_client() -> Any:
         client = docker.from_env()
         client.ping()
     except docker.errors.DockerException as exc:
-        pytest.skip(f"Docker daemon not reachable: {exc}")
+        pytest.fail(f"Docker daemon not reachable (run .ci/setup-docker): {exc}")
     yield client
     client.close()
 
@@ -128,3 +128,36 @@ def test_cluster(tmp_path: Path, docker_client: Any) -> None:
     assert r["idle_seconds"] >= 2
     assert_host(r)
     assert_nothing_left(r, docker_client)
+
+
+def test_bench_bids_reports_the_simulator_keys(tmp_path: Path) -> None:
+    result = run_bench(
+        tmp_path,
+        "bids",
+        "--nodes",
+        "3",
+        "--jobs",
+        "6",
+        "--concurrency",
+        "2",
+        "--rate",
+        "10",
+        "--json",
+    )
+    for key in (
+        "bids_per_job_mean",
+        "bids_per_job_p99",
+        "bids_per_job_max",
+        "jobs_short_of_bids_first_round",
+        "jobs_never_completed",
+        "first_bid_p50_ms",
+        "first_bid_p99_ms",
+        "accepted_p99_ms",
+        "load_max_over_mean",
+    ):
+        assert key in result, key
+    assert result["jobs"] == 6
+    assert result["jobs_never_completed"] == 0
+    # Every job needs 2 accepted bids; no job can get more bids than there are nodes.
+    assert 2 <= result["bids_per_job_mean"] <= result["bids_per_job_max"] <= 3
+    assert result["bids_sent_total"] >= 12
