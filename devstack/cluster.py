@@ -132,14 +132,13 @@ def up(options: UpOptions, say: Callable[[str], None] = print) -> ClusterState:
     gc.freeze()
     t0 = time.monotonic()
     for entry in entries:
-        extra = {"slots": options.slots} if options.slots else {}
         config = NodeConfig(
             data_dir=Path(entry.data_dir),
             swarm_port=entry.swarm_port,
             api_port=entry.api_port,
             peers=tuple(entry.peers),
             bidder=options.bidder,
-            **extra,
+            slots=options.slots,
         )
         pid = os.fork()
         if pid == 0:  # the node process

@@ -53,14 +53,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--bid-rounds", type=_positive, default=MAX_BID_ROUNDS, help="bid windows before error"
     )
-    run.add_argument("--slots", type=_positive, default=None, help="shards run at once")
+    run.add_argument(
+        "--slots", type=_positive, default=None, help="shards at once (default: cores)"
+    )
+    run.add_argument("--cpu", type=float, default=None, help="cores offered (default: all)")
+    run.add_argument("--memory", type=_positive, default=None, help="bytes offered (default: all)")
     run.add_argument("--log-file", type=Path, default=None, help="default: stderr")
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
     return parser
 
 
 def config_from_args(args: argparse.Namespace) -> NodeConfig:
-    extra = {"slots": args.slots} if args.slots else {}
     return NodeConfig(
         data_dir=args.data_dir,
         swarm_port=args.swarm_port,
@@ -71,7 +74,9 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
         bid_step=args.bid_step,
         bid_window=args.bid_window,
         bid_rounds=args.bid_rounds,
-        **extra,
+        slots=args.slots,
+        cpu=args.cpu,
+        memory=args.memory,
     )
 
 

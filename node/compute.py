@@ -95,6 +95,8 @@ class Compute:
         if known.pending:
             return
         executor = self._executors.get(job.spec.engine)
+        if not self.capacity.fits_ever(job.spec.resources):
+            return  # more CPU or memory than this node has: never bid
         if executor is None or not await executor.has_image(job.spec.image):
             return
         delay = self._bidder.bid_delay(self._ctx.node_id, job, 0, self._ctx.membership.size)
@@ -120,7 +122,9 @@ class Compute:
             await known.closed.wait()
         known.pending = False
         job = known.job
-        if known.closed.is_set() or known.bid or not self.capacity.try_reserve(job.id, 0):
+        if known.closed.is_set() or known.bid:
+            return
+        if not self.capacity.try_reserve(job.id, 0, job.spec.resources):
             return
         known.bid = True
         ctx = self._ctx

@@ -12,7 +12,7 @@ import logging
 import os
 import random
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -64,7 +64,9 @@ class NodeConfig:
     host: str = "127.0.0.1"
     bidder: str = DEFAULT_BIDDER
     bid_step: float = DEFAULT_STEP_S
-    slots: int = field(default_factory=lambda: max(1, os.cpu_count() or 1))
+    slots: int | None = None  # default: a slot per core
+    cpu: float | None = None  # cores offered; default: all
+    memory: int | None = None  # bytes offered; default: all
     members_period: float = 5.0
     bid_window: float = BID_WINDOW_S
     bid_rounds: int = MAX_BID_ROUNDS
@@ -127,7 +129,7 @@ class Node:
                     executors=executors,
                     publishers=publishers,
                     bidder=self._bidder,
-                    capacity=Capacity(config.slots),
+                    capacity=Capacity(config.slots, cpu=config.cpu, memory=config.memory),
                     results=self.results,
                     work_dir=config.data_dir / "work",
                 )
