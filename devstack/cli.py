@@ -288,6 +288,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return bench.run(args)
 
 
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from devstack import simulate
+
+    return simulate.run(args)
+
+
 # -- parser ----------------------------------------------------------------------
 
 
@@ -360,6 +366,12 @@ def build_parser() -> argparse.ArgumentParser:
     from devstack.bench import add_bench_parser
 
     add_bench_parser(add("bench", cmd_bench, "benchmarks that print figures"))
+
+    from devstack.simulate import add_simulate_parser
+
+    add_simulate_parser(
+        add("simulate", cmd_simulate, "simulate bidding on N nodes with the real bidders")
+    )
     return parser
 
 
