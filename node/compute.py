@@ -25,6 +25,7 @@ from node.messages import Ack, Message
 from node.models import Execution, ExecutionState, Job, JobState
 from node.publishers import Publisher
 from node.results import ResultStore
+from node.transport import TransportError
 
 log = logging.getLogger(__name__)
 
@@ -132,9 +133,15 @@ class Compute:
             await ctx.db(ctx.store.put_job, job, role="compute", state=JobState.BIDDING)
         await self._record(job, ExecutionState.BID, "bid")
         self.bids_sent += 1
-        if not await ctx.send(job.requester, messages.Bid(job_id=job.id)):
+        try:
+            ack = await ctx.transport.send(job.requester, messages.Bid(job_id=job.id))
+        except TransportError as exc:
             self.capacity.release(job.id, 0)
-            await self._record(job, ExecutionState.ERROR, "error", reason="requester unreachable")
+            await self._record(job, ExecutionState.ERROR, "error", reason=str(exc))
+            return
+        if not ack.ok:  # e.g. a late bid: the job ended before it arrived
+            self.capacity.release(job.id, 0)
+            await self._record(job, ExecutionState.REJECTED, "bid_refused", reason=ack.error)
             return
         with trio.move_on_after(known.window + ANSWER_GRACE_S):
             await known.answered.wait()
@@ -264,6 +271,7 @@ class Compute:
 
 # How a compute-only node's view of a job follows its own execution.
 _COMPUTE_JOB_STATE: dict[str, JobState] = {
+    "bid_refused": JobState.CANCELLED,
     "bid_rejected": JobState.CANCELLED,
     "running": JobState.RUNNING,
     "proposed": JobState.VERIFYING,

@@ -1,0 +1,465 @@
+"""Bidding on a real devstack (DESIGN §6): how many bids a job costs, what a job that
+cannot get enough bids ends as, and how a full cluster queues its jobs.
+
+No mocks: real node processes, libp2p gossip and streams, the default hash-space
+bidder. A 10-node cluster measures bids per job on ``noop`` jobs (Docker is not
+the bottleneck) and fails jobs for want of bids; a 3-node cluster of one slot per
+node queues Docker jobs. The jobs that must wait out 5 + 10 + 20 s of bid windows
+are submitted early and checked late, so their windows overlap other tests' work.
+Every wait is a poll with a deadline, never a fixed sleep.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import statistics
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+
+from devstack import state as st
+from devstack.state import ClusterState, NodeEntry
+from node.requester import BID_WINDOW_S, MAX_BID_ROUNDS
+from tests.conftest import (
+    UP_TIMEOUT_S,
+    Devstack,
+    describe_failure,
+    docker_client,
+    get_json,
+    running_devstack,
+    wait_until,
+)
+
+pytestmark = pytest.mark.slow
+
+TERMINAL = {"completed", "error", "cancelled"}
+NETWORK = 10
+BATCH = 50
+# 5 + 10 + 20 s: how long a requester waits for bids before failing the job.
+WINDOWS_S = sum(BID_WINDOW_S * 2**r for r in range(MAX_BID_ROUNDS))
+# A job's own deadline: its bid windows, plus plenty for a loaded 2-core machine.
+JOB_TIMEOUT_S = WINDOWS_S + 120
+
+# Bound on the MEAN number of Bid messages per job over a batch of 50 jobs on 10
+# nodes, one job in flight at a time: the bidder's cost, not self-inflicted overload
+# (50 jobs submitted at once saturate 2 cores: bids then hold slots for seconds and,
+# today, some of those jobs end error for want of bids).
+#
+# Why it does not flake: a node bids at most once per job (``_KnownJob.bid``), so no
+# job costs more than N = 10 bids whatever the load; the bound is on the mean over
+# 50 jobs, so one slow job (all 10 nodes bid) moves it by only 0.18. With
+# c = max(concurrency, min_bids), band 0 (bids at once) holds about c of the 10
+# nodes; a node in band b >= 1 bids only if its b * 0.15 s delay expires before
+# BiddingClosed reaches it, so extra bids grow with gossip latency, i.e. with load.
+# Measured over 8 runs, from an idle machine to load average ~11 (up to 6 CPU hogs
+# beside other engineers' work): mean Bid messages per job (senders' count)
+#   c=1: 1.33 to 1.92 (the most for one job: 6)
+#   c=3: 4.37 to 5.72 (the most for one job: 10)
+# The bounds are twice the worst c=1 mean, and 2.3 bids over the worst c=3 mean.
+# (c=3 on 10 nodes has only bands 0-3, 0.45 s end to end: as load slows gossip,
+# its mean tends to N, which is why its bound is looser.)
+MEAN_BIDS_BOUND = {1: 4.0, 3: 8.0}
+
+
+# -- helpers ---------------------------------------------------------------------
+
+
+def noop_spec(concurrency: int, **deal: int) -> dict[str, Any]:
+    return {
+        "engine": "noop",
+        "image": "none",
+        "command": ["echo", "bid"],
+        "deal": {"concurrency": concurrency, **deal},
+    }
+
+
+def submit(api: str, spec: dict[str, Any]) -> str:
+    response = httpx.post(f"{api}/api/v1/jobs", json=spec, timeout=30)
+    assert response.status_code == 201, f"submit to {api}: {response.text}"
+    return response.json()["id"]
+
+
+def describe(api: str, job_id: str) -> dict[str, Any]:
+    return get_json(f"{api}/api/v1/jobs/{job_id}")
+
+
+def wait_job(api: str, job_id: str, timeout: float = JOB_TIMEOUT_S) -> dict[str, Any]:
+    """Poll the requester at ``api`` until ``job_id`` ends; return its description."""
+    return wait_until(
+        lambda: (d := describe(api, job_id))["job"]["state"] in TERMINAL and d,
+        timeout=timeout,
+        interval=0.1,
+        message=f"job {job_id} to end",
+        ignore=(httpx.HTTPError,),
+    )
+
+
+def wait_jobs(jobs: dict[str, str], timeout: float = JOB_TIMEOUT_S) -> dict[str, dict[str, Any]]:
+    """Wait for every job (id -> requester API) to end; their descriptions by id."""
+    done: dict[str, dict[str, Any]] = {}
+
+    def all_done() -> bool:
+        for job_id, api in jobs.items():
+            if job_id not in done:
+                answer = describe(api, job_id)
+                if answer["job"]["state"] in TERMINAL:
+                    done[job_id] = answer
+        return len(done) == len(jobs)
+
+    wait_until(
+        all_done,
+        timeout=timeout,
+        interval=0.3,
+        message=f"{len(jobs)} jobs to end",
+        ignore=(httpx.HTTPError,),
+    )
+    return done
+
+
+def requester_events(answer: dict[str, Any], *kinds: str) -> list[dict[str, Any]]:
+    """The requester's own events of ``kinds`` (not its compute side's)."""
+    return [
+        e
+        for e in answer["events"]
+        if e["node"] == answer["requester"] and e["kind"] in kinds and "peer" in e["detail"]
+    ]
+
+
+def answered_bids(answer: dict[str, Any]) -> tuple[set[str], set[str]]:
+    """(accepted, rejected) bidders of a job, from its requester's events."""
+    accepted = {e["detail"]["peer"] for e in requester_events(answer, "bid_accepted")}
+    rejected = {e["detail"]["peer"] for e in requester_events(answer, "bid_rejected")}
+    return accepted, rejected
+
+
+def node_info(api: str) -> dict[str, Any]:
+    return get_json(f"{api}/api/v1/node")
+
+
+def bids_sent_total(nodes: Iterable[NodeEntry]) -> int:
+    return sum(node_info(n.api)["compute"]["bids_sent"] for n in nodes)
+
+
+def bids_by_job(nodes: Iterable[NodeEntry], job_ids: set[str]) -> Counter[str]:
+    """How many nodes bid on each job, from the bidders' own stores: a node records
+    its execution (state ``bid`` onwards) before it sends its Bid, so this counts
+    every Bid sent, including a late one the requester refused after the job ended."""
+    counts: Counter[str] = Counter()
+    for node in nodes:
+        records = get_json(f"{node.api}/api/v1/jobs?limit=1000")["jobs"]
+        for record in records:
+            job_id = record["job"]["id"]
+            if job_id in job_ids and any(e["node"] == node.peer_id for e in record["executions"]):
+                counts[job_id] += 1
+    return counts
+
+
+def reserved_slots(nodes: Iterable[NodeEntry]) -> dict[str, int]:
+    """Slots each node holds, by name and peer id (two clusters share names)."""
+    return {f"{n.name}/{n.peer_id[-6:]}": node_info(n.api)["capacity"]["reserved"] for n in nodes}
+
+
+def elapsed_to(answer: dict[str, Any], kind: str) -> float:
+    """Seconds from the job's creation to its requester's first ``kind`` event."""
+    event = next(
+        e
+        for e in answer["events"]
+        if e["node"] == answer["requester"] and e["kind"] == kind and "peer" not in e["detail"]
+    )
+    return event["at"] - answer["job"]["job"]["created_at"]
+
+
+@dataclass
+class SlottedDevstack(Devstack):
+    """A devstack whose nodes run ``slots`` shards each (``up --slots``)."""
+
+    slots: int = 1
+
+    def up(self, timeout: float = UP_TIMEOUT_S) -> ClusterState:
+        self.up_result = self.run(
+            "up", "--nodes", str(self.nodes), "--slots", str(self.slots), "--detach",
+            timeout=timeout,
+        )  # fmt: skip
+        self.reload()  # record whatever was started, even if up failed
+        assert self.up_result.returncode == 0, describe_failure(self.up_result)
+        assert self.state is not None and len(self.state.nodes) == self.nodes
+        return self.state
+
+
+# -- clusters --------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cluster10(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devstack]:
+    """10 nodes, default (hash-space) bidder and slots; noop jobs only."""
+    with running_devstack(tmp_path_factory.mktemp("bidding10"), NETWORK) as stack:
+        yield stack
+
+
+@pytest.fixture(scope="module")
+def cluster3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devstack]:
+    """3 nodes of one slot each: 7 Docker jobs must queue."""
+    docker_client().close()
+    stack = SlottedDevstack(state_dir=tmp_path_factory.mktemp("bidding3"), nodes=3, slots=1)
+    try:
+        stack.up()
+        yield stack
+    finally:
+        stack.down_and_check()
+
+
+@pytest.fixture(scope="module")
+def short_of_bids(cluster10: Devstack) -> dict[str, Any]:
+    """Two jobs that need more bids than the 10-node network can give, submitted
+    here (after the measurements) and checked at the end, so their 35 s of bid
+    windows overlap the 3-node test:
+
+    - ``min_bids``: ``deal.min_bids`` = 20 on 10 nodes (submit bounds only
+      ``concurrency`` by network size);
+    - ``crashed``: ``concurrency`` = 10 after node-9 is killed: the live network
+      size forgets a node only after the membership TTL (60 s), so the submit is
+      accepted, and only 9 nodes can bid.
+    """
+    assert cluster10.state is not None
+    nodes = cluster10.state.nodes
+    min_bids = submit(nodes[1].api, noop_spec(1, min_bids=20))
+    victim = nodes[-1]
+    assert st.is_alive(victim.pid, victim.started), f"{victim.name} is not running"
+    os.kill(victim.pid, signal.SIGKILL)  # a node this test's devstack started
+    wait_until(
+        lambda: not st.is_alive(victim.pid, victim.started),
+        timeout=30,
+        message=f"{victim.name} (pid {victim.pid}) to die",
+    )
+    crashed = submit(nodes[0].api, noop_spec(NETWORK))
+    return {
+        "min_bids": (nodes[1].api, min_bids),
+        "crashed": (nodes[0].api, crashed),
+        "victim": victim,
+    }
+
+
+# -- 1. bids per job -------------------------------------------------------------
+
+
+@pytest.mark.timeout(600)  # includes bringing 10 nodes up on a loaded machine
+def test_bids_per_job_stay_well_under_network_size(cluster10: Devstack) -> None:
+    """50 noop jobs at concurrency 1, then 50 at concurrency 3, one in flight at a
+    time, requesters spread over the nodes: all complete, each with at least c
+    accepted bids, and the mean number of Bid messages per job stays well under N
+    (see MEAN_BIDS_BOUND)."""
+    assert cluster10.state is not None
+    nodes = cluster10.state.nodes
+    assert all(node_info(n.api)["bidder"] == "hash-space" for n in nodes)
+    start = bids_sent_total(nodes)
+    batches: dict[int, dict[str, str]] = {}
+    counter_at = {0: start}
+
+    for concurrency in (1, 3):
+        began = time.monotonic()
+        jobs: dict[str, str] = {}
+        for i in range(BATCH):
+            api = nodes[i % NETWORK].api
+            job_id = submit(api, noop_spec(concurrency))
+            final = wait_job(api, job_id)
+            assert final["job"]["state"] == "completed", final["job"]
+            jobs[job_id] = api
+        batches[concurrency] = jobs
+        took = time.monotonic() - began
+
+        # Every Bid accounted for: the nodes' counters agree with the bids their
+        # stores hold for these jobs, and no slot is still held (each bid answered,
+        # or refused after the job ended). Bids only stop, so this settles.
+        everything = {j for b in batches.values() for j in b}
+
+        def settled(everything: set[str] = everything) -> int | None:
+            total = bids_sent_total(nodes)
+            by_stores = sum(bids_by_job(nodes, everything).values())
+            quiet = not any(reserved_slots(nodes).values())
+            return total if quiet and total - start == by_stores else None
+
+        began = time.monotonic()
+        counter_at[concurrency] = wait_until(
+            settled, timeout=120, interval=0.5, message="every bid to be sent and answered"
+        )
+        print(
+            f"\nc={concurrency}: {BATCH} jobs completed in {took:.1f}s;"
+            f" every bid accounted for {time.monotonic() - began:.1f}s later"
+        )
+
+    previous = start
+    for concurrency, jobs in batches.items():
+        sent = bids_by_job(nodes, set(jobs))
+        counter_delta = counter_at[concurrency] - previous
+        previous = counter_at[concurrency]
+        answered: list[int] = []
+        rejected_total = 0
+        # Described again: a rejection may be recorded after the job's end.
+        with ThreadPoolExecutor(4) as pool:
+            answers = dict(zip(jobs, pool.map(describe, jobs.values(), jobs), strict=True))
+        for job_id, answer in answers.items():
+            accepted, rejected = answered_bids(answer)
+            assert len(accepted) >= concurrency, (job_id, answer["events"])
+            assert len(accepted | rejected) <= sent[job_id], (job_id, sent[job_id], answer)
+            answered.append(len(accepted | rejected))
+            rejected_total += len(rejected)
+        per_job = [sent[j] for j in jobs]
+        mean = statistics.mean(per_job)
+        print(
+            f"c={concurrency}, N={NETWORK}: Bid messages per job mean {mean:.2f},"
+            f" max {max(per_job)}, min {min(per_job)} (bids_sent counters: {counter_delta});"
+            f" answered by the requester while open: mean {statistics.mean(answered):.2f},"
+            f" max {max(answered)}; late, refused after the job ended:"
+            f" {sum(per_job) - sum(answered)}; rejected: {rejected_total};"
+            f" bound on the mean {MEAN_BIDS_BOUND[concurrency]}"
+        )
+        assert all(1 <= n <= NETWORK for n in per_job), per_job
+        # Some bids come after bidding closed, and are rejected (they release their
+        # slot: test_late_bids_release_capacity).
+        assert rejected_total > 0
+        assert mean <= MEAN_BIDS_BOUND[concurrency], (
+            f"c={concurrency}: {mean:.2f} bids per job on {NETWORK} nodes"
+            f" (bound {MEAN_BIDS_BOUND[concurrency]}): {sorted(per_job)}"
+        )
+
+
+# -- 2. more bids than the network can give --------------------------------------
+
+
+@pytest.mark.timeout(180)
+def test_concurrency_over_network_size_is_refused_at_submit(
+    cluster10: Devstack, short_of_bids: dict[str, Any]
+) -> None:
+    for index in (0, 4):
+        response = httpx.post(
+            f"{cluster10.api(index)}/api/v1/jobs", json=noop_spec(NETWORK + 1), timeout=30
+        )
+        assert response.status_code == 400, response.text
+        body = response.json()
+        assert (body["error"], body["field"]) == ("invalid_spec", "deal.concurrency"), body
+        assert f"{NETWORK + 1}" in body["message"] and f"{NETWORK} nodes" in body["message"], body
+
+
+# -- 3. a full cluster queues ----------------------------------------------------
+
+
+@pytest.mark.timeout(420)  # includes bringing 3 nodes up
+def test_full_cluster_queues_and_completes_everything(cluster3: Devstack) -> None:
+    """7 Docker jobs of 3 s on 3 nodes of one slot: 3 run at once, the others get
+    bids in a later round (``rebid``) once slots free; none ends error."""
+    assert cluster3.state is not None
+    nodes = cluster3.state.nodes
+    assert [node_info(n.api)["capacity"]["slots"] for n in nodes] == [1, 1, 1]
+    spec = {"image": "busybox:latest", "command": ["sleep", "3"]}
+    jobs = {}
+    for i in range(7):
+        api = nodes[i % len(nodes)].api
+        jobs[submit(api, spec)] = api
+    finals = wait_jobs(jobs)
+
+    states = {job_id: a["job"]["state"] for job_id, a in finals.items()}
+    reasons = {job_id: a["job"]["reason"] for job_id, a in finals.items() if a["job"]["reason"]}
+    assert set(states.values()) == {"completed"}, (states, reasons)
+    rebid = [j for j, a in finals.items() if any(e["kind"] == "rebid" for e in a["events"])]
+    print(f"\n3 nodes x 1 slot: {len(rebid)} of 7 jobs needed a rebid")
+    assert rebid, "with 7 jobs on 3 slots, some must have waited for a later round"
+    for job_id, answer in finals.items():
+        accepted, _ = answered_bids(answer)
+        assert len(accepted) == 1, (job_id, answer["events"])
+        published = [e for e in answer["job"]["executions"] if e["state"] == "published"]
+        assert len(published) == 1, (job_id, answer["job"]["executions"])
+
+
+# -- 2, checked late: jobs short of bids end error -------------------------------
+
+
+def check_short_of_bids(answer: dict[str, Any], wanted: int) -> int:
+    """The job ended error after its bid windows, with a reason naming how many
+    nodes bid (returned) and how many it wanted."""
+    record = answer["job"]
+    accepted, _ = answered_bids(answer)
+    assert record["state"] == "error", (
+        f"job needing {wanted} bids on {NETWORK} nodes ended {record['state']}"
+        f" with {len(accepted)} accepted bid(s)"
+    )
+    reason = record["reason"]
+    assert "Traceback" not in reason
+    match = re.search(r"only (\d+) node\(s\) bid", reason)
+    assert match, f"the reason does not say how many nodes bid: {reason!r}"
+    assert str(wanted) in reason, reason
+    assert f"{MAX_BID_ROUNDS} round(s)" in reason, reason
+    rounds = [
+        e
+        for e in answer["events"]
+        if e["node"] == answer["requester"] and e["kind"] in ("announced", "rebid")
+    ]
+    assert len(rounds) == MAX_BID_ROUNDS, rounds
+    took = elapsed_to(answer, "error")
+    # It waited out every window, and not much more (a loaded machine adds a little).
+    assert WINDOWS_S - 0.5 <= took <= WINDOWS_S + 60, took
+    return int(match[1])
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="product bug: the requester ignores deal.min_bids (node/requester.py compares"
+    " accepted bids with deal.concurrency only), so the job completes with one bid",
+)
+@pytest.mark.timeout(180)
+def test_min_bids_over_network_size_ends_error_naming_bidders(
+    short_of_bids: dict[str, Any],
+) -> None:
+    api, job_id = short_of_bids["min_bids"]
+    bid = check_short_of_bids(wait_job(api, job_id), wanted=20)
+    assert 1 <= bid <= NETWORK
+
+
+@pytest.mark.timeout(180)
+def test_crashed_node_leaves_job_short_of_bids_ends_error(
+    short_of_bids: dict[str, Any],
+) -> None:
+    api, job_id = short_of_bids["crashed"]
+    answer = wait_job(api, job_id)
+    assert check_short_of_bids(answer, wanted=NETWORK) == NETWORK - 1
+    accepted, _ = answered_bids(answer)
+    assert len(accepted) == NETWORK - 1
+    assert short_of_bids["victim"].peer_id not in accepted
+
+
+# -- 4. capacity comes back ------------------------------------------------------
+
+
+@pytest.mark.timeout(300)  # includes taking both clusters down
+def test_late_bids_release_capacity(
+    cluster10: Devstack, cluster3: Devstack, short_of_bids: dict[str, Any]
+) -> None:
+    """After all of the above (late bids rejected or refused, jobs failed and
+    cancelled), no live node still holds a slot."""
+    assert cluster10.state is not None and cluster3.state is not None
+    victim: NodeEntry = short_of_bids["victim"]
+    live = [n for n in cluster10.state.nodes if n.peer_id != victim.peer_id]
+    live += cluster3.state.nodes
+    assert all(st.is_alive(n.pid, n.started) for n in live)
+    reserved: dict[str, int] = {}
+
+    def all_free() -> bool:
+        reserved.update(reserved_slots(live))
+        return not any(reserved.values())
+
+    # A bid nobody answers holds its slot for its window + 10 s at most.
+    wait_until(all_free, timeout=90, interval=0.5, message="every slot to be released")
+    assert len(reserved) == len(live), reserved
+    for node in live:
+        capacity = node_info(node.api)["capacity"]
+        held = (capacity["reserved"], capacity["cpu_reserved"], capacity["memory_reserved"])
+        assert held == (0, 0, 0), (node.name, capacity)
+    print(f"\nreserved slots after all jobs: {reserved}")
