@@ -24,6 +24,7 @@ import pytest
 
 from devstack import state as st
 from devstack.cluster import CONTAINER_LABEL
+from devstack.jobs import TERMINAL
 from devstack.state import ClusterState
 
 REPO = Path(__file__).resolve().parent.parent
@@ -71,6 +72,21 @@ def get_json(url: str, timeout: float = 10.0) -> Any:
     response = httpx.get(url, timeout=timeout)
     assert response.is_success, f"GET {url}: {response.status_code} {response.text[:300]}"
     return response.json()
+
+
+def describe_job(api: str, job_id: str) -> dict[str, Any]:
+    return get_json(f"{api}/api/v1/jobs/{job_id}")
+
+
+def wait_job_end(api: str, job_id: str, timeout: float, interval: float = 0.2) -> dict[str, Any]:
+    """Poll the requester at ``api`` until ``job_id`` ends; return its description."""
+    return wait_until(
+        lambda: (d := describe_job(api, job_id))["job"]["state"] in TERMINAL and d,
+        timeout=timeout,
+        interval=interval,
+        message=f"job {job_id} to end",
+        ignore=(httpx.HTTPError,),
+    )
 
 
 def docker_client() -> Any:
@@ -195,9 +211,11 @@ def describe_failure(result: subprocess.CompletedProcess[str]) -> str:
 
 
 @contextlib.contextmanager
-def running_devstack(state_dir: Path, nodes: int) -> Iterator[Devstack]:
-    """Bring up a devstack of ``nodes`` nodes; always take it down and check on exit."""
-    stack = Devstack(state_dir=state_dir, nodes=nodes)
+def running_devstack(
+    state_dir: Path, nodes: int, stack: Devstack | None = None
+) -> Iterator[Devstack]:
+    """Bring up a devstack of ``nodes`` nodes (or ``stack``); always take it down and check."""
+    stack = stack or Devstack(state_dir=state_dir, nodes=nodes)
     try:
         stack.up()
         yield stack

@@ -26,6 +26,7 @@ import httpx
 import pytest
 
 from devstack import state as st
+from devstack.jobs import TERMINAL
 from devstack.state import ClusterState, NodeEntry
 from node.requester import BID_WINDOW_S, MAX_BID_ROUNDS
 from tests.conftest import (
@@ -35,12 +36,15 @@ from tests.conftest import (
     docker_client,
     get_json,
     running_devstack,
+    wait_job_end,
     wait_until,
+)
+from tests.conftest import (
+    describe_job as describe,
 )
 
 pytestmark = pytest.mark.slow
 
-TERMINAL = {"completed", "error", "cancelled"}
 NETWORK = 10
 BATCH = 50
 # 5 + 10 + 20 s: how long a requester waits for bids before failing the job.
@@ -87,19 +91,8 @@ def submit(api: str, spec: dict[str, Any]) -> str:
     return response.json()["id"]
 
 
-def describe(api: str, job_id: str) -> dict[str, Any]:
-    return get_json(f"{api}/api/v1/jobs/{job_id}")
-
-
 def wait_job(api: str, job_id: str, timeout: float = JOB_TIMEOUT_S) -> dict[str, Any]:
-    """Poll the requester at ``api`` until ``job_id`` ends; return its description."""
-    return wait_until(
-        lambda: (d := describe(api, job_id))["job"]["state"] in TERMINAL and d,
-        timeout=timeout,
-        interval=0.1,
-        message=f"job {job_id} to end",
-        ignore=(httpx.HTTPError,),
-    )
+    return wait_job_end(api, job_id, timeout, interval=0.1)
 
 
 def wait_jobs(jobs: dict[str, str], timeout: float = JOB_TIMEOUT_S) -> dict[str, dict[str, Any]]:
@@ -208,12 +201,10 @@ def cluster10(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devstack]:
 def cluster3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devstack]:
     """3 nodes of one slot each: 7 Docker jobs must queue."""
     docker_client().close()
-    stack = SlottedDevstack(state_dir=tmp_path_factory.mktemp("bidding3"), nodes=3, slots=1)
-    try:
-        stack.up()
-        yield stack
-    finally:
-        stack.down_and_check()
+    state_dir = tmp_path_factory.mktemp("bidding3")
+    stack = SlottedDevstack(state_dir=state_dir, nodes=3, slots=1)
+    with running_devstack(state_dir, 3, stack) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

@@ -25,6 +25,7 @@ import trio
 
 from devstack import state as st
 from devstack.cluster import CONTAINER_LABEL, free_ports
+from devstack.jobs import TERMINAL
 from devstack.state import ClusterState, NodeEntry
 from node import messages
 from node.messages import Ack
@@ -36,12 +37,15 @@ from tests.conftest import (
     get_json,
     labelled_containers,
     running_devstack,
+    wait_job_end,
     wait_until,
+)
+from tests.conftest import (
+    describe_job as describe,
 )
 
 pytestmark = pytest.mark.slow
 
-TERMINAL = {"completed", "error", "cancelled"}
 JOB_TIMEOUT_S = 180.0
 # What `devstack describe` must show for a completed docker job, each with a time.
 REQUIRED_KINDS = [
@@ -65,19 +69,8 @@ EVENT_LINE = re.compile(
 # -- helpers ---------------------------------------------------------------------
 
 
-def describe(api: str, job_id: str) -> dict[str, Any]:
-    return get_json(f"{api}/api/v1/jobs/{job_id}")
-
-
 def wait_job(api: str, job_id: str, timeout: float = JOB_TIMEOUT_S) -> dict[str, Any]:
-    """Poll the requester at ``api`` until ``job_id`` ends; return its description."""
-    return wait_until(
-        lambda: (d := describe(api, job_id))["job"]["state"] in TERMINAL and d,
-        timeout=timeout,
-        interval=0.2,
-        message=f"job {job_id} to end",
-        ignore=(httpx.HTTPError,),
-    )
+    return wait_job_end(api, job_id, timeout, interval=0.2)
 
 
 def dropped(api: str) -> dict[str, int]:
