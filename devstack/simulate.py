@@ -3,7 +3,8 @@
 It answers "how many bids does a job draw, how long until it has ``c``, and how
 evenly does the work spread" for networks too big to start, with the very bidder
 the nodes run: every delay comes from ``node.bidder`` (``make_bidder(name,
-step=...).bid_delay(node_id, job, 0, network_size)``), not from a copy of it.
+step=...).delays(job, 0, members)``, the call a node takes its own delay from),
+not from a copy of it.
 
 The model
 ---------
@@ -29,9 +30,9 @@ The model
   were sent.
 - **Bidding.** A node that hears an announce at ``t`` asks the bidder for its delay
   (``None``: it never bids on the job). At ``t + delay`` it bids unless it has
-  heard ``BiddingClosed``, has already bid on the job, or has no free slot. The
-  network size it passes is ``N``, or with ``--size-error f`` its own estimate
-  ``round(N * (1 + u))``, ``u`` uniform in ``[-f, f]`` and fixed per node.
+  heard ``BiddingClosed``, has already bid on the job, or has no free slot. Every
+  node's view of the live members is the whole network (as on a settled
+  devstack), so one ``delays`` call per job gives every node's delay.
 - **Requester.** It accepts the first ``c`` bids to arrive and rejects every later
   one (a rejected bidder frees its slot when the rejection arrives), then
   publishes ``BiddingClosed``.
@@ -87,7 +88,6 @@ import uuid
 from array import array
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
-from itertools import repeat
 from typing import Any
 
 import node.bidder as bidder_module
@@ -123,7 +123,6 @@ class SimConfig:
     window: float = 5.0
     max_rounds: int = 3
     rebid_shrink: float = 2.0
-    size_error: float = 0.0
     seed: int = 0
     # Processes that compute the bidder's delays while this one simulates (they do
     # not change a figure); None: one for a big run on a machine with cores to spare.
@@ -147,8 +146,6 @@ class SimConfig:
             raise ValueError("step, latency_sigma, direct_ms and run_ms must not be negative")
         if self.workers is not None and self.workers < 0:
             raise ValueError(f"workers must not be negative, got {self.workers}")
-        if not 0 <= self.size_error < 1:
-            raise ValueError(f"size_error must be in [0, 1), got {self.size_error}")
 
 
 # -- identities and distributions -------------------------------------------------
@@ -213,7 +210,7 @@ def memoized_bidder_hashes() -> Iterator[None]:
 
 _PARALLEL_FROM = 2_000_000  # node-job pairs from which a worker pays off
 _CHUNK = 64  # jobs per worker task
-_WORK: tuple[Any, list[str], list[int], list[Job]] | None = None  # what a forked worker reads
+_WORK: tuple[Any, list[str], list[Job]] | None = None  # what a forked worker reads
 
 
 def _can_fork() -> bool:
@@ -223,26 +220,25 @@ def _can_fork() -> bool:
 def _worker_rows(bounds: tuple[int, int]) -> bytes:
     """In a worker: the delays of jobs ``bounds``, as doubles (NaN for None)."""
     assert _WORK is not None
-    bid_delay, ids, sizes, jobs = _WORK
+    delays, ids, jobs = _WORK
     out = array("d")
     for job in jobs[bounds[0] : bounds[1]]:
-        delays = map(bid_delay, ids, repeat(job), repeat(0), sizes)
-        out.extend(math.nan if d is None else d for d in delays)
+        out.extend(math.nan if d is None else d for d in delays(job, 0, ids))
     return out.tobytes()
 
 
 @contextlib.contextmanager
 def _delay_rows(
-    bid_delay: Any, ids: list[str], sizes: list[int], jobs: list[Job], workers: int
+    delays: Any, ids: list[str], jobs: list[Job], workers: int
 ) -> Iterator[Iterator[list[float | None]]]:
     """Every node's delay for each job in turn: computed on demand here, or ahead by
     ``workers`` forked processes (the bidder is a pure function, so either way the
     numbers are the same). The workers end when the block does."""
     if workers == 0:
-        yield (list(map(bid_delay, ids, repeat(job), repeat(0), sizes)) for job in jobs)
+        yield (delays(job, 0, ids) for job in jobs)
         return
     global _WORK
-    _WORK = (bid_delay, ids, sizes, jobs)
+    _WORK = (delays, ids, jobs)
     try:
         with multiprocessing.get_context("fork").Pool(workers) as pool:
             chunks = [(k, min(k + _CHUNK, len(jobs))) for k in range(0, len(jobs), _CHUNK)]
@@ -314,7 +310,7 @@ def simulate(config: SimConfig) -> dict[str, Any]:
 
 def _simulate(config: SimConfig) -> dict[str, Any]:
     n = config.nodes
-    bid_delay = make_bidder(config.bidder, step=config.step).bid_delay
+    delays = make_bidder(config.bidder, step=config.step).delays
     workers = config.workers
     if workers is None:
         big = n * config.jobs >= _PARALLEL_FROM
@@ -325,14 +321,8 @@ def _simulate(config: SimConfig) -> dict[str, Any]:
     arrival_rng = random.Random(f"{seed}:arrivals")
     lat_rng = random.Random(f"{seed}:latency")
     run_rng = random.Random(f"{seed}:runs")
-    size_rng = random.Random(f"{seed}:size")
 
     ids = peer_ids(n, id_rng)
-    if config.size_error > 0:
-        err = config.size_error
-        sizes = [max(1, round(n * (1 + size_rng.uniform(-err, err)))) for _ in range(n)]
-    else:
-        sizes = [n] * n
     spec = JobSpec(engine="noop", deal=Deal(concurrency=config.concurrency))
     # Arrivals, requesters and ids do not depend on what happens, so they are drawn
     # up front (in the order a job-by-job draw would take them).
@@ -344,7 +334,7 @@ def _simulate(config: SimConfig) -> dict[str, Any]:
         plan.append((t, requester, job))
         if index + 1 < config.jobs:
             t += arrival_rng.expovariate(config.rate)
-    with _delay_rows(bid_delay, ids, sizes, [job for _, _, job in plan], workers) as rows:
+    with _delay_rows(delays, ids, [job for _, _, job in plan], workers) as rows:
         return _run(config, plan, rows, lat_rng, run_rng)
 
 
@@ -716,12 +706,6 @@ def add_simulate_parser(p: argparse.ArgumentParser) -> None:
         default=2.0,
         help="round r waits delay / SHRINK**(r-1) (default 2, as the nodes; 1 = no change)",
     )
-    p.add_argument(
-        "--size-error",
-        type=_number(float, zero=True),
-        default=0.0,
-        help="each node's network-size estimate is off by up to this fraction (0)",
-    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--workers",
@@ -750,7 +734,6 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         window=args.window,
         max_rounds=args.max_rounds,
         rebid_shrink=args.rebid_shrink,
-        size_error=args.size_error,
         seed=args.seed,
         workers=args.workers,
     )

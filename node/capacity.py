@@ -1,17 +1,20 @@
 """Capacity: the CPU, memory and slots this node offers, and who holds what.
 
 A bid reserves the shard's resources and a slot; a rejected bid, an unanswered
-one, or a finished run releases them. A node without room for a shard does not
-bid on it. Defaults come from psutil (all cores, all memory, a slot per core);
-flags override them. Not thread-safe: the node's trio loop only.
+one, or a finished run releases them. A node without room for a shard waits its
+turn (:meth:`Capacity.reserve`, first come first served) before it bids.
+Defaults come from psutil (all cores, all memory, a slot per core); flags
+override them. Not thread-safe: the node's trio loop only.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 
 import psutil
+import trio
 
 from node.models import Resources
 
@@ -28,6 +31,7 @@ class CapacityStatistics:
     memory_reserved: int
     reservations: int
     refusals: int
+    waiting: int
 
     @property
     def free(self) -> int:
@@ -52,6 +56,7 @@ class Capacity:
         if self.cpu <= 0 or self.memory <= 0:
             raise ValueError("cpu and memory must be positive")
         self._held: dict[tuple[str, int], Resources] = {}
+        self._waiting: deque[_Waiter] = deque()
         self._reservations = 0
         self._refusals = 0
 
@@ -59,27 +64,67 @@ class Capacity:
         """Whether the shard could run here at all, on an idle node."""
         return resources.cpu <= self.cpu and resources.memory <= self.memory
 
+    def _fits_now(self, resources: Resources) -> bool:
+        cpu_used = sum(r.cpu for r in self._held.values())
+        memory_used = sum(r.memory for r in self._held.values())
+        return (
+            len(self._held) < self.slots
+            and cpu_used + resources.cpu <= self.cpu + 1e-9
+            and memory_used + resources.memory <= self.memory
+        )
+
+    def _hold(self, key: tuple[str, int], resources: Resources) -> None:
+        self._held[key] = resources
+        self._reservations += 1
+
     def try_reserve(self, job_id: str, shard: int, resources: Resources = _NOTHING) -> bool:
-        """Reserve for (job, shard); False when full. Idempotent per key."""
+        """Reserve for (job, shard) now; False when full or others wait their turn.
+        Idempotent per key."""
         key = (job_id, shard)
         if key in self._held:
             return True
-        cpu_used = sum(r.cpu for r in self._held.values())
-        memory_used = sum(r.memory for r in self._held.values())
-        if (
-            len(self._held) >= self.slots
-            or cpu_used + resources.cpu > self.cpu + 1e-9
-            or memory_used + resources.memory > self.memory
-        ):
+        if self._waiting or not self._fits_now(resources):
             self._refusals += 1
             return False
-        self._held[key] = resources
-        self._reservations += 1
+        self._hold(key, resources)
         return True
 
+    async def reserve(self, job_id: str, shard: int, resources: Resources = _NOTHING) -> None:
+        """Reserve for (job, shard), waiting for room if need be.
+
+        Waiters are served in the order they came. Cancelling the wait (e.g. a
+        ``move_on_after``) leaves nothing reserved, even if room came just then.
+        Raises ValueError if the shard could never fit on this node.
+        """
+        if not self.fits_ever(resources):
+            raise ValueError(
+                f"{resources} exceeds this node's cpu {self.cpu} and memory {self.memory}"
+            )
+        if self.try_reserve(job_id, shard, resources):
+            return
+        waiter = _Waiter((job_id, shard), resources)
+        self._waiting.append(waiter)
+        try:
+            await waiter.granted.wait()
+        except BaseException:
+            if waiter.granted.is_set():
+                self.release(job_id, shard)
+            else:
+                self._waiting.remove(waiter)
+                self._serve_waiters()  # a big waiter gone may let smaller ones in
+            raise
+
+    def _serve_waiters(self) -> None:
+        while self._waiting and self._fits_now(self._waiting[0].resources):
+            waiter = self._waiting.popleft()
+            self._hold(waiter.key, waiter.resources)
+            waiter.granted.set()
+
     def release(self, job_id: str, shard: int) -> None:
-        """Give the reservation back; releasing what is not held does nothing."""
-        self._held.pop((job_id, shard), None)
+        """Give the reservation back (to the first waiter it lets in); releasing
+        what is not held does nothing."""
+        if self._held.pop((job_id, shard), None) is not None:
+            self._serve_waiters()
 
     def holds(self, job_id: str, shard: int) -> bool:
         return (job_id, shard) in self._held
@@ -94,4 +139,12 @@ class Capacity:
             memory_reserved=sum(r.memory for r in self._held.values()),
             reservations=self._reservations,
             refusals=self._refusals,
+            waiting=len(self._waiting),
         )
+
+
+@dataclass(eq=False)
+class _Waiter:
+    key: tuple[str, int]
+    resources: Resources
+    granted: trio.Event = field(default_factory=trio.Event)

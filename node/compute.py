@@ -1,8 +1,10 @@
 """The compute role: bids on announced jobs, runs accepted shards, proposes and publishes.
 
-A node bids only when it has the job's engine and image and a free slot; the
-bidder decides when. A bid holds a slot until the requester answers or the answer
-is overdue; a run holds it until its container is gone. Results are proposed to
+A node bids only when it has the job's engine and image; the bidder decides
+when. A full node waits its turn for a slot (until bidding closes or the round's
+window ends) rather than dropping the job, so a burst of jobs queues instead of
+failing. A bid holds a slot until the requester answers or the answer is
+overdue; a run holds it until its container is gone. Results are proposed to
 the requester and published only once the requester accepts them.
 """
 
@@ -44,6 +46,7 @@ class _KnownJob:
     pending: bool = False  # a bid is waiting out its band
     bid: bool = False  # this node has bid (once per job)
     answered: trio.Event = field(default_factory=trio.Event)
+    answer_by: float = 0.0  # trio clock: give up waiting for the requester's answer
     accepted: bool = False
     result_id: str | None = None
     run_scope: trio.CancelScope | None = None
@@ -90,9 +93,13 @@ class Compute:
                 self._known.popitem(last=False)
             if job.requester != self._ctx.node_id:
                 self._ctx.transport.remember_addrs(job.requester, announce.requester_addrs)
-        elif announce.round <= known.round or known.bid:
+        elif announce.round <= known.round:
             return
         known.round, known.window = announce.round, announce.window
+        if known.bid:
+            # Still bidding: a requester waiting for min_bids holds bids across rounds.
+            known.answer_by = trio.current_time() + announce.window + ANSWER_GRACE_S
+            return
         if known.pending:
             return
         executor = self._executors.get(job.spec.engine)
@@ -100,7 +107,8 @@ class Compute:
             return  # more CPU or memory than this node has: never bid
         if executor is None or not await executor.has_image(job.spec.image):
             return
-        delay = self._bidder.bid_delay(self._ctx.node_id, job, 0, self._ctx.membership.size)
+        members = self._ctx.membership.members()
+        delay = self._bidder.bid_delay(self._ctx.node_id, job, 0, members)
         if delay is None:
             return
         # A rebid's window is wider and the first bands had their chance: close up.
@@ -115,18 +123,14 @@ class Compute:
     # -- bidding ---------------------------------------------------------------
 
     async def _bid(self, known: _KnownJob, delay: float) -> None:
-        """Wait out this node's band, then bid unless bidding closed or the node is full.
-
-        A full node does not bid: a later band, or the requester's next round, covers it.
-        """
+        """Wait out this node's band, then for a slot, then bid; unless bidding closed."""
         with trio.move_on_after(delay):
             await known.closed.wait()
-        known.pending = False
         job = known.job
-        if known.closed.is_set() or known.bid:
+        if known.closed.is_set() or known.bid or not await self._reserve_slot(known):
+            known.pending = False
             return
-        if not self.capacity.try_reserve(job.id, 0, job.spec.resources):
-            return
+        known.pending = False
         known.bid = True
         ctx = self._ctx
         if job.requester != ctx.node_id:
@@ -143,11 +147,32 @@ class Compute:
             self.capacity.release(job.id, 0)
             await self._record(job, ExecutionState.REJECTED, "bid_refused", reason=ack.error)
             return
-        with trio.move_on_after(known.window + ANSWER_GRACE_S):
-            await known.answered.wait()
+        known.answer_by = trio.current_time() + known.window + ANSWER_GRACE_S
+        while not known.answered.is_set() and trio.current_time() < known.answer_by:
+            with trio.move_on_at(known.answer_by):
+                await known.answered.wait()
         if not known.answered.is_set():
             self.capacity.release(job.id, 0)
             await self._record(job, ExecutionState.ERROR, "error", reason="no answer to our bid")
+
+    async def _reserve_slot(self, known: _KnownJob) -> bool:
+        """Reserve the job's resources, waiting in line for them until bidding
+        closes or the round's window ends (the requester rebids after it, and a
+        later round starts a fresh wait). Whether it holds them."""
+        job = known.job
+        with trio.move_on_after(known.window):
+            async with trio.open_nursery() as nursery:
+
+                async def stop_when_closed() -> None:
+                    await known.closed.wait()
+                    nursery.cancel_scope.cancel()
+
+                nursery.start_soon(stop_when_closed)
+                await self.capacity.reserve(job.id, 0, job.spec.resources)
+                nursery.cancel_scope.cancel()
+        if known.closed.is_set():
+            self.capacity.release(job.id, 0)
+        return self.capacity.holds(job.id, 0)
 
     # -- direct messages from the requester ----------------------------------
 

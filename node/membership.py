@@ -149,6 +149,10 @@ class Membership:
         """Live peers other than this node, with their API URLs where known."""
         return {p: k.api for p, k in self._live().items()}
 
+    def members(self) -> list[str]:
+        """Live nodes, this one first: what the bidder ranks a job's nodes among."""
+        return [self.self_id, *self._live()]
+
     @property
     def size(self) -> int:
         return 1 + len(self._live())

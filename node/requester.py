@@ -1,7 +1,8 @@
 """The requester role: owns the jobs submitted to this node, from announce to verdict.
 
-For each job it announces it on gossip, accepts the first ``concurrency`` bidders
-and rejects the rest, waits for their proposals or errors, asks the job's
+For each job it announces it on gossip, holds the bids until ``max(concurrency,
+min_bids)`` have come, accepts the first ``concurrency`` of them and rejects the
+rest, waits for their proposals or errors, asks the job's
 verifier, tells each compute node the verdict, and waits for the accepted results
 to be published. Every step is an event in the store; every failure ends the job
 ``error`` with a reason a user can read.
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 import trio
 
 from node import messages
+from node.bidder import wanted_bids
 from node.context import NodeContext
 from node.messages import Ack, Message
 from node.models import (
@@ -60,6 +62,8 @@ class _OpenJob:
     job: Job
     state: JobState = JobState.BIDDING
     bidders: set[str] = field(default_factory=set)
+    held: list[str] = field(default_factory=list)  # bids waiting for min_bids, in order
+    decided: bool = False  # enough bids came: later ones are answered at once
     accepted: set[str] = field(default_factory=set)
     proposals: dict[str, str] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
@@ -71,6 +75,10 @@ class _OpenJob:
     @property
     def concurrency(self) -> int:
         return self.job.spec.deal.concurrency
+
+    @property
+    def wanted(self) -> int:
+        return wanted_bids(self.job)
 
     def settled(self) -> bool:
         return all(n in self.proposals or n in self.errors for n in self.accepted)
@@ -172,14 +180,26 @@ class Requester:
     # -- bidding ---------------------------------------------------------------
 
     def _on_bid(self, open_job: _OpenJob, bidder: str) -> None:
+        """Hold the bid until ``wanted`` bids came (``min_bids``), then accept in
+        arrival order while fewer than ``concurrency`` are accepted, reject after."""
         if bidder in open_job.bidders:
             return  # a retried Bid: already answered
         open_job.bidders.add(bidder)
-        if open_job.state is JobState.BIDDING and len(open_job.accepted) < open_job.concurrency:
-            open_job.accepted.add(bidder)
-            self._ctx.spawn(self._accept_bid, open_job, bidder)
-        else:
-            self._ctx.spawn(self._reject_bid, open_job, bidder)
+        open_job.held.append(bidder)
+        if open_job.decided or len(open_job.held) + len(open_job.accepted) >= open_job.wanted:
+            open_job.decided = True
+            self._answer_held(open_job)
+
+    def _answer_held(self, open_job: _OpenJob, reason: str | None = None) -> None:
+        """Answer every held bid: accept while there is room and bidding is open."""
+        held, open_job.held = open_job.held, []
+        for bidder in held:
+            room = len(open_job.accepted) < open_job.concurrency
+            if reason is None and open_job.state is JobState.BIDDING and room:
+                open_job.accepted.add(bidder)
+                self._ctx.spawn(self._accept_bid, open_job, bidder)
+            else:
+                self._ctx.spawn(self._reject_bid, open_job, bidder, reason)
 
     async def _accept_bid(self, open_job: _OpenJob, bidder: str) -> None:
         await self._record_execution(open_job, bidder, ExecutionState.ACCEPTED, "bid_accepted")
@@ -190,8 +210,9 @@ class Requester:
             )
         open_job.changed.notify()
 
-    async def _reject_bid(self, open_job: _OpenJob, bidder: str) -> None:
-        reason = "bidding closed" if open_job.state is not JobState.BIDDING else "enough bids"
+    async def _reject_bid(self, open_job: _OpenJob, bidder: str, reason: str | None) -> None:
+        if reason is None:
+            reason = "bidding closed" if open_job.state is not JobState.BIDDING else "enough bids"
         await self._record_execution(
             open_job, bidder, ExecutionState.REJECTED, "bid_rejected", reason=reason
         )
@@ -308,12 +329,13 @@ class Requester:
         log.info("job %s failed: %s", open_job.job.id, reason)
         with trio.CancelScope(shield=True):
             await self._set_state(open_job, JobState.ERROR, "error", reason=reason)
+            self._answer_held(open_job, reason)
             cancel = messages.Cancelled(job_id=open_job.job.id, reason=reason)
             for node in open_job.accepted - open_job.published.keys():
                 self._ctx.spawn(self._ctx.send, node, cancel)
 
     def _too_few_bids_reason(self, open_job: _OpenJob) -> str:
-        spec, got = open_job.job.spec, len(open_job.accepted)
+        spec, got = open_job.job.spec, len(open_job.bidders)
         rounds = f"{self._max_rounds} round(s) of bidding ({open_job.waited:g}s)"
         if got == 0:
             what = f"image {spec.image!r}" if spec.engine == "docker" else f"engine {spec.engine!r}"
@@ -322,10 +344,13 @@ class Requester:
                 " or every node is busy"
             )
         size = self._ctx.membership.size
-        return (
-            f"concurrency {open_job.concurrency} but only {got} node(s) bid in {rounds}"
-            f" ({size} nodes in the network)"
+        deal = spec.deal
+        needs = (
+            f"min_bids {deal.min_bids}"
+            if deal.min_bids > deal.concurrency
+            else f"concurrency {deal.concurrency}"
         )
+        return f"{needs} but only {got} node(s) bid in {rounds} ({size} nodes in the network)"
 
     @staticmethod
     def _all_failed_reason(open_job: _OpenJob) -> str:
