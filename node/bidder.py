@@ -45,17 +45,28 @@ class Bidder(abc.ABC):
         self.step = step
 
     @abc.abstractmethod
-    def delays(self, job: Job, shard: int, members: Sequence[str]) -> list[float | None]:
+    def delays(
+        self, job: Job, shard: int, members: Sequence[str], step: float | None = None
+    ) -> list[float | None]:
         """Each member's seconds to wait before bidding (None: it does not bid), in
         the order of ``members``: the live network as one node sees it, itself
-        included. Raises ValueError if ``members`` is empty or repeats a node."""
+        included. ``step`` overrides the seconds between bands (a node's live
+        :class:`~node.bandstep.BandStep`). Raises ValueError if ``members`` is
+        empty or repeats a node."""
 
-    def bid_delay(self, node_id: str, job: Job, shard: int, members: Sequence[str]) -> float | None:
+    def bid_delay(
+        self,
+        node_id: str,
+        job: Job,
+        shard: int,
+        members: Sequence[str],
+        step: float | None = None,
+    ) -> float | None:
         """``node_id``'s own delay, given the live members it knows (it is counted
         among them whether or not ``members`` lists it)."""
         if node_id not in members:
             members = [*members, node_id]
-        return self.delays(job, shard, members)[list(members).index(node_id)]
+        return self.delays(job, shard, members, step)[list(members).index(node_id)]
 
 
 def _check_members(members: Sequence[str]) -> None:
@@ -68,7 +79,9 @@ def _check_members(members: Sequence[str]) -> None:
 class _PerNodeBidder(Bidder):
     """A bidder whose rule needs only the node, the job and the network's size."""
 
-    def delays(self, job: Job, shard: int, members: Sequence[str]) -> list[float | None]:
+    def delays(
+        self, job: Job, shard: int, members: Sequence[str], step: float | None = None
+    ) -> list[float | None]:
         _check_members(members)
         size = len(members)
         return [self.delay_of(node, job, shard, size) for node in members]
@@ -116,9 +129,12 @@ class HashSpaceBidder(Bidder):
 
     name = "hash-space"
 
-    def delays(self, job: Job, shard: int, members: Sequence[str]) -> list[float | None]:
+    def delays(
+        self, job: Job, shard: int, members: Sequence[str], step: float | None = None
+    ) -> list[float | None]:
         wanted = wanted_bids(job)
-        return [band(r, wanted) * self.step for r in rendezvous_ranks(job.id, shard, members)]
+        step = self.step if step is None else step
+        return [band(r, wanted) * step for r in rendezvous_ranks(job.id, shard, members)]
 
 
 def fnv1a_32(text: str) -> int:

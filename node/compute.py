@@ -19,6 +19,7 @@ from pathlib import Path
 import trio
 
 from node import messages
+from node.bandstep import BandStep
 from node.bidder import Bidder
 from node.capacity import Capacity
 from node.context import NodeContext
@@ -47,6 +48,7 @@ class _KnownJob:
     bid: bool = False  # this node has bid (once per job)
     answered: trio.Event = field(default_factory=trio.Event)
     answer_by: float = 0.0  # trio clock: give up waiting for the requester's answer
+    heard_at: float = 0.0  # trio clock: when the first announce came
     accepted: bool = False
     result_id: str | None = None
     run_scope: trio.CancelScope | None = None
@@ -62,6 +64,7 @@ class Compute:
         executors: dict[str, Executor],
         publishers: dict[str, Publisher],
         bidder: Bidder,
+        band_step: BandStep,
         capacity: Capacity,
         results: ResultStore,
         work_dir: Path,
@@ -70,6 +73,7 @@ class Compute:
         self._executors = executors
         self._publishers = publishers
         self._bidder = bidder
+        self.band_step = band_step
         self.capacity = capacity
         self._results = results
         self._work_dir = work_dir
@@ -87,12 +91,18 @@ class Compute:
         job = announce.job
         known = self._known.get(job.id)
         if known is None:
-            known = _KnownJob(job, announce.window, announce.round)
+            known = _KnownJob(job, announce.window, announce.round, heard_at=trio.current_time())
             self._known[job.id] = known
             while len(self._known) > MAX_KNOWN_JOBS:
                 self._known.popitem(last=False)
             if job.requester != self._ctx.node_id:
-                self._ctx.transport.remember_addrs(job.requester, announce.requester_addrs)
+                try:
+                    self._ctx.transport.remember_addrs(job.requester, announce.requester_addrs)
+                except ValueError as exc:
+                    self._ctx.transport.count_dropped("gossip_bad_addrs")
+                    log.info("announce of job %s: %s", job.id, exc)
+                    del self._known[job.id]
+                    return
         elif announce.round <= known.round:
             return
         known.round, known.window = announce.round, announce.window
@@ -108,7 +118,9 @@ class Compute:
         if executor is None or not await executor.has_image(job.spec.image):
             return
         members = self._ctx.membership.members()
-        delay = self._bidder.bid_delay(self._ctx.node_id, job, 0, members)
+        delay = self._bidder.bid_delay(
+            self._ctx.node_id, job, 0, members, step=self.band_step.current
+        )
         if delay is None:
             return
         # A rebid's window is wider and the first bands had their chance: close up.
@@ -117,8 +129,10 @@ class Compute:
 
     def on_bidding_closed(self, closed: messages.BiddingClosed) -> None:
         known = self._known.get(closed.job_id)
-        if known is not None:
+        if known is not None and not known.closed.is_set():
             known.closed.set()
+            if known.round == 0:  # a rebid's close says how long nodes were busy
+                self.band_step.observe(trio.current_time() - known.heard_at)
 
     # -- bidding ---------------------------------------------------------------
 

@@ -25,6 +25,7 @@ import msgspec
 MEMBERS_PROTOCOL = "/bacalhau/members/1.0.0"
 MAX_ENTRIES = 10_000
 _PEER_ID = re.compile(r"^[1-9A-HJ-NP-Za-km-z]{32,64}$")
+_MULTIADDR = re.compile(r"^(/(ip4|ip6|dns4|dns6)/[^\s/]{1,100}/tcp/\d{1,5})?(/p2p/\w{1,64})?$")
 
 
 class MemberEntry(msgspec.Struct, array_like=True, frozen=True):
@@ -32,6 +33,7 @@ class MemberEntry(msgspec.Struct, array_like=True, frozen=True):
     generation: int
     counter: int
     api: str = ""
+    direct: str = ""  # the node's direct-host multiaddr: where job messages reach it
 
 
 class MembersExchange(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -57,6 +59,8 @@ def decode_exchange(data: bytes) -> list[MemberEntry]:
     for entry in entries:
         if not _PEER_ID.match(entry.peer):
             raise ValueError(f"bad peer id {entry.peer[:80]!r} in membership table")
+        if not _MULTIADDR.match(entry.direct):
+            raise ValueError(f"bad direct address {entry.direct[:80]!r} in membership table")
     return entries
 
 
@@ -74,6 +78,7 @@ class _Known:
     counter: int
     api: str
     changed_at: float
+    direct: str = ""
 
 
 class Membership:
@@ -97,6 +102,7 @@ class Membership:
         self._generation = int(time.time() * 1000)
         self._counter = 0
         self._api = api
+        self.direct = ""  # this node's direct address, set once its host listens
         self._known: dict[str, _Known] = {}
         self._last_learned = clock()
         self._rounds = 0
@@ -110,9 +116,12 @@ class Membership:
 
     def table(self) -> list[MemberEntry]:
         """Live entries, this node's own first."""
-        own = MemberEntry(self.self_id, self._generation, self._counter, self._api)
+        own = MemberEntry(self.self_id, self._generation, self._counter, self._api, self.direct)
         live = self._live()
-        return [own, *(MemberEntry(p, k.generation, k.counter, k.api) for p, k in live.items())]
+        return [
+            own,
+            *(MemberEntry(p, k.generation, k.counter, k.api, k.direct) for p, k in live.items()),
+        ]
 
     def merge(self, entries: Iterable[MemberEntry]) -> int:
         """Take newer heartbeats from a neighbour's table; returns peers newly learned."""
@@ -124,7 +133,9 @@ class Membership:
                 continue
             known = self._known.get(entry.peer)
             if known is None:
-                self._known[entry.peer] = _Known(entry.generation, entry.counter, entry.api, now)
+                self._known[entry.peer] = _Known(
+                    entry.generation, entry.counter, entry.api, now, entry.direct
+                )
                 learned += 1
             elif (entry.generation, entry.counter) > (known.generation, known.counter):
                 known.generation, known.counter, known.changed_at = (
@@ -133,6 +144,7 @@ class Membership:
                     now,
                 )
                 known.api = entry.api or known.api
+                known.direct = entry.direct or known.direct
         self._merges += 1
         if learned:
             self._learned += learned
@@ -148,6 +160,10 @@ class Membership:
     def live_peers(self) -> dict[str, str]:
         """Live peers other than this node, with their API URLs where known."""
         return {p: k.api for p, k in self._live().items()}
+
+    def direct_addrs(self) -> dict[str, str]:
+        """Live peers' direct addresses, where known."""
+        return {p: k.direct for p, k in self._live().items() if k.direct}
 
     def members(self) -> list[str]:
         """Live nodes, this one first: what the bidder ranks a job's nodes among."""

@@ -21,6 +21,7 @@ import trio
 
 from node import messages
 from node.api import serve_api
+from node.bandstep import BandStep
 from node.bidder import DEFAULT_BIDDER, DEFAULT_STEP_S, make_bidder
 from node.capacity import Capacity
 from node.compute import Compute
@@ -99,6 +100,7 @@ class Node:
         )
         self._bidder = make_bidder(config.bidder, step=config.bid_step)
         self.ready = trio.Event()
+        self._direct_addrs: dict[str, str] = {}  # what the transport was taught
         self.requester: Requester
         self.compute: Compute
 
@@ -129,12 +131,14 @@ class Node:
                     executors=executors,
                     publishers=publishers,
                     bidder=self._bidder,
+                    band_step=BandStep(config.bid_step),
                     capacity=Capacity(config.slots, cpu=config.cpu, memory=config.memory),
                     results=self.results,
                     work_dir=config.data_dir / "work",
                 )
                 await self.requester.resume()
                 async with self.transport.running():
+                    self.membership.direct = self.transport.direct_addrs[0]
                     await nursery.start(serve_api, self, config.host, config.api_port)
                     for peer in config.peers:
                         nursery.start_soon(self.transport.connect, peer)
@@ -173,6 +177,7 @@ class Node:
                         peer, MEMBERS_PROTOCOL, encode_exchange(self.membership.table())
                     )
                     self.membership.merge(decode_exchange(reply))
+                    self._remember_direct_addrs()
                 except TransportError as exc:
                     log.debug("membership exchange with %s failed: %s", peer, exc)
                 except ValueError as exc:
@@ -182,9 +187,17 @@ class Node:
             else:
                 await trio.sleep(0.1)
 
+    def _remember_direct_addrs(self) -> None:
+        """Teach the transport the direct addresses membership learned or changed."""
+        for peer, addr in self.membership.direct_addrs().items():
+            if self._direct_addrs.get(peer) != addr:
+                self._direct_addrs[peer] = addr
+                self.transport.remember_addrs(peer, [addr])
+
     async def _on_members(self, sender: str, request: bytes) -> bytes:
         try:
             self.membership.merge(decode_exchange(request))
+            self._remember_direct_addrs()
         except ValueError:
             self.transport.count_dropped("members_malformed")
             raise
@@ -207,6 +220,7 @@ class Node:
             "version": VERSION,
             "api": self.config.api_url,
             "addrs": self.transport.addrs,
+            "direct_addrs": self.transport.direct_addrs,
             "bidder": self._bidder.name,
             "network_size": self.membership.size,
             "peers": {"connected": t.connected_peers, "topic": t.topic_peers, "mesh": t.mesh_peers},
@@ -218,6 +232,7 @@ class Node:
             "store_queue": _record(self.store_queue.statistics()),
             "requester": {"open_jobs": self.requester.open_jobs},
             "compute": {"bids_sent": self.compute.bids_sent},
+            "band_step": _record(self.compute.band_step.statistics()),
         }
 
     def health(self) -> dict[str, Any]:

@@ -272,7 +272,7 @@ class Requester:
             announce = messages.JobAnnounced(
                 job_id=job.id,
                 job=job,
-                requester_addrs=ctx.transport.addrs,
+                requester_addrs=ctx.transport.direct_addrs,
                 round=round_,
                 window=window,
             )

@@ -1,6 +1,12 @@
 """The node's libp2p transport: host, gossipsub topics and the direct stream protocol.
 
-Owns every libp2p object of a node. Guarantees:
+Owns every libp2p object of a node: two hosts with the node's one key (so one
+peer id). The *gossip host* dials the bootstrap peers and carries gossipsub and
+the membership exchange with those neighbours; the *direct host* carries job
+messages. Job messages go to whichever node bid or requested, so over time they
+connect most pairs of nodes; on one host every such connection also became a
+gossip peer (more mesh links and IHAVEs per message), which at 50 nodes made
+gossip alone saturate this 2-core machine. Guarantees:
 
 - Gossip is validated before it is delivered or forwarded: a message that does not
   decode, or that the node's ``gossip_check`` refuses, is dropped and counted.
@@ -71,7 +77,8 @@ class TransportError(RuntimeError):
 
 @dataclass(frozen=True)
 class TransportStatistics:
-    connected_peers: int
+    connected_peers: int  # on the gossip host
+    direct_peers: int  # on the direct host
     topic_peers: int
     mesh_peers: int
     gossip_in: int
@@ -111,8 +118,20 @@ async def write_frame(stream: INetStream, data: bytes) -> None:
     await stream.write(_LENGTH.pack(len(data)) + data)
 
 
+async def _no_auto_connect() -> None:
+    return None
+
+
+def _stop_auto_connect(host: Any) -> None:
+    """Stop py-libp2p 0.8.1 dialing on its own: its auto-connector dials every
+    address in the peerstore until it has ~150 connections, so every requester a
+    node ever heard of became a neighbour. A node chooses its peers: the gossip
+    host its bootstrap peers, the direct host whom it messages."""
+    host.get_network().auto_connector.maybe_connect = _no_auto_connect
+
+
 class Transport:
-    """One node's libp2p host, its gossip topics and its direct protocol."""
+    """One node's libp2p hosts, its gossip topics and its direct protocol."""
 
     def __init__(
         self,
@@ -128,12 +147,16 @@ class Transport:
     ) -> None:
         self._listen = multiaddr.Multiaddr(f"/ip4/{host}/tcp/{listen_port}")
         self._host = new_host(key_pair=key_pair, listen_addrs=[self._listen])
+        self._direct_listen = multiaddr.Multiaddr(f"/ip4/{host}/tcp/0")
+        self._direct = new_host(key_pair=key_pair, listen_addrs=[self._direct_listen])
+        for libp2p_host in (self._host, self._direct):
+            _stop_auto_connect(libp2p_host)
         self.peer_id: str = self._host.get_id().to_base58()
         self._gossipsub = GossipSub(
             protocols=GOSSIP_PROTOCOLS,
-            degree=6,
-            degree_low=4,
-            degree_high=12,
+            degree=4,
+            degree_low=3,
+            degree_high=6,
             heartbeat_interval=heartbeat_interval,
             # A job network publishes bursts; every peer shares 127.0.0.1 here.
             spam_protection_enabled=False,
@@ -154,10 +177,11 @@ class Transport:
         """Listen, join the gossip topics and serve the direct protocol until exit."""
         async with AsyncExitStack() as stack:
             await stack.enter_async_context(self._host.run(listen_addrs=[self._listen]))
+            await stack.enter_async_context(self._direct.run(listen_addrs=[self._direct_listen]))
             await stack.enter_async_context(background_trio_service(self._pubsub))
             await stack.enter_async_context(background_trio_service(self._gossipsub))
             await self._pubsub.wait_until_ready()
-            self._host.set_stream_handler(_JOB_PROTOCOL, self._handle_stream)
+            self._direct.set_stream_handler(_JOB_PROTOCOL, self._handle_stream)
             for protocol, handler in self._extra.items():
                 self._host.set_stream_handler(
                     TProtocol(protocol), partial(self._handle_request, protocol, handler)
@@ -173,12 +197,21 @@ class Transport:
             finally:
                 nursery.cancel_scope.cancel()
 
+    def _addrs_of(self, host: Any) -> list[str]:
+        suffix = f"/p2p/{self.peer_id}"
+        addrs = (str(a) for a in host.get_addrs())
+        return [a if a.endswith(suffix) else a + suffix for a in addrs]
+
     @property
     def addrs(self) -> list[str]:
-        """Listen addresses, each ending in ``/p2p/<peer id>``."""
-        suffix = f"/p2p/{self.peer_id}"
-        addrs = (str(a) for a in self._host.get_addrs())
-        return [a if a.endswith(suffix) else a + suffix for a in addrs]
+        """The gossip host's listen addresses (what peers bootstrap from), each
+        ending in ``/p2p/<peer id>``."""
+        return self._addrs_of(self._host)
+
+    @property
+    def direct_addrs(self) -> list[str]:
+        """The direct host's listen addresses: where job messages reach this node."""
+        return self._addrs_of(self._direct)
 
     async def connect(self, addr: str, *, attempts: int = 8) -> bool:
         """Dial ``addr`` (a /p2p multiaddr), retrying while the peer comes up.
@@ -202,10 +235,14 @@ class Transport:
         return False
 
     def remember_addrs(self, peer: str, addrs: Sequence[str]) -> None:
-        """Teach the peerstore how to reach ``peer`` (e.g. a job's requester)."""
-        maddrs = [multiaddr.Multiaddr(a.split("/p2p/")[0]) for a in addrs]
+        """Teach the direct host how to reach ``peer``'s direct host (e.g. a job's
+        requester). Raises ValueError for an address that does not parse."""
+        try:
+            maddrs = [multiaddr.Multiaddr(a.split("/p2p/")[0]) for a in addrs]
+        except Exception as exc:  # multiaddr raises several kinds
+            raise ValueError(f"bad address for {peer}: {exc}") from None
         if maddrs:
-            self._host.get_peerstore().add_addrs(_peer_id(peer), maddrs, 3600)
+            self._direct.get_peerstore().add_addrs(_peer_id(peer), maddrs, 3600)
 
     # -- gossip ----------------------------------------------------------------
 
@@ -280,24 +317,30 @@ class Transport:
         if peer == self.peer_id:
             return await self._on_direct(peer, message)
         try:
-            reply = await self.request(peer, messages.JOB_PROTOCOL, messages.encode(message))
+            reply = await self._request(
+                self._direct, peer, messages.JOB_PROTOCOL, messages.encode(message)
+            )
             return messages.decode_ack(reply)
         except (TransportError, MessageError):
             self._counts["direct_failed"] += 1
             raise
 
     async def request(self, peer: str, protocol: str, data: bytes) -> bytes:
-        """One frame out, one frame back, on a new stream of ``protocol``.
+        """One frame out, one frame back, on a new stream of one of the
+        ``extra_protocols``, from the gossip host to a neighbour's.
 
         Retries up to ``SEND_ATTEMPTS`` times; raises :class:`TransportError`
         naming the peer when no attempt got through.
         """
+        return await self._request(self._host, peer, protocol, data)
+
+    async def _request(self, host: Any, peer: str, protocol: str, data: bytes) -> bytes:
         target = _peer_id(peer)
         last: BaseException | None = None
         for attempt in range(SEND_ATTEMPTS):
             try:
                 with trio.fail_after(STREAM_TIMEOUT_S):
-                    stream = await self._host.new_stream(target, [TProtocol(protocol)])
+                    stream = await host.new_stream(target, [TProtocol(protocol)])
                     try:
                         await write_frame(stream, data)
                         return await read_frame(stream)
@@ -305,7 +348,7 @@ class Transport:
                         await stream.close()
             except (Exception, trio.TooSlowError) as exc:
                 last = exc
-                self._host.get_network().unblock_peer(target)
+                host.get_network().unblock_peer(target)
                 await trio.sleep(0.2 * (attempt + 1))
         raise TransportError(f"no reply from {peer} on {protocol}: {last!r}") from last
 
@@ -351,6 +394,7 @@ class Transport:
     def statistics(self) -> TransportStatistics:
         return TransportStatistics(
             connected_peers=len(self._host.get_connected_peers()),
+            direct_peers=len(self._direct.get_connected_peers()),
             topic_peers=self.topic_peers(),
             mesh_peers=self.mesh_peers(),
             gossip_in=self._counts["gossip_in"],

@@ -400,6 +400,9 @@ def test_forged_direct_messages_are_dropped(cluster5: Devstack) -> None:
     seen: dict[str, Any] = {}
 
     async def body(forger: Any) -> None:
+        for node in state.nodes:  # job messages go host to host, not over gossip links
+            info = await in_thread(get_json, f"{node.api}/api/v1/node")
+            forger.remember_addrs(node.peer_id, info["direct_addrs"])
         spec = {"image": "busybox", "command": ["sleep", "5"]}
         job_id = seen["job"] = await in_thread(submit_http, requester.api, spec)
 
