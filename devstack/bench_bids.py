@@ -146,7 +146,13 @@ def bench_bids(args: argparse.Namespace) -> int:
     if args.concurrency > args.nodes:
         raise BenchError(f"--concurrency {args.concurrency} needs at least that many --nodes")
     load = os.getloadavg()[0]
-    with bench_cluster(args.nodes, bidder=args.bidder) as cluster:
+    reuse = args.state_dir if args.reuse else None
+    with bench_cluster(args.nodes, reuse, bidder=args.bidder) as cluster:
+        if args.settle > 0 and cluster.temporary:
+            # Right after ``ready`` the nodes still swap membership tables twice a
+            # second and settle their meshes: this measures the steady state.
+            say(f"letting the cluster settle for {args.settle:g}s")
+            time.sleep(args.settle)
         before = _bids_sent(cluster)
         say(f"submitting {args.jobs} noop jobs at {args.rate:g}/s, concurrency {args.concurrency}")
         answers = _wait_all(_submit_all(cluster, args.jobs, args.concurrency, args.rate))
@@ -154,8 +160,10 @@ def bench_bids(args: argparse.Namespace) -> int:
         nodes = [n.peer_id for n in cluster.state.nodes]
     result = {
         "bench": "bids",
-        "bidder": args.bidder,
-        "nodes": args.nodes,
+        "bidder": cluster.state.bidder,
+        "nodes": len(nodes),
+        "rate": args.rate,
+        "settle_seconds": args.settle if cluster.temporary else 0.0,
         **summarize_bids([job_figures(a) for a in answers], nodes, args.concurrency),
         "bids_sent_total": sent,
     }
@@ -176,5 +184,16 @@ def add_parser(sub: Any, positive: Any) -> None:
     p.add_argument("--concurrency", type=positive(int), default=1)
     p.add_argument("--bidder", choices=sorted(BIDDERS), default=DEFAULT_BIDDER)
     p.add_argument("--rate", type=positive(float), default=5.0, help="jobs per second (default 5)")
+    p.add_argument(
+        "--settle",
+        type=positive(float, zero=True),
+        default=20.0,
+        help="seconds to wait after a fresh devstack is ready (default 20)",
+    )
+    p.add_argument(
+        "--reuse",
+        action="store_true",
+        help="use the devstack running at --state-dir (ignores --nodes and --bidder)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(bench_func=bench_bids)

@@ -103,13 +103,13 @@ def up(options: UpOptions, say: Callable[[str], None] = print) -> ClusterState:
     from node.identity import load_or_create_key, peer_id_of
     from node.node import NodeConfig
 
-    ports = free_ports(2 * options.nodes)
+    ports = free_ports(3 * options.nodes)
     rng = random.Random()
     entries: list[NodeEntry] = []
     for i in range(options.nodes):
         data_dir = state_dir / "data" / f"node-{i}"
         peer_id = peer_id_of(load_or_create_key(data_dir))
-        swarm, api = ports[2 * i], ports[2 * i + 1]
+        swarm, api, direct = ports[3 * i : 3 * i + 3]
         entries.append(
             NodeEntry(
                 index=i,
@@ -120,6 +120,7 @@ def up(options: UpOptions, say: Callable[[str], None] = print) -> ClusterState:
                 api=f"http://127.0.0.1:{api}",
                 swarm_port=swarm,
                 api_port=api,
+                direct_port=direct,
                 data_dir=str(data_dir),
                 log_file=str(state_dir / "logs" / f"node-{i}.log"),
             )
@@ -136,6 +137,7 @@ def up(options: UpOptions, say: Callable[[str], None] = print) -> ClusterState:
             data_dir=Path(entry.data_dir),
             swarm_port=entry.swarm_port,
             api_port=entry.api_port,
+            direct_port=entry.direct_port,
             peers=tuple(entry.peers),
             bidder=options.bidder,
             slots=options.slots,
@@ -349,6 +351,8 @@ def restart_node(state_dir: Path, ref: str) -> NodeEntry:
         "--log-file",
         entry.log_file,
     ]
+    if entry.direct_port:  # 0 in a state file from before it was recorded
+        argv += ["--direct-port", str(entry.direct_port)]
     for peer in entry.peers or [n.multiaddr for n in cluster.nodes if n is not entry][:1]:
         argv += ["--peer", peer]
     with open(Path(entry.log_file).with_suffix(".stderr"), "ab") as err:

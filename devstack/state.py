@@ -31,6 +31,7 @@ class NodeEntry(msgspec.Struct):
     api_port: int
     data_dir: str
     log_file: str
+    direct_port: int = 0  # the node's direct libp2p host (job messages)
     peers: list[str] = msgspec.field(default_factory=list)
 
     @property

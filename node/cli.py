@@ -40,6 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--swarm-port", type=_port, required=True, help="libp2p TCP port")
     run.add_argument("--api-port", type=_port, required=True, help="HTTP API port")
     run.add_argument(
+        "--direct-port",
+        type=_port,
+        default=0,
+        help="libp2p TCP port for job messages (default: any free port)",
+    )
+    run.add_argument(
         "--peer", action="append", default=[], metavar="MULTIADDR", help="peer to join (repeat)"
     )
     run.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
@@ -68,6 +74,7 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
         data_dir=args.data_dir,
         swarm_port=args.swarm_port,
         api_port=args.api_port,
+        direct_port=args.direct_port,
         peers=tuple(args.peer),
         host=args.host,
         bidder=args.bidder,

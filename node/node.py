@@ -61,6 +61,7 @@ class NodeConfig:
     data_dir: Path
     swarm_port: int
     api_port: int
+    direct_port: int = 0  # job messages' libp2p host; 0: any free port
     peers: tuple[str, ...] = ()
     host: str = "127.0.0.1"
     bidder: str = DEFAULT_BIDDER
@@ -92,6 +93,7 @@ class Node:
         self.transport = Transport(
             self._key,
             listen_port=config.swarm_port,
+            direct_port=config.direct_port,
             host=config.host,
             gossip_check=self._gossip_check,
             on_gossip=self._on_gossip,

@@ -138,6 +138,7 @@ class Transport:
         key_pair: KeyPair,
         *,
         listen_port: int,
+        direct_port: int = 0,
         gossip_check: GossipCheck,
         on_gossip: GossipHandler,
         on_direct: DirectHandler,
@@ -147,7 +148,7 @@ class Transport:
     ) -> None:
         self._listen = multiaddr.Multiaddr(f"/ip4/{host}/tcp/{listen_port}")
         self._host = new_host(key_pair=key_pair, listen_addrs=[self._listen])
-        self._direct_listen = multiaddr.Multiaddr(f"/ip4/{host}/tcp/0")
+        self._direct_listen = multiaddr.Multiaddr(f"/ip4/{host}/tcp/{direct_port}")
         self._direct = new_host(key_pair=key_pair, listen_addrs=[self._direct_listen])
         for libp2p_host in (self._host, self._direct):
             _stop_auto_connect(libp2p_host)

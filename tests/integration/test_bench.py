@@ -142,6 +142,8 @@ def test_bench_bids_reports_the_simulator_keys(tmp_path: Path) -> None:
         "2",
         "--rate",
         "10",
+        "--settle",
+        "0",
         "--json",
     )
     for key in (

@@ -229,6 +229,10 @@ def test_hash_space_delay_is_band_times_step() -> None:
     # A node alone bids at once; so does one given no other member.
     assert bidder.bid_delay("solo", j, 0, ["solo"]) == 0.0
     assert bidder.bid_delay("solo", j, 0, []) == 0.0
+    # A node's live band step replaces the configured one; the ranks stay.
+    live = bidder.delays(j, 0, members, step=0.5)
+    assert live == pytest.approx([d * 2.5 for d in bidder.delays(j, 0, members)])  # type: ignore[operator]
+    assert bidder.bid_delay(ordered[2], j, 0, members, step=0.5) == pytest.approx(0.5)
 
 
 def test_hash_space_spreads_band_zero_over_the_nodes() -> None:
