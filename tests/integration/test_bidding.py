@@ -60,8 +60,9 @@ JOB_TIMEOUT_S = WINDOWS_S + 120
 # 50 jobs, so one slow job (all 10 nodes bid) moves it by only 0.18. With
 # c = max(concurrency, min_bids), band 0 (bids at once) is exactly the c nodes of
 # lowest rank among the live members; a node in band b >= 1 bids only if its
-# b * 0.2 s delay expires before BiddingClosed reaches it, so extra bids grow with
-# gossip latency, i.e. with load.
+# b * step delay expires before BiddingClosed reaches it (step: 0.2 s, or 1.5 times
+# the node's average announce-to-close delay when that is longer), so extra bids
+# grow only with sudden jumps in gossip latency, i.e. in load.
 # Measured on an idle machine: c=1 1.10 (max 3), c=3 3.64 (max 6). With the older
 # estimated-rank bidder (band 0 a Poisson number of nodes, step 0.15 s), 8 runs up
 # to load average ~11 gave c=1 1.33-1.92 and c=3 4.37-5.72: the bounds keep that
