@@ -36,6 +36,8 @@ STDOUT_PREVIEW_BYTES = 4096
 # How long past the bid window a bid waits for the requester's answer.
 ANSWER_GRACE_S = 10.0
 MAX_KNOWN_JOBS = 10_000
+# Closes heard before their job's announce (gossip paths differ), kept to honour.
+MAX_EARLY_CLOSES = 1_000
 
 
 @dataclass
@@ -78,6 +80,7 @@ class Compute:
         self._results = results
         self._work_dir = work_dir
         self._known: OrderedDict[str, _KnownJob] = OrderedDict()
+        self._early_closes: OrderedDict[str, str] = OrderedDict()  # job id -> requester
         self.bids_sent = 0
 
     def requester_of(self, job_id: str) -> str | None:
@@ -92,6 +95,8 @@ class Compute:
         known = self._known.get(job.id)
         if known is None:
             known = _KnownJob(job, announce.window, announce.round, heard_at=trio.current_time())
+            if self._early_closes.pop(job.id, None) == job.requester:
+                known.closed.set()  # its BiddingClosed came first: nothing to bid on
             self._known[job.id] = known
             while len(self._known) > MAX_KNOWN_JOBS:
                 self._known.popitem(last=False)
@@ -110,7 +115,7 @@ class Compute:
             # Still bidding: a requester waiting for min_bids holds bids across rounds.
             known.answer_by = trio.current_time() + announce.window + ANSWER_GRACE_S
             return
-        if known.pending:
+        if known.pending or known.closed.is_set():
             return
         executor = self._executors.get(job.spec.engine)
         if not self.capacity.fits_ever(job.spec.resources):
@@ -129,7 +134,14 @@ class Compute:
 
     def on_bidding_closed(self, closed: messages.BiddingClosed) -> None:
         known = self._known.get(closed.job_id)
-        if known is not None and not known.closed.is_set():
+        if known is None:
+            self._early_closes[closed.job_id] = closed.requester
+            while len(self._early_closes) > MAX_EARLY_CLOSES:
+                self._early_closes.popitem(last=False)
+            return
+        if known.job.requester != closed.requester:
+            return  # not the job's own requester: the validator checked only the claim
+        if not known.closed.is_set():
             known.closed.set()
             if known.round == 0:  # a rebid's close says how long nodes were busy
                 self.band_step.observe(trio.current_time() - known.heard_at)

@@ -29,6 +29,10 @@ def check_sender(
         if message.job.id != message.job_id:
             return "job_id_mismatch"
         return None if sender == claimed else "not_requester"
+    if requester is None and isinstance(message, messages.BiddingClosed):
+        # A close can overtake its job's announce on another gossip path: the signer
+        # must be the requester it names, and the announce must name it too.
+        return None if sender == message.requester else "not_requester"
     if requester is None:
         return "unknown_job"
     if rule is Sender.REQUESTER:

@@ -265,7 +265,8 @@ class Node:
                     return "not_requester"  # a re-announce of someone else's job
                 requester = message.job.requester
             case messages.BiddingClosed():
-                # Unknown job: nothing to close here, and nothing to vouch for onwards.
+                # Unknown here (its announce may still be on its way): the signer
+                # must be the requester the close names (``check_sender``).
                 requester = self._known_requester(message.job_id)
             case _:
                 requester = None

@@ -247,7 +247,9 @@ def test_bids_per_job_stay_well_under_network_size(cluster10: Devstack) -> None:
     (see MEAN_BIDS_BOUND)."""
     assert cluster10.state is not None
     nodes = cluster10.state.nodes
-    assert all(node_info(n.api)["bidder"] == "hash-space" for n in nodes)
+    infos = [node_info(n.api) for n in nodes]
+    assert all(info["bidder"] == "hash-space" for info in infos)
+    gossip_links = [info["peers"]["connected"] for info in infos]
     start = bids_sent_total(nodes)
     batches: dict[int, dict[str, str]] = {}
     counter_at = {0: start}
@@ -283,6 +285,14 @@ def test_bids_per_job_stay_well_under_network_size(cluster10: Devstack) -> None:
             f"\nc={concurrency}: {BATCH} jobs completed in {took:.1f}s;"
             f" every bid accounted for {time.monotonic() - began:.1f}s later"
         )
+
+    # Job messages travel between the nodes' direct hosts: 100 jobs connect many
+    # pairs of nodes there, and add no gossip link (each would cost every later
+    # gossip message more copies). +2 leaves room for a dropped link redialed.
+    infos = [node_info(n.api) for n in nodes]
+    after = [info["peers"]["connected"] for info in infos]
+    assert all(a <= b + 2 for a, b in zip(after, gossip_links, strict=True)), (gossip_links, after)
+    assert sum(info["transport"]["direct_peers"] for info in infos) >= NETWORK
 
     previous = start
     for concurrency, jobs in batches.items():

@@ -536,8 +536,11 @@ def test_malformed_direct_messages_are_refused(cluster5: Devstack) -> None:
     acks: list[Ack] = []
 
     async def body(forger: Any) -> None:
+        info = await in_thread(get_json, f"{target.api}/api/v1/node")
+        forger.remember_addrs(target.peer_id, info["direct_addrs"])
         for make in MALFORMED.values():
-            stream = await forger._host.new_stream(
+            # Raw frames, so through the forger's direct host (job messages' host).
+            stream = await forger._direct.new_stream(
                 ID.from_base58(target.peer_id), [messages.JOB_PROTOCOL]
             )
             try:

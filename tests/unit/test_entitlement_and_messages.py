@@ -118,6 +118,9 @@ def expected(message_type: type, sender_kind: str) -> str | None:
     if message_type is messages.JobAnnounced:
         # A new job is unknown everywhere: the signer must be the requester it names.
         return None if sender_kind in ("requester", "unknown job, requester") else "not_requester"
+    if message_type is messages.BiddingClosed and sender_kind.startswith("unknown job"):
+        # It may overtake its announce: the signer must be the requester it names.
+        return None if sender_kind == "unknown job, requester" else "not_requester"
     if sender_kind.startswith("unknown job"):
         return "unknown_job"
     if rule == "requester":
@@ -180,6 +183,8 @@ def test_check_sender_property(
         assert got is None
     elif message_type is messages.JobAnnounced:
         assert (got is None) == (sender == REQ)
+    elif message_type is messages.BiddingClosed and requester is None:
+        assert (got is None) == (sender == REQ)  # the requester the sample names
     elif requester is None:
         assert got == "unknown_job"
     elif rule == "requester":
