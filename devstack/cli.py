@@ -288,6 +288,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return bench.run(args)
 
 
+def cmd_profile(args: argparse.Namespace) -> int:
+    from devstack.profile import format_profiles, profile_nodes
+
+    if not 1 <= args.seconds <= 300:
+        raise ClusterError(f"--seconds must be between 1 and 300, got {args.seconds}")
+    cluster = _cluster(args)
+    profiles = profile_nodes(cluster, args.nodes, args.seconds, args.state_dir / "profiles")
+    print(format_profiles(profiles, args.seconds))
+    return 0
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     from devstack import simulate
 
@@ -366,6 +377,10 @@ def build_parser() -> argparse.ArgumentParser:
     from devstack.bench import add_bench_parser
 
     add_bench_parser(add("bench", cmd_bench, "benchmarks that print figures"))
+
+    from devstack.profile import add_profile_parser
+
+    add_profile_parser(add("profile", cmd_profile, "CPU profiles of nodes (pyinstrument)"))
 
     from devstack.simulate import add_simulate_parser
 

@@ -99,6 +99,13 @@ class NodeClient:
                 return None
             raise
 
+    def profile(self, seconds: int) -> dict[str, Any]:
+        """A CPU profile of the node over ``seconds`` (HTML, text, speedscope, top frames)."""
+        timeout = httpx.Timeout(seconds + 60.0, connect=3.0)
+        return self._request(
+            "POST", "/api/v1/debug/profile", params={"seconds": seconds}, timeout=timeout
+        ).json()
+
     def events(self, job_id: str) -> list[dict[str, Any]]:
         return self._request("GET", f"/api/v1/jobs/{job_id}/events").json()["events"]
 

@@ -22,6 +22,7 @@ from starlette.routing import Route
 
 from node.models import JobState, SpecError, decode_spec
 from node.results import ResultNotFound
+from profiles.cpu import MAX_SECONDS, ProfileBusy, profile_cpu
 
 if TYPE_CHECKING:
     from node.node import Node
@@ -130,6 +131,24 @@ def build_app(node: Node) -> Starlette:
             ) from None
         return FileResponse(path, media_type="application/x-tar", filename=f"{result_id}.tar")
 
+    async def debug_profile(request: Request) -> Response:
+        seconds = _int_param(request, "seconds", 10, 1, int(MAX_SECONDS))
+        try:
+            profile = await profile_cpu(seconds)
+        except ProfileBusy as exc:
+            raise ApiError(409, "busy", f"{exc}; try again when it ends") from None
+        return json_response(
+            {
+                "node": node.node_id,
+                "seconds": profile.seconds,
+                "samples": profile.samples,
+                "top": profile.top,
+                "html": profile.html,
+                "text": profile.text,
+                "speedscope": profile.speedscope,
+            }
+        )
+
     async def on_api_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ApiError)
         return _error_response(exc.status, exc.code, exc.message, exc.field)
@@ -151,6 +170,7 @@ def build_app(node: Node) -> Starlette:
         Route("/api/v1/jobs/{job_id}", describe),
         Route("/api/v1/jobs/{job_id}/events", job_events),
         Route("/api/v1/results/{result_id}", result),
+        Route("/api/v1/debug/profile", debug_profile, methods=["POST"]),
     ]
     return Starlette(
         routes=routes,

@@ -20,6 +20,7 @@ gossip alone saturate this 2-core machine. Guarantees:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import struct
 from collections import Counter
@@ -33,6 +34,7 @@ from typing import Any
 import libp2p.network.swarm
 import multiaddr
 import trio
+from google.protobuf.message import DecodeError
 from libp2p import new_host
 from libp2p.crypto.keys import KeyPair
 from libp2p.custom_types import TProtocol
@@ -118,6 +120,27 @@ async def write_frame(stream: INetStream, data: bytes) -> None:
     await stream.write(_LENGTH.pack(len(data)) + data)
 
 
+class _GuardedPubsub(Pubsub):
+    """py-libp2p 0.8.1's pubsub stream handler lets a protobuf ``DecodeError``
+    (bytes that are not an RPC, from a broken or hostile peer) escape, and it ends
+    the whole node. Handle it as the parse errors it already handles: reset the
+    stream, forget the peer, and count it."""
+
+    def __init__(self, *args: Any, on_garbage: Callable[[], None], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._on_garbage = on_garbage
+
+    async def stream_handler(self, stream: INetStream) -> None:
+        try:
+            await super().stream_handler(stream)
+        except DecodeError as exc:
+            self._on_garbage()
+            log.info("garbage on a gossip stream from %s: %s", stream.muxed_conn.peer_id, exc)
+            with contextlib.suppress(Exception):
+                await stream.reset()
+            self._handle_dead_peer(stream.muxed_conn.peer_id)
+
+
 async def _no_auto_connect() -> None:
     return None
 
@@ -163,7 +186,12 @@ class Transport:
             spam_protection_enabled=False,
             eclipse_protection_enabled=False,
         )
-        self._pubsub = Pubsub(self._host, self._gossipsub, strict_signing=True)
+        self._pubsub = _GuardedPubsub(
+            self._host,
+            self._gossipsub,
+            strict_signing=True,
+            on_garbage=partial(self.count_dropped, "gossip_rpc_malformed"),
+        )
         self._gossip_check = gossip_check
         self._on_gossip = on_gossip
         self._on_direct = on_direct

@@ -483,6 +483,43 @@ def test_forged_gossip_announce_is_dropped(cluster5: Devstack) -> None:
     assert get_json(f"{target.api}/api/v1/healthz")["ok"]
 
 
+@pytest.mark.timeout(180)
+def test_garbage_on_a_gossip_stream_is_dropped(cluster5: Devstack) -> None:
+    """Bytes that are not a pubsub RPC at all, on a gossip stream: py-libp2p would
+    let the protobuf error end the node; it resets the stream and counts it."""
+    from libp2p.peer.id import ID
+    from libp2p.utils.varint import encode_varint_prefixed
+
+    from node.transport import GOSSIP_PROTOCOLS
+
+    state = cluster5.state
+    assert state is not None
+    target = state.nodes[2]
+    before = dropped(target.api).get("gossip_rpc_malformed", 0)
+
+    async def body(forger: Any) -> None:
+        stream = await forger._host.new_stream(ID.from_base58(target.peer_id), GOSSIP_PROTOCOLS)
+        try:
+            # 0xff...: a field with wire type 7, which no protobuf message may hold
+            await stream.write(encode_varint_prefixed(b"\xff" * 64))
+        finally:
+            with contextlib.suppress(Exception):
+                await stream.close()
+        await in_thread(
+            lambda: wait_until(
+                lambda: dropped(target.api).get("gossip_rpc_malformed", 0) > before,
+                timeout=60,
+                interval=0.2,
+                message=f"{target.name} to count the garbage",
+            )
+        )
+
+    run_forger([target.multiaddr], body)
+    assert st.is_alive(target.pid, target.started), f"{target.name} died"
+    health = get_json(f"{target.api}/api/v1/healthz")
+    assert health["ok"] and health["ready"], health
+
+
 def not_utf8(message: messages.Message, text: str) -> bytes:
     """``message`` encoded, with the string ``text`` in it made invalid UTF-8:
     well-formed msgpack that no node can decode."""

@@ -1,0 +1,106 @@
+"""CPU profiles of a running node: pyinstrument sessions on demand.
+
+A session samples the node's event-loop thread for a number of seconds and
+renders what it saw three ways: pyinstrument's HTML, its text tree, and
+speedscope JSON. It samples every task on the loop, not only the one that asked:
+pyinstrument's async modes attribute samples to the calling task's context,
+which here only sleeps, so the session runs with ``async_mode="disabled"``
+(time spent waiting in the loop shows as trio's ``get_events``).
+
+One session at a time per process: pyinstrument's sampler is per thread, and two
+overlapping sessions would each see the other's overhead.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import trio
+from pyinstrument import Profiler
+from pyinstrument.frame import Frame
+from pyinstrument.renderers import SpeedscopeRenderer
+
+MAX_SECONDS = 300.0
+DEFAULT_INTERVAL_S = 0.001
+TOP_FRAMES = 15
+
+
+class ProfileBusy(RuntimeError):
+    """A profile is already being taken in this process; try again when it ends."""
+
+
+@dataclass(frozen=True)
+class TopFrame:
+    function: str
+    location: str  # "path:line", shortened
+    self_s: float
+
+
+@dataclass(frozen=True)
+class CpuProfile:
+    seconds: float
+    samples: int
+    html: str
+    text: str
+    speedscope: str
+    top: tuple[TopFrame, ...]  # by self time, most first
+
+
+_lock = trio.Lock()
+
+
+async def profile_cpu(seconds: float, *, interval: float = DEFAULT_INTERVAL_S) -> CpuProfile:
+    """Sample this thread's event loop for ``seconds`` and render the session.
+
+    Raises ValueError for a duration outside (0, MAX_SECONDS] or a bad interval,
+    and :class:`ProfileBusy` if a session is already running in this process.
+    Cancelling the wait stops the sampler and raises as usual.
+    """
+    if not 0 < seconds <= MAX_SECONDS:
+        raise ValueError(f"seconds must be above 0 and at most {MAX_SECONDS:g}, got {seconds}")
+    if not 0 < interval <= 1:
+        raise ValueError(f"interval must be in (0, 1] seconds, got {interval}")
+    if _lock.locked():
+        raise ProfileBusy("a profile is already running on this node")
+    async with _lock:
+        profiler = Profiler(interval=interval, async_mode="disabled")
+        profiler.start()
+        try:
+            await trio.sleep(seconds)
+        finally:
+            session = profiler.stop()
+    return CpuProfile(
+        seconds=seconds,
+        samples=session.sample_count,
+        html=profiler.output_html(),
+        text=profiler.output_text(unicode=True, color=False, show_all=False),
+        speedscope=profiler.output(renderer=SpeedscopeRenderer()),
+        top=top_frames(session.root_frame()),
+    )
+
+
+def top_frames(root: Frame | None, limit: int = TOP_FRAMES) -> tuple[TopFrame, ...]:
+    """The functions that held the CPU themselves (self time), summed over the tree."""
+    if root is None:
+        return ()
+    self_time: Counter[tuple[str, str]] = Counter()
+    for frame in _walk(root):
+        if frame.is_synthetic:
+            continue
+        location = f"{frame.file_path_short or '?'}:{frame.line_no or 0}"
+        self_time[(frame.function, location)] += frame.total_self_time
+    return tuple(
+        TopFrame(function, location, round(seconds, 4))
+        for (function, location), seconds in self_time.most_common(limit)
+        if seconds > 0
+    )
+
+
+def _walk(root: Frame) -> Iterator[Frame]:
+    stack = [root]
+    while stack:
+        frame = stack.pop()
+        yield frame
+        stack.extend(frame.children)
