@@ -76,7 +76,9 @@ async def profile_cpu(seconds: float, *, interval: float = DEFAULT_INTERVAL_S) -
         samples=session.sample_count,
         html=profiler.output_html(),
         text=profiler.output_text(unicode=True, color=False, show_all=False),
-        speedscope=profiler.output(renderer=SpeedscopeRenderer()),
+        # Everything: speedscope is for digging, and a node's own code is often
+        # under the 1 % that the default processors drop.
+        speedscope=profiler.output(renderer=SpeedscopeRenderer(show_all=True)),
         top=top_frames(session.root_frame()),
     )
 

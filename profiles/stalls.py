@@ -34,6 +34,10 @@ _now: Callable[[], int] = time.perf_counter_ns
 _NS_PER_MS = 1_000_000
 _MAX_STACK_FRAMES = 32
 _TOP_TASKS = 20
+# Task names can be unique per task (f"conn-{n}"), so per-name state is capped; stalls of
+# names beyond the cap are pooled under _OTHER_TASKS instead of growing without bound.
+_MAX_TRACKED_NAMES = 1000
+_OTHER_TASKS = "<other tasks>"
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,8 +92,12 @@ class StallDetector(trio.abc.Instrument):
       threshold is a stall, counted (with its duration) under the task's name.
     * The stack is captured only when a stall becomes the new worst, so the cost of a
       stall is a few dict operations unless it breaks the record.
+    * Per-name state is capped at 1000 names; stalls of further names are pooled under
+      ``"<other tasks>"`` (the worst-stall task name and the warnings keep the real name).
     * At most one warning per task name per ``warn_interval_s`` is logged to
       ``profiles.stalls``; the next warning for that name says how many were suppressed.
+      (Past 1000 distinct names the rate-limit memory is dropped, which can let one early
+      warning per name through.)
     * The scheduling delay of a task is the time from :meth:`task_scheduled` to its next
       :meth:`before_task_step`. Count, mean and max are exact; the p99 is over the last
       ``sched_samples`` delays.
@@ -185,6 +193,10 @@ class StallDetector(trio.abc.Instrument):
         self._stalls += 1
         self._stall_ns_total += elapsed
         entry = self._per_task.get(name)
+        if entry is None and len(self._per_task) >= _MAX_TRACKED_NAMES:
+            entry = self._per_task.get(_OTHER_TASKS)
+            if entry is None:
+                entry = self._per_task[_OTHER_TASKS] = [0, 0, 0]
         if entry is None:
             self._per_task[name] = [1, elapsed, elapsed]
         else:
@@ -198,6 +210,9 @@ class StallDetector(trio.abc.Instrument):
             self._worst_stack = _task_stack(task)
 
         last = self._last_warn.get(name)
+        if last is None and len(self._last_warn) >= _MAX_TRACKED_NAMES:
+            # Forgetting costs at most one early warning per name; keeping costs memory.
+            self._last_warn.clear()
         if last is not None and now - last[0] < self._warn_interval_ns:
             self._last_warn[name] = (last[0], last[1] + 1)
             return

@@ -16,6 +16,7 @@ import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -591,6 +592,45 @@ def test_malformed_direct_messages_are_refused(cluster5: Devstack) -> None:
     assert dropped(target.api).get("direct_malformed", 0) == before + 2
     assert st.is_alive(target.pid, target.started), f"{target.name} died"
     assert get_json(f"{target.api}/api/v1/healthz")["ok"]
+
+
+@pytest.mark.timeout(180)
+def test_profile_of_a_running_node(cluster5: Devstack) -> None:
+    """``devstack profile`` writes HTML, text and speedscope JSON of a node's loop,
+    taken while the node requests jobs, so its own code is in the samples."""
+    argv = [sys.executable, "-m", "devstack.cli", "--state-dir", str(cluster5.state_dir)]
+    with subprocess.Popen(
+        [*argv, "profile", "1", "--seconds", "3"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={k: v for k, v in os.environ.items() if k != "DEVSTACK_DIR"},
+    ) as profiling:
+        deadline = time.monotonic() + 90
+        while profiling.poll() is None and time.monotonic() < deadline:
+            submit_http(cluster5.api(1), {"engine": "noop", "command": ["echo", "profiled"]})
+        out, err = profiling.communicate(timeout=90)
+    assert profiling.returncode == 0, err
+    saved = sorted((cluster5.state_dir / "profiles").glob("node-1-*"))
+    by_suffix = {"".join(p.suffixes): p for p in saved}
+    assert set(by_suffix) == {".html", ".txt", ".speedscope.json"}, saved
+    assert "<html" in by_suffix[".html"].read_text().lower()
+    assert "samples over 3s" in out and "summed over" not in out, out
+    speedscope = json.loads(by_suffix[".speedscope.json"].read_text())
+    files = {f.get("file") or "" for f in speedscope["shared"]["frames"]}
+    assert any("/node/" in f for f in files), sorted(files)
+    assert "node/" in by_suffix[".txt"].read_text()
+
+
+@pytest.mark.timeout(120)
+def test_one_profile_at_a_time(cluster5: Devstack) -> None:
+    """A second profile of a node while one runs is refused (409), not queued."""
+    url = f"{cluster5.api(2)}/api/v1/debug/profile?seconds=5"
+    with ThreadPoolExecutor(2) as pool:
+        codes = sorted(pool.map(lambda _: httpx.post(url, timeout=60).status_code, range(2)))
+    assert codes == [200, 409], codes
+    bad = httpx.post(f"{cluster5.api(2)}/api/v1/debug/profile?seconds=0", timeout=30)
+    assert bad.status_code == 400 and bad.json()["field"] == "seconds", bad.text
 
 
 @pytest.mark.timeout(120)

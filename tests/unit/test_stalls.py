@@ -13,6 +13,7 @@ import pytest
 import trio
 import trio.testing
 
+from profiles import stalls
 from profiles.stalls import StallDetector, StallStatistics, TaskStalls, measure_overhead
 
 pytestmark = pytest.mark.timeout(60)
@@ -161,6 +162,23 @@ def test_rate_limit_interval_is_configurable(caplog: pytest.LogCaptureFixture) -
     stalls = _entry(detector.statistics(), "repeater").stalls
     assert stalls >= 5
     assert len(_repeater_warnings(caplog)) == stalls
+
+
+def test_per_name_state_is_capped(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(stalls, "_MAX_TRACKED_NAMES", 2)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            for i in range(4):
+                nursery.start_soon(_block_the_loop, 0.01, name=f"conn-{i}")
+
+    detector = StallDetector(threshold_ms=5.0)
+    trio.run(main, instruments=[detector])
+    stats = detector.statistics()
+    names = {t.name for t in stats.per_task}
+    assert len(names) <= 3
+    assert "<other tasks>" in names
+    assert sum(t.stalls for t in stats.per_task) == stats.stalls >= 4
 
 
 def test_reset_clears_statistics() -> None:
