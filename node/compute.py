@@ -93,6 +93,11 @@ class Compute:
         """A new job, or a ``Rebid`` (a later round) of one this node has not bid on."""
         job = announce.job
         known = self._known.get(job.id)
+        mine = job.requester == self._ctx.node_id
+        if known is None and not mine and await self._ctx.db(self._ctx.store.get_job, job.id):
+            # Seen before this process started: gossipsub replays recent messages to
+            # a peer that (re)connects, and a restarted node must not bid again.
+            return
         if known is None:
             known = _KnownJob(job, announce.window, announce.round, heard_at=trio.current_time())
             if self._early_closes.pop(job.id, None) == job.requester:
@@ -100,7 +105,7 @@ class Compute:
             self._known[job.id] = known
             while len(self._known) > MAX_KNOWN_JOBS:
                 self._known.popitem(last=False)
-            if job.requester != self._ctx.node_id:
+            if not mine:
                 try:
                     self._ctx.transport.remember_addrs(job.requester, announce.requester_addrs)
                 except ValueError as exc:
