@@ -40,7 +40,7 @@ import weakref
 from collections import Counter, deque
 from dataclasses import dataclass
 from types import CodeType, FrameType, TracebackType
-from typing import Final, final
+from typing import Any, Final, final
 
 import trio
 
@@ -351,19 +351,9 @@ REGISTRY: Final = LockRegistry()
 
 
 @final
-class TrioLock:
-    """A :class:`trio.Lock` that records its waits and holds in a :class:`LockRegistry`.
-
-    Guarantees: the same semantics as :class:`trio.Lock` -- ``acquire`` is a checkpoint whether
-    or not it blocks, ownership is per task and fair (FIFO) -- because it delegates to a real
-    ``trio.Lock``; only trio tasks of one run may use it. Uncontended acquisitions capture no
-    stack (see the module docstring for what they cost).
-
-    Raises: what ``trio.Lock`` raises -- ``trio.WouldBlock`` from :meth:`acquire_nowait` when
-    the lock is held, ``RuntimeError`` from :meth:`release` by a task that does not hold it,
-    ``trio.BrokenResourceError`` when the owner exits without releasing, and ``Cancelled``.
-    A cancelled wait is not recorded.
-    """
+class _InstrumentedLock:
+    """What every instrumented lock shares: its identity, its recorder, and the
+    bookkeeping around the real lock it wraps. Subclasses own the acquiring."""
 
     __slots__ = (
         "__weakref__",
@@ -377,15 +367,19 @@ class TrioLock:
         "created_at",
     )
 
-    def __init__(self, name: str, *, registry: LockRegistry | None = None) -> None:
+    def __init__(
+        self, name: str, registry: LockRegistry | None, frame: FrameType | None, lock: Any
+    ) -> None:
         self._name = name
-        self.created_at = _creation_site(sys._getframe(1))
+        self.created_at = _creation_site(frame)
         self._registry = REGISTRY if registry is None else registry
         self._recorder = self._registry._register(self, name, self.created_at)
-        self._lock = trio.Lock()
+        self._lock = lock
         self._holder: _Site | None = None
-        self._start = 0
-        # Sites of tasks parked on the lock right now, so a long hold can name them.
+        # None while unlocked: lets a thread lock tell a stray release from a real one.
+        self._start: int | None = None
+        # Sites of the waiters parked on the lock right now, so a long hold can name them
+        # (list append/remove are atomic, so threads may share it).
         self._waiting: list[str] = []
 
     @property
@@ -394,11 +388,72 @@ class TrioLock:
 
     def __repr__(self) -> str:
         state = "locked" if self._lock.locked() else "unlocked"
-        return f"<TrioLock {self._name!r} created at {self.created_at}, {state}>"
+        return f"<{type(self).__name__} {self._name!r} created at {self.created_at}, {state}>"
 
     def locked(self) -> bool:
-        """Whether some task holds the lock."""
+        """Whether the lock is held."""
         return self._lock.locked()
+
+    def _took(self, frame: FrameType) -> None:
+        """Record an acquisition that did not wait: no stack, one clock read. ``frame``
+        may be inside this module (``async with`` goes through ``__aenter__``)."""
+        self._holder = _caller_site(frame)
+        self._recorder.acquisitions += 1
+        self._start = _perf_ns()
+
+    def _begin_wait(self, frame: FrameType | None) -> tuple[int, _Site | None, str, str]:
+        """Before parking: (start, waiter's site, waiter, holder), the waiter registered."""
+        start = _perf_ns()
+        site = _caller_site(frame)
+        waiter = _format_site(site)
+        # Read without synchronisation on threads: at worst it names a holder that just left.
+        holder = _format_site(self._holder)
+        self._waiting.append(waiter)
+        return start, site, waiter, holder
+
+    def _waited(self, start: int, site: _Site | None, waiter: str, holder: str) -> None:
+        """After a contended acquisition: record the wait, warn if it was long."""
+        wait = _perf_ns() - start
+        self._recorder.record_wait(wait, waiter, holder)
+        self._holder = site
+        if wait > self._registry._warn_ns:
+            _warn_wait(self._name, self.created_at, wait, waiter, holder)
+        # Started after logging so the instrumentation's own cost is not blamed on the caller.
+        self._start = _perf_ns()
+
+    def _held(self, hold: int, holder: _Site | None) -> tuple[str, tuple[str, ...]] | None:
+        """Record a hold; for one past the threshold, what to warn with (holder, waiters).
+        The caller logs it once the real lock is released."""
+        recorder = self._recorder
+        if hold > recorder.max_hold_ns:
+            recorder.max_hold_ns = hold
+        if hold <= self._registry._warn_ns:
+            return None
+        waiting = tuple(self._waiting)
+        holder_site = _format_site(holder)
+        if not waiting:
+            recorder.holders[holder_site] += 1
+        return holder_site, waiting
+
+
+class TrioLock(_InstrumentedLock):
+    """A :class:`trio.Lock` that records its waits and holds in a :class:`LockRegistry`.
+
+    Guarantees: the same semantics as :class:`trio.Lock` -- ``acquire`` is a checkpoint whether
+    or not it blocks, ownership is per task and fair (FIFO) -- because it delegates to a real
+    ``trio.Lock``; only trio tasks of one run may use it. Uncontended acquisitions capture no
+    stack (see the module docstring for what they cost).
+
+    Raises: what ``trio.Lock`` raises -- ``trio.WouldBlock`` from :meth:`acquire_nowait` when
+    the lock is held, ``RuntimeError`` from :meth:`release` by a task that does not hold it,
+    ``trio.BrokenResourceError`` when the owner exits without releasing, and ``Cancelled``.
+    A cancelled wait is not recorded.
+    """
+
+    __slots__ = ()
+
+    def __init__(self, name: str, *, registry: LockRegistry | None = None) -> None:
+        super().__init__(name, registry, sys._getframe(1), trio.Lock())
 
     def statistics(self) -> trio.LockStatistics:
         """The underlying ``trio.Lock``'s statistics (owner, waiting tasks)."""
@@ -408,9 +463,7 @@ class TrioLock:
     def acquire_nowait(self) -> None:
         """Take the lock without blocking; raises ``trio.WouldBlock`` if it is held."""
         self._lock.acquire_nowait()
-        self._holder = _caller_site(sys._getframe(1))
-        self._recorder.acquisitions += 1
-        self._start = _perf_ns()
+        self._took(sys._getframe(1))
 
     @trio.lowlevel.enable_ki_protection
     async def acquire(self) -> None:
@@ -420,31 +473,16 @@ class TrioLock:
         lock = self._lock
         if not lock.locked():
             lock.acquire_nowait()
-            self._holder = _caller_site(sys._getframe(1))
-            self._recorder.acquisitions += 1
-            self._start = _perf_ns()
+            self._took(sys._getframe(1))
             await trio.lowlevel.cancel_shielded_checkpoint()
             return
-        await self._acquire_contended(sys._getframe(1))
-
-    async def _acquire_contended(self, frame: FrameType | None) -> None:
-        start = _perf_ns()
-        site = _caller_site(frame)
-        waiter = _format_site(site)
-        holder = _format_site(self._holder)
-        self._waiting.append(waiter)
+        start, site, waiter, holder = self._begin_wait(sys._getframe(1))
         try:
             # Cannot get the lock without parking: nothing ran since locked() said it is held.
-            await self._lock.acquire()
+            await lock.acquire()
         finally:
             self._waiting.remove(waiter)
-        wait = _perf_ns() - start
-        self._recorder.record_wait(wait, waiter, holder)
-        self._holder = site
-        if wait > self._registry._warn_ns:
-            _warn_wait(self._name, self.created_at, wait, waiter, holder)
-        # Started after logging so the instrumentation's own cost is not blamed on the caller.
-        self._start = _perf_ns()
+        self._waited(start, site, waiter, holder)
 
     @trio.lowlevel.enable_ki_protection
     def release(self) -> None:
@@ -452,18 +490,14 @@ class TrioLock:
         # Release first: it checks ownership, and no other task can run before we yield, so
         # writing the recorder afterwards is still serialised.
         self._lock.release()
+        assert self._start is not None
         hold = _perf_ns() - self._start
         holder = self._holder
         # On a hand-off the next owner has not run yet; "unknown" beats naming the old holder.
         self._holder = None
-        recorder = self._recorder
-        if hold > recorder.max_hold_ns:
-            recorder.max_hold_ns = hold
-        if hold > self._registry._warn_ns:
-            waiting = tuple(self._waiting)
-            if not waiting:
-                recorder.holders[_format_site(holder)] += 1
-            _warn_hold(self._name, self.created_at, hold, _format_site(holder), waiting)
+        warning = self._held(hold, holder)
+        if warning is not None:
+            _warn_hold(self._name, self.created_at, hold, *warning)
 
     @trio.lowlevel.enable_ki_protection
     async def __aenter__(self) -> None:
@@ -479,65 +513,31 @@ class TrioLock:
         self.release()
 
 
-class _ThreadLockBase:
-    """Shared machinery of the thread locks; the public classes add the fast paths."""
+class _ThreadLockBase(_InstrumentedLock):
+    """Shared machinery of the thread locks: waiting with a timeout, and the release."""
 
-    __slots__ = (
-        "__weakref__",
-        "_holder",
-        "_lock",
-        "_name",
-        "_recorder",
-        "_registry",
-        "_start",
-        "_waiting",
-        "created_at",
-    )
+    __slots__ = ()
 
     def __init__(self, name: str, registry: LockRegistry | None, frame: FrameType | None) -> None:
-        self._name = name
-        self.created_at = _creation_site(frame)
-        self._registry = REGISTRY if registry is None else registry
-        self._recorder = self._registry._register(self, name, self.created_at)
-        self._lock = threading.Lock()
-        self._holder: _Site | None = None
-        # None while unlocked: lets release() tell a stray release from a real one cheaply.
-        self._start: int | None = None
-        # Sites of threads blocked on the lock right now; list append/remove are atomic.
-        self._waiting: list[str] = []
+        super().__init__(name, registry, frame, threading.Lock())
 
-    @property
-    def name(self) -> str:
-        return self._name
-
-    def __repr__(self) -> str:
-        state = "locked" if self._lock.locked() else "unlocked"
-        return f"<{type(self).__name__} {self._name!r} created at {self.created_at}, {state}>"
-
-    def locked(self) -> bool:
-        """Whether some thread holds the lock."""
-        return self._lock.locked()
-
-    def _acquire_contended(self, timeout: float, frame: FrameType | None) -> bool:
-        start = _perf_ns()
-        site = _caller_site(frame)
-        waiter = _format_site(site)
-        # Read without synchronisation: at worst it names a holder that just left.
-        holder = _format_site(self._holder)
-        self._waiting.append(waiter)
+    def _take(self, blocking: bool, timeout: float, frame: FrameType) -> bool:
+        """Take the real lock as ``threading.Lock.acquire`` would, recording it."""
+        if not blocking and timeout != -1:
+            raise ValueError("can't specify a timeout for a non-blocking call")
+        if self._lock.acquire(False):
+            self._took(frame)
+            return True
+        if not blocking:
+            return False
+        start, site, waiter, holder = self._begin_wait(frame)
         try:
             got = self._lock.acquire(True, timeout)
         finally:
             self._waiting.remove(waiter)
-        if not got:
-            return False
-        wait = _perf_ns() - start
-        self._recorder.record_wait(wait, waiter, holder)
-        self._holder = site
-        if wait > self._registry._warn_ns:
-            _warn_wait(self._name, self.created_at, wait, waiter, holder)
-        self._start = _perf_ns()
-        return True
+        if got:
+            self._waited(start, site, waiter, holder)
+        return got
 
     def _release_outermost(self) -> None:
         start = self._start
@@ -549,20 +549,12 @@ class _ThreadLockBase:
         self._start = None
         holder = self._holder
         self._holder = None
-        recorder = self._recorder
         # Recorder writes happen before the real release, while we still own the lock.
-        if hold > recorder.max_hold_ns:
-            recorder.max_hold_ns = hold
-        if hold <= self._registry._warn_ns:
-            self._lock.release()
-            return
-        waiting = tuple(self._waiting)
-        holder_site = _format_site(holder)
-        if not waiting:
-            recorder.holders[holder_site] += 1
+        warning = self._held(hold, holder)
         self._lock.release()
         # Logged after releasing so a slow log handler does not lengthen the hold.
-        _warn_hold(self._name, self.created_at, hold, holder_site, waiting)
+        if warning is not None:
+            _warn_hold(self._name, self.created_at, hold, *warning)
 
 
 @final
@@ -585,31 +577,14 @@ class ThreadLock(_ThreadLockBase):
 
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
         """Take the lock; with ``blocking`` wait up to ``timeout`` seconds (-1: forever)."""
-        if not blocking and timeout != -1:
-            raise ValueError("can't specify a timeout for a non-blocking call")
-        if self._lock.acquire(False):
-            # Fast path, kept inline (and duplicated in __enter__) to save a call per acquire.
-            frame = sys._getframe(1)
-            self._holder = (frame.f_code, frame.f_lineno)
-            self._recorder.acquisitions += 1
-            self._start = _perf_ns()
-            return True
-        if not blocking:
-            return False
-        return self._acquire_contended(timeout, sys._getframe(1))
+        return self._take(blocking, timeout, sys._getframe(1))
 
     def release(self) -> None:
         """Release the lock; raises ``RuntimeError`` if it is not held."""
         self._release_outermost()
 
     def __enter__(self) -> bool:
-        if self._lock.acquire(False):
-            frame = sys._getframe(1)
-            self._holder = (frame.f_code, frame.f_lineno)
-            self._recorder.acquisitions += 1
-            self._start = _perf_ns()
-            return True
-        return self._acquire_contended(-1, sys._getframe(1))
+        return self._take(True, -1, sys._getframe(1))
 
     def __exit__(
         self,
@@ -644,24 +619,20 @@ class ThreadRLock(_ThreadLockBase):
         self._owner: int | None = None
         self._count = 0
 
-    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
-        """Take the lock (again, if this thread owns it); see :meth:`ThreadLock.acquire`."""
+    def _enter(self, blocking: bool, timeout: float, frame: FrameType) -> bool:
         me = _get_ident()
         if self._owner == me:
             self._count += 1
             return True
-        if not blocking and timeout != -1:
-            raise ValueError("can't specify a timeout for a non-blocking call")
-        if self._lock.acquire(False):
-            frame = sys._getframe(1)
-            self._holder = (frame.f_code, frame.f_lineno)
-            self._recorder.acquisitions += 1
-            self._start = _perf_ns()
-        elif not blocking or not self._acquire_contended(timeout, sys._getframe(1)):
+        if not self._take(blocking, timeout, frame):
             return False
         self._owner = me
         self._count = 1
         return True
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        """Take the lock (again, if this thread owns it); see :meth:`ThreadLock.acquire`."""
+        return self._enter(blocking, timeout, sys._getframe(1))
 
     def release(self) -> None:
         """Release one level; the outermost release frees the lock and ends the hold."""
@@ -675,20 +646,7 @@ class ThreadRLock(_ThreadLockBase):
         self._release_outermost()
 
     def __enter__(self) -> bool:
-        me = _get_ident()
-        if self._owner == me:
-            self._count += 1
-            return True
-        if self._lock.acquire(False):
-            frame = sys._getframe(1)
-            self._holder = (frame.f_code, frame.f_lineno)
-            self._recorder.acquisitions += 1
-            self._start = _perf_ns()
-        else:
-            self._acquire_contended(-1, sys._getframe(1))
-        self._owner = me
-        self._count = 1
-        return True
+        return self._enter(True, -1, sys._getframe(1))
 
     def __exit__(
         self,
