@@ -47,6 +47,7 @@ from devstack.client import NodeClient
 from devstack.cluster import ClusterError, UpOptions
 from devstack.jobs import TERMINAL
 from devstack.state import ClusterState
+from node.argtypes import positive
 from node.bidder import DEFAULT_BIDDER
 
 COMMAND = ["echo", "hello"]
@@ -539,12 +540,18 @@ def _cpu_seconds(procs: Sequence[psutil.Process]) -> list[float]:
     return [sum(p.cpu_times()[:2]) for p in procs]
 
 
-def measure_cluster(cluster: BenchCluster, *, seconds: float, settle: float) -> dict[str, Any]:
-    """Idle CPU over ``seconds`` (after ``settle``), then memory of every node."""
+def settle(seconds: float) -> None:
+    """Let a devstack that just became ready quieten down: right after ``ready`` the
+    nodes still swap membership tables twice a second and settle their meshes."""
+    if seconds > 0:
+        say(f"letting the cluster settle for {seconds:g}s")
+        time.sleep(seconds)
+
+
+def measure_cluster(cluster: BenchCluster, *, seconds: float, settle_s: float) -> dict[str, Any]:
+    """Idle CPU over ``seconds`` (after ``settle_s``), then memory of every node."""
     procs = cluster.processes()
-    if settle > 0:
-        say(f"letting the cluster settle for {settle:g}s")
-        time.sleep(settle)
+    settle(settle_s)
     say(f"measuring idle CPU for {seconds:g}s")
     before, start = _cpu_seconds(procs), time.monotonic()
     time.sleep(seconds)
@@ -564,7 +571,7 @@ def measure_cluster(cluster: BenchCluster, *, seconds: float, settle: float) -> 
         "idle_cpu_percent_of_core": round(sum(per_node), 2),
         "idle_cpu_percent_per_node": summarize(per_node, digits=2),
         "idle_seconds": round(wall, 2),
-        "settle_seconds": settle,
+        "settle_seconds": settle_s,
         **cluster.describe(),
     }
 
@@ -590,27 +597,12 @@ def bench_cluster_cost(args: argparse.Namespace) -> int:
     """``devstack bench cluster``."""
     load = os.getloadavg()[0]
     with bench_cluster(args.nodes) as cluster:
-        result = measure_cluster(cluster, seconds=args.seconds, settle=args.settle)
+        result = measure_cluster(cluster, seconds=args.seconds, settle_s=args.settle)
     report(result, args.json, cluster_text, load)
     return 0
 
 
 # -- CLI -----------------------------------------------------------------------------
-
-
-def positive(kind: type[int] | type[float], *, zero: bool = False) -> Callable[[str], Any]:
-    """An argparse type: a number of ``kind`` above 0 (or at least 0 with ``zero``)."""
-
-    def parse(text: str) -> int | float:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if value < 0 or (value == 0 and not zero):
-            raise argparse.ArgumentTypeError(f"must be {'>=' if zero else '>'} 0, got {text}")
-        return value
-
-    return parse
 
 
 def add_bench_parser(parser: argparse.ArgumentParser) -> None:

@@ -20,7 +20,15 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from devstack.bench import BenchCluster, BenchError, bench_cluster, percentile, report, say
+from devstack.bench import (
+    BenchCluster,
+    BenchError,
+    bench_cluster,
+    percentile,
+    report,
+    say,
+    settle,
+)
 from devstack.client import NodeClient
 from devstack.jobs import TERMINAL
 
@@ -148,11 +156,8 @@ def bench_bids(args: argparse.Namespace) -> int:
     load = os.getloadavg()[0]
     reuse = args.state_dir if args.reuse else None
     with bench_cluster(args.nodes, reuse, bidder=args.bidder) as cluster:
-        if args.settle > 0 and cluster.temporary:
-            # Right after ``ready`` the nodes still swap membership tables twice a
-            # second and settle their meshes: this measures the steady state.
-            say(f"letting the cluster settle for {args.settle:g}s")
-            time.sleep(args.settle)
+        if cluster.temporary:
+            settle(args.settle)  # measure the steady state
         before = _bids_sent(cluster)
         say(f"submitting {args.jobs} noop jobs at {args.rate:g}/s, concurrency {args.concurrency}")
         answers = _wait_all(_submit_all(cluster, args.jobs, args.concurrency, args.rate))

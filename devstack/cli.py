@@ -20,17 +20,10 @@ from devstack import state as st
 from devstack.client import NodeApiError, NodeClient
 from devstack.cluster import ClusterError, UpOptions
 from devstack.state import ClusterState, StateError
+from node.argtypes import positive
 from node.bidder import BIDDERS, DEFAULT_BIDDER
 
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+_positive = positive(int)
 
 
 def _env_pair(text: str) -> tuple[str, str]:

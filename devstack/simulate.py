@@ -91,6 +91,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import node.bidder as bidder_module
+from node.argtypes import positive
 from node.bidder import BIDDERS, DEFAULT_BIDDER, DEFAULT_STEP_S, make_bidder
 from node.models import Deal, Job, JobSpec
 
@@ -661,55 +662,42 @@ def format_text(result: dict[str, Any]) -> str:
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 
 
-def _number(kind: type[int] | type[float], *, zero: bool = False) -> Any:
-    def parse(text: str) -> int | float:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
-            raise argparse.ArgumentTypeError(f"must be {'>=' if zero else '>'} 0, got {text}")
-        return value
-
-    return parse
-
-
 def add_simulate_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--nodes", type=_number(int), default=200, help="network size N (default 200)")
-    p.add_argument("--jobs", type=_number(int), default=2000, help="jobs J (default 2000)")
-    p.add_argument("--concurrency", type=_number(int), default=1, help="c (default 1)")
+    p.add_argument("--nodes", type=positive(int), default=200, help="network size N (default 200)")
+    p.add_argument("--jobs", type=positive(int), default=2000, help="jobs J (default 2000)")
+    p.add_argument("--concurrency", type=positive(int), default=1, help="c (default 1)")
     p.add_argument("--bidder", choices=sorted(BIDDERS), default=DEFAULT_BIDDER)
     p.add_argument(
         "--step",
-        type=_number(float, zero=True),
+        type=positive(float, zero=True),
         default=DEFAULT_STEP_S,
         help=f"seconds between hash-space bands (default {DEFAULT_STEP_S:g})",
     )
     p.add_argument(
-        "--latency", type=_number(float), default=70.0, help="median gossip latency, ms (70)"
+        "--latency", type=positive(float), default=70.0, help="median gossip latency, ms (70)"
     )
     p.add_argument(
-        "--latency-sigma", type=_number(float, zero=True), default=0.5, help="lognormal shape"
+        "--latency-sigma", type=positive(float, zero=True), default=0.5, help="lognormal shape"
     )
     p.add_argument(
-        "--direct-ms", type=_number(float, zero=True), default=5.0, help="direct message, ms (5)"
+        "--direct-ms", type=positive(float, zero=True), default=5.0, help="direct message, ms (5)"
     )
-    p.add_argument("--rate", type=_number(float), default=20.0, help="jobs per second (20)")
-    p.add_argument("--run-ms", type=_number(float, zero=True), default=500.0, help="run (500)")
+    p.add_argument("--rate", type=positive(float), default=20.0, help="jobs per second (20)")
+    p.add_argument("--run-ms", type=positive(float, zero=True), default=500.0, help="run (500)")
     p.add_argument("--run-dist", choices=RUN_DISTS, default="fixed")
-    p.add_argument("--slots", type=_number(int), default=2, help="slots per node (2)")
-    p.add_argument("--window", type=_number(float), default=5.0, help="first bid window, s (5)")
-    p.add_argument("--max-rounds", type=_number(int), default=3, help="bid rounds (3)")
+    p.add_argument("--slots", type=positive(int), default=2, help="slots per node (2)")
+    p.add_argument("--window", type=positive(float), default=5.0, help="first bid window, s (5)")
+    p.add_argument("--max-rounds", type=positive(int), default=3, help="bid rounds (3)")
     p.add_argument(
         "--rebid-shrink",
-        type=_number(float),
+        type=positive(float),
         default=2.0,
         help="round r waits delay / SHRINK**(r-1) (default 2, as the nodes; 1 = no change)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--workers",
-        type=_number(int, zero=True),
+        type=positive(int, zero=True),
         default=None,
         help="processes computing the bidder's delays alongside (default: 1 for a big run"
         " on a multi-core machine, else 0); no figure depends on it",

@@ -11,6 +11,7 @@ from pathlib import Path
 import trio
 
 from node import logs
+from node.argtypes import positive
 from node.bidder import BIDDERS, DEFAULT_BIDDER, DEFAULT_STEP_S
 from node.node import Node, NodeConfig
 from node.requester import BID_WINDOW_S, MAX_BID_ROUNDS
@@ -25,11 +26,7 @@ def _port(text: str) -> int:
     return value
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
-    return value
+_positive = positive(int)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -30,6 +30,18 @@ from devstack.state import ClusterState
 REPO = Path(__file__).resolve().parent.parent
 # Generous: this is a 2-core machine, often shared with other clusters.
 CLI_TIMEOUT_S = 120.0
+# The keys issue 3 asks of both `devstack simulate --json` and `devstack bench bids --json`.
+BID_FIGURE_KEYS = (
+    "bids_per_job_mean",
+    "bids_per_job_p99",
+    "bids_per_job_max",
+    "jobs_short_of_bids_first_round",
+    "jobs_never_completed",
+    "first_bid_p50_ms",
+    "first_bid_p99_ms",
+    "accepted_p99_ms",
+    "load_max_over_mean",
+)
 UP_TIMEOUT_S = 300.0
 DOWN_TIMEOUT_S = 120.0
 

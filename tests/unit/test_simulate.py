@@ -24,6 +24,7 @@ from devstack.simulate import (
 )
 from node.bidder import AllBidder, make_bidder
 from node.models import Deal, Job, JobSpec
+from tests.conftest import BID_FIGURE_KEYS
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -339,15 +340,7 @@ def test_cli_json() -> None:
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     for key in (
-        "bids_per_job_mean",
-        "bids_per_job_p99",
-        "bids_per_job_max",
-        "jobs_short_of_bids_first_round",
-        "jobs_never_completed",
-        "first_bid_p50_ms",
-        "first_bid_p99_ms",
-        "accepted_p99_ms",
-        "load_max_over_mean",
+        *BID_FIGURE_KEYS,
         "bidder",
         "nodes",
         "jobs",

@@ -1,0 +1,23 @@
+"""Argparse types shared by the node's and the devstack's command lines."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable
+
+
+def positive(kind: type[int] | type[float], *, zero: bool = False) -> Callable[[str], int | float]:
+    """An argparse type: a finite number of ``kind`` above 0 (at least 0 with ``zero``);
+    anything else is an ``ArgumentTypeError`` naming what was given."""
+
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
+            raise argparse.ArgumentTypeError(f"must be {'>=' if zero else '>'} 0, got {text}")
+        return value
+
+    return parse
