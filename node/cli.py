@@ -27,6 +27,8 @@ def _port(text: str) -> int:
 
 
 _positive = positive(int)
+_positive_ms = positive(float)
+_non_negative_ms = positive(float, zero=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,6 +63,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--cpu", type=float, default=None, help="cores offered (default: all)")
     run.add_argument("--memory", type=_positive, default=None, help="bytes offered (default: all)")
+    run.add_argument(
+        "--lock-warn-ms",
+        type=_non_negative_ms,
+        default=10.0,
+        help="warn when a lock is waited for or held longer (default 10 ms)",
+    )
+    run.add_argument(
+        "--stall-ms",
+        type=_positive_ms,
+        default=20.0,
+        help="a loop step longer than this is a stall (default 20 ms)",
+    )
     run.add_argument("--log-file", type=Path, default=None, help="default: stderr")
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
     return parser
@@ -81,6 +95,8 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
         slots=args.slots,
         cpu=args.cpu,
         memory=args.memory,
+        lock_warn_ms=args.lock_warn_ms,
+        stall_ms=args.stall_ms,
     )
 
 

@@ -171,7 +171,11 @@ class Compute:
         try:
             ack = await ctx.transport.send(job.requester, messages.Bid(job_id=job.id))
         except TransportError as exc:
+            # Not delivered (or not acked in time, which the requester takes as a
+            # duplicate if it did arrive): the next round may bid again.
+            known.bid = False
             self.capacity.release(job.id, 0)
+            log.warning("bid on job %s not delivered: %s", job.id, exc)
             await self._record(job, ExecutionState.ERROR, "error", reason=str(exc))
             return
         if not ack.ok:  # e.g. a late bid: the job ended before it arrived

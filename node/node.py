@@ -31,6 +31,7 @@ from node.executors.base import Executor
 from node.executors.docker import DockerExecutor
 from node.executors.noop import NoopExecutor
 from node.identity import load_or_create_key, peer_id_of
+from node.instrumentation import contention_report, instrument_libp2p_locks
 from node.membership import MEMBERS_PROTOCOL, Membership, decode_exchange, encode_exchange
 from node.messages import Ack, Message
 from node.models import Job, JobSpec, SpecError, validate_spec
@@ -40,6 +41,8 @@ from node.results import ResultStore
 from node.store import Store
 from node.storequeue import StoreQueue
 from node.transport import Transport, TransportError
+from profiles.locks import REGISTRY, ThreadLock
+from profiles.stalls import StallDetector
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +75,8 @@ class NodeConfig:
     members_period: float = 5.0
     bid_window: float = BID_WINDOW_S
     bid_rounds: int = MAX_BID_ROUNDS
+    lock_warn_ms: float = 10.0  # a lock waited for or held longer logs a warning
+    stall_ms: float = 20.0  # a task step longer than this is a stall
 
     @property
     def api_url(self) -> str:
@@ -86,7 +91,13 @@ class Node:
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self._key = load_or_create_key(config.data_dir)
         self.node_id = peer_id_of(self._key)
-        self.store = Store(config.data_dir / "jobs.sqlite")
+        # One node per process: the lock registry and the loop are the process's.
+        REGISTRY.warn_ms = config.lock_warn_ms
+        instrument_libp2p_locks()
+        self.stalls = StallDetector(config.stall_ms)
+        self.store = Store(
+            config.data_dir / "jobs.sqlite", lock_factory=lambda: ThreadLock("store.sqlite")
+        )
         self.results = ResultStore(config.data_dir / "results")
         self.store_queue = StoreQueue()
         self.membership = Membership(self.node_id, config.api_url, period=config.members_period)
@@ -112,6 +123,7 @@ class Node:
         config = self.config
         executors: dict[str, Executor] = {"docker": DockerExecutor(), "noop": NoopExecutor()}
         publishers: dict[str, Publisher] = {"noop": NoopPublisher(config.api_url)}
+        trio.lowlevel.add_instrument(self.stalls)
         try:
             async with trio.open_nursery() as nursery:
                 # Roles exist before the transport runs: messages may arrive at once.
@@ -155,6 +167,7 @@ class Node:
                 for executor in executors.values():
                     await executor.aclose()
                 self.store.close()
+            trio.lowlevel.remove_instrument(self.stalls)
 
     def _write_node_file(self) -> None:
         info = {
@@ -236,6 +249,10 @@ class Node:
             "compute": {"bids_sent": self.compute.bids_sent},
             "band_step": _record(self.compute.band_step.statistics()),
         }
+
+    def contention(self) -> dict[str, Any]:
+        """Every instrumented lock of this process and the loop's stalls, as plain data."""
+        return contention_report(REGISTRY, self.stalls)
 
     def health(self) -> dict[str, Any]:
         gossip_peers = self.transport.topic_peers()

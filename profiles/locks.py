@@ -44,6 +44,8 @@ from typing import Any, Final, final
 
 import trio
 
+from profiles.ratelimit import WarningLimiter, suppressed_note
+
 __all__ = [
     "REGISTRY",
     "LockRecorder",
@@ -89,28 +91,41 @@ def _creation_site(frame: FrameType | None) -> str:
     return f"{site[0].co_filename}:{site[1]}"
 
 
-def _warn_wait(name: str, created_at: str, wait_ns: int, waiter: str, holder: str) -> None:
-    _log.warning(
-        "lock %r (created at %s) waited %.1f ms at %s; the holder took it at %s",
-        name,
-        created_at,
-        wait_ns / 1e6,
-        waiter,
-        holder,
-    )
+def _warn_wait(
+    registry: LockRegistry, name: str, created_at: str, wait_ns: int, waiter: str, holder: str
+) -> None:
+    suppressed = registry._warnings.admit((name, created_at, "wait"))
+    if suppressed is not None:
+        _log.warning(
+            "lock %r (created at %s) waited %.1f ms at %s; the holder took it at %s%s",
+            name,
+            created_at,
+            wait_ns / 1e6,
+            waiter,
+            holder,
+            suppressed_note(suppressed),
+        )
 
 
 def _warn_hold(
-    name: str, created_at: str, hold_ns: int, holder: str, waiters: tuple[str, ...]
+    registry: LockRegistry,
+    name: str,
+    created_at: str,
+    hold_ns: int,
+    holder: str,
+    waiters: tuple[str, ...],
 ) -> None:
-    _log.warning(
-        "lock %r (created at %s) held %.1f ms, taken at %s; waiting at release: %s",
-        name,
-        created_at,
-        hold_ns / 1e6,
-        holder,
-        "; ".join(waiters) if waiters else "nobody",
-    )
+    suppressed = registry._warnings.admit((name, created_at, "hold"))
+    if suppressed is not None:
+        _log.warning(
+            "lock %r (created at %s) held %.1f ms, taken at %s; waiting at release: %s%s",
+            name,
+            created_at,
+            hold_ns / 1e6,
+            holder,
+            "; ".join(waiters) if waiters else "nobody",
+            suppressed_note(suppressed),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,9 +265,12 @@ class LockRegistry:
     after the lock itself has been garbage-collected -- a dead lock's recorder is folded into
     its group's, so locks created per request do not grow the registry without bound.
     :meth:`statistics` and :meth:`reset` are safe to call from any thread; ``reset`` is not
-    atomic with respect to acquisitions running at the same moment.
+    atomic with respect to acquisitions running at the same moment. Warnings are rate
+    limited: at most one per lock (name and site) and kind (wait or hold) per
+    ``warn_interval_s``, the next one saying how many were held back.
 
-    Raises: ``ValueError`` when ``warn_ms`` is set to a negative number or NaN.
+    Raises: ``ValueError`` when ``warn_ms`` is set to a negative number or NaN, or for a
+    negative ``warn_interval_s``.
     """
 
     __slots__ = (
@@ -264,9 +282,17 @@ class LockRegistry:
         "_top",
         "_warn_ms",
         "_warn_ns",
+        "_warnings",
     )
 
-    def __init__(self, warn_ms: float = 10.0, *, reservoir: int = 1024, top: int = 3) -> None:
+    def __init__(
+        self,
+        warn_ms: float = 10.0,
+        *,
+        warn_interval_s: float = 1.0,
+        reservoir: int = 1024,
+        top: int = 3,
+    ) -> None:
         # A plain lock: instrumenting the registry's own lock would recurse.
         self._mutex = threading.Lock()
         self._live: dict[_Key, set[LockRecorder]] = {}
@@ -278,6 +304,8 @@ class LockRegistry:
         self._top = top
         self._warn_ms = 0.0
         self._warn_ns = 0
+        # Per (lock, creation site, wait or hold): a burst of late waiters logs once.
+        self._warnings = WarningLimiter(warn_interval_s)
         self.warn_ms = warn_ms
 
     @property
@@ -338,7 +366,8 @@ class LockRegistry:
         return tuple(snapshots)
 
     def reset(self) -> None:
-        """Zero every lock's statistics; the locks stay registered."""
+        """Zero every lock's statistics and warning limits; the locks stay registered."""
+        self._warnings.clear()
         with self._mutex:
             self._collect_retired()
             self._dead.clear()
@@ -417,7 +446,7 @@ class _InstrumentedLock:
         self._recorder.record_wait(wait, waiter, holder)
         self._holder = site
         if wait > self._registry._warn_ns:
-            _warn_wait(self._name, self.created_at, wait, waiter, holder)
+            _warn_wait(self._registry, self._name, self.created_at, wait, waiter, holder)
         # Started after logging so the instrumentation's own cost is not blamed on the caller.
         self._start = _perf_ns()
 
@@ -497,7 +526,7 @@ class TrioLock(_InstrumentedLock):
         self._holder = None
         warning = self._held(hold, holder)
         if warning is not None:
-            _warn_hold(self._name, self.created_at, hold, *warning)
+            _warn_hold(self._registry, self._name, self.created_at, hold, *warning)
 
     @trio.lowlevel.enable_ki_protection
     async def __aenter__(self) -> None:
@@ -554,7 +583,7 @@ class _ThreadLockBase(_InstrumentedLock):
         self._lock.release()
         # Logged after releasing so a slow log handler does not lengthen the hold.
         if warning is not None:
-            _warn_hold(self._name, self.created_at, hold, *warning)
+            _warn_hold(self._registry, self._name, self.created_at, hold, *warning)
 
 
 @final

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import trio
 from trio.lowlevel import Task
 
+from profiles.ratelimit import WarningLimiter, suppressed_note
+
 __all__ = ["StallDetector", "StallStatistics", "TaskStalls", "measure_overhead"]
 
 logger = logging.getLogger("profiles.stalls")
@@ -118,13 +120,11 @@ class StallDetector(trio.abc.Instrument):
     ) -> None:
         if not threshold_ms > 0:
             raise ValueError(f"threshold_ms must be > 0, got {threshold_ms!r}")
-        if warn_interval_s < 0:
-            raise ValueError(f"warn_interval_s must be >= 0, got {warn_interval_s!r}")
         if sched_samples < 1:
             raise ValueError(f"sched_samples must be >= 1, got {sched_samples!r}")
         self.threshold_ms: float = float(threshold_ms)
         self._threshold_ns: int = int(threshold_ms * _NS_PER_MS)
-        self._warn_interval_ns: int = int(warn_interval_s * 1e9)
+        self._warnings = WarningLimiter(warn_interval_s, max_keys=_MAX_TRACKED_NAMES)
         self._sched_cap: int = sched_samples
         self.reset()
 
@@ -141,8 +141,7 @@ class StallDetector(trio.abc.Instrument):
         self._worst_ns: int = 0
         self._worst_task: str | None = None
         self._worst_stack: tuple[str, ...] = ()
-        # name -> (time of last warning, warnings suppressed since)
-        self._last_warn: dict[str, tuple[int, int]] = {}
+        self._warnings.clear()
         # Keyed by the Task itself (identity hash): ids could be reused by a new task.
         self._scheduled: dict[Task, int] = {}
         self._sched_n: int = 0
@@ -209,21 +208,15 @@ class StallDetector(trio.abc.Instrument):
             self._worst_task = name
             self._worst_stack = _task_stack(task)
 
-        last = self._last_warn.get(name)
-        if last is None and len(self._last_warn) >= _MAX_TRACKED_NAMES:
-            # Forgetting costs at most one early warning per name; keeping costs memory.
-            self._last_warn.clear()
-        if last is not None and now - last[0] < self._warn_interval_ns:
-            self._last_warn[name] = (last[0], last[1] + 1)
+        suppressed = self._warnings.admit(name, now)
+        if suppressed is None:
             return
-        suppressed = last[1] if last is not None else 0
-        self._last_warn[name] = (now, 0)
         logger.warning(
             "event loop stalled for %.1f ms by task %r (threshold %.1f ms)%s",
             elapsed / _NS_PER_MS,
             name,
             self.threshold_ms,
-            f"; {suppressed} similar warning(s) suppressed" if suppressed else "",
+            suppressed_note(suppressed),
         )
 
     # -- reporting ---------------------------------------------------------------------

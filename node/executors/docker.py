@@ -19,7 +19,6 @@ import contextlib
 import logging
 import re
 import secrets
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ from docker.utils import parse_repository_tag
 
 from node.executors.base import MAX_LOG_BYTES, Executor, ExecutorError, RunResult, write_results
 from node.models import JobSpec
+from profiles.locks import ThreadLock
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ class DockerExecutor(Executor):
         self._client_factory = client_factory
         self._limiter = thread_limiter
         self._client: docker.DockerClient | None = None
-        self._client_lock = threading.Lock()
+        self._client_lock = ThreadLock("docker.client")
         self._image_cache: dict[str, float] = {}
         self._running = 0
         self._started = 0

@@ -415,6 +415,23 @@ def check_short_of_bids(answer: dict[str, Any], wanted: int) -> int:
     return int(match[1])
 
 
+def silent_nodes(cluster: Devstack, victim: NodeEntry, job_id: str) -> str:
+    """The live nodes that hold no bid of their own on the job, and what each saw of it."""
+    assert cluster.state is not None
+    lines = ["live nodes without a bid of their own:"]
+    for node in cluster.state.nodes:
+        if node.peer_id == victim.peer_id:
+            continue
+        try:
+            events = describe(node.api, job_id)["events"]
+        except httpx.HTTPError as exc:  # 404: the node never stored the job
+            events = [{"node": node.peer_id, "kind": "no record", "detail": str(exc)}]
+        own = [(e["kind"], e["detail"]) for e in events if e["node"] == node.peer_id]
+        if not any(kind == "bid" for kind, _ in own):
+            lines.append(f"  {node.name}: {own} capacity {node_info(node.api)['capacity']}")
+    return "\n".join(lines)
+
+
 @pytest.mark.timeout(180)
 def test_min_bids_over_network_size_ends_error_naming_bidders(
     short_of_bids: dict[str, Any],
@@ -426,11 +443,13 @@ def test_min_bids_over_network_size_ends_error_naming_bidders(
 
 @pytest.mark.timeout(180)
 def test_crashed_node_leaves_job_short_of_bids_ends_error(
-    short_of_bids: dict[str, Any],
+    cluster10: Devstack, short_of_bids: dict[str, Any]
 ) -> None:
     api, job_id = short_of_bids["crashed"]
     answer = wait_job(api, job_id)
-    assert check_short_of_bids(answer, wanted=NETWORK) == NETWORK - 1
+    bid = check_short_of_bids(answer, wanted=NETWORK)
+    silent = silent_nodes(cluster10, short_of_bids["victim"], job_id)  # says why, if any
+    assert bid == NETWORK - 1, silent
 
     # The requester holds bids until c of them came, so none of the 9 ran; each is
     # rejected, with the job's reason, once the job fails.
