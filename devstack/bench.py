@@ -535,7 +535,7 @@ def bench_overhead(args: argparse.Namespace) -> int:
 # -- cluster -----------------------------------------------------------------------
 
 
-def _cpu_seconds(procs: Sequence[psutil.Process]) -> list[float]:
+def cpu_seconds(procs: Sequence[psutil.Process]) -> list[float]:
     """User + system CPU seconds so far of each process."""
     return [sum(p.cpu_times()[:2]) for p in procs]
 
@@ -553,9 +553,9 @@ def measure_cluster(cluster: BenchCluster, *, seconds: float, settle_s: float) -
     procs = cluster.processes()
     settle(settle_s)
     say(f"measuring idle CPU for {seconds:g}s")
-    before, start = _cpu_seconds(procs), time.monotonic()
+    before, start = cpu_seconds(procs), time.monotonic()
     time.sleep(seconds)
-    after, wall = _cpu_seconds(procs), time.monotonic() - start
+    after, wall = cpu_seconds(procs), time.monotonic() - start
     per_node = [100.0 * (a - b) / wall for a, b in zip(after, before, strict=True)]
     memory = [p.memory_full_info() for p in cluster.processes()]
     return {
@@ -605,6 +605,31 @@ def bench_cluster_cost(args: argparse.Namespace) -> int:
 # -- CLI -----------------------------------------------------------------------------
 
 
+def add_cluster_args(
+    p: argparse.ArgumentParser,
+    *,
+    nodes: int,
+    settle: float | None = None,
+    reuse: str | None = "use the devstack running at --state-dir (ignores --nodes, leaves it up)",
+) -> None:
+    """The options every bench shares: ``--nodes``, ``--settle`` (when ``settle`` is
+    a default), ``--reuse`` (when it has help) and ``--json``."""
+    p.add_argument(
+        "--nodes", type=positive(int), default=nodes, help=f"nodes to start (default {nodes})"
+    )
+    if settle is not None:
+        p.add_argument(
+            "--settle",
+            type=positive(float, zero=True),
+            default=settle,
+            help="seconds to wait after a fresh devstack is ready, while start-up chatter"
+            f" dies down (default {settle:g})",
+        )
+    if reuse is not None:
+        p.add_argument("--reuse", action="store_true", help=reuse)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
 def add_bench_parser(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="bench", required=True, metavar="BENCH")
 
@@ -615,21 +640,15 @@ def add_bench_parser(parser: argparse.ArgumentParser) -> None:
         " cluster (concurrency 1, requester rotating over the nodes) against the same"
         " container run with the Docker CLI and SDK, interleaved in random order.",
     )
-    p.add_argument("--nodes", type=positive(int), default=5, help="nodes to start (default 5)")
+    add_cluster_args(p, nodes=5)
     p.add_argument("--jobs", type=positive(int), default=20, help="measured rounds (default 20)")
     p.add_argument(
         "--warmup", type=positive(int, zero=True), default=1, help="unrecorded rounds first"
     )
     p.add_argument("--image", default="busybox", help="a local image (default busybox)")
     p.add_argument(
-        "--reuse",
-        action="store_true",
-        help="use the devstack running at --state-dir (ignores --nodes, leaves it up)",
-    )
-    p.add_argument(
         "--poll-ms", type=positive(float), default=5.0, help="describe poll interval (ms)"
     )
-    p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(bench_func=bench_overhead)
 
     p = sub.add_parser(
@@ -638,22 +657,16 @@ def add_bench_parser(parser: argparse.ArgumentParser) -> None:
         description="Start N nodes in a temporary state dir; report the time to ready,"
         " RSS/USS per node and the CPU of the idle cluster; take it down.",
     )
-    p.add_argument("--nodes", type=positive(int), default=5, help="nodes to start (default 5)")
+    add_cluster_args(p, nodes=5, settle=15.0, reuse=None)
     p.add_argument(
         "--seconds", type=positive(float), default=30.0, help="idle CPU window (default 30)"
     )
-    p.add_argument(
-        "--settle",
-        type=positive(float, zero=True),
-        default=15.0,
-        help="seconds after ready before measuring, while start-up chatter dies down (default 15)",
-    )
-    p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(bench_func=bench_cluster_cost)
 
-    from devstack import bench_bids
+    from devstack import bench_bids, bench_load
 
     bench_bids.add_parser(sub, positive)
+    bench_load.add_parser(sub)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -23,6 +23,7 @@ from typing import Any
 from devstack.bench import (
     BenchCluster,
     BenchError,
+    add_cluster_args,
     bench_cluster,
     percentile,
     report,
@@ -43,12 +44,16 @@ def _bids_sent(cluster: BenchCluster) -> int:
     return total
 
 
-def _submit_all(
-    cluster: BenchCluster, jobs: int, concurrency: int, rate: float
+def noop_spec(concurrency: int) -> dict[str, Any]:
+    return {"engine": "noop", "command": ["echo", "hi"], "deal": {"concurrency": concurrency}}
+
+
+def submit_all(
+    cluster: BenchCluster, jobs: int, spec: dict[str, Any], rate: float
 ) -> list[tuple[str, str]]:
-    """Submit at ``rate`` per second; returns (requester API, job id) pairs."""
+    """Submit ``spec`` ``jobs`` times at ``rate`` per second to random requesters;
+    returns (requester API, job id) pairs."""
     rng = random.Random(0)
-    spec = {"engine": "noop", "command": ["echo", "hi"], "deal": {"concurrency": concurrency}}
     submitted = []
     start = time.monotonic()
     clients = {n.api: NodeClient(n.api) for n in cluster.state.nodes}
@@ -63,7 +68,7 @@ def _submit_all(
     return submitted
 
 
-def _wait_all(submitted: list[tuple[str, str]]) -> list[dict[str, Any]]:
+def wait_all(submitted: list[tuple[str, str]]) -> list[dict[str, Any]]:
     deadline = time.monotonic() + WAIT_S
 
     def final(pair: tuple[str, str]) -> dict[str, Any]:
@@ -160,7 +165,7 @@ def bench_bids(args: argparse.Namespace) -> int:
             settle(args.settle)  # measure the steady state
         before = _bids_sent(cluster)
         say(f"submitting {args.jobs} noop jobs at {args.rate:g}/s, concurrency {args.concurrency}")
-        answers = _wait_all(_submit_all(cluster, args.jobs, args.concurrency, args.rate))
+        answers = wait_all(submit_all(cluster, args.jobs, noop_spec(args.concurrency), args.rate))
         sent = _bids_sent(cluster) - before
         nodes = [n.peer_id for n in cluster.state.nodes]
     result = {
@@ -184,21 +189,14 @@ def add_parser(sub: Any, positive: Any) -> None:
         help="bids per job and time to bids on a real devstack (noop jobs)",
         description=__doc__.split("\n\n")[1] if __doc__ else None,
     )
-    p.add_argument("--nodes", type=positive(int), default=10, help="nodes to start (default 10)")
+    add_cluster_args(
+        p,
+        nodes=10,
+        settle=20.0,
+        reuse="use the devstack running at --state-dir (ignores --nodes and --bidder)",
+    )
     p.add_argument("--jobs", type=positive(int), default=100, help="jobs (default 100)")
     p.add_argument("--concurrency", type=positive(int), default=1)
     p.add_argument("--bidder", choices=sorted(BIDDERS), default=DEFAULT_BIDDER)
     p.add_argument("--rate", type=positive(float), default=5.0, help="jobs per second (default 5)")
-    p.add_argument(
-        "--settle",
-        type=positive(float, zero=True),
-        default=20.0,
-        help="seconds to wait after a fresh devstack is ready (default 20)",
-    )
-    p.add_argument(
-        "--reuse",
-        action="store_true",
-        help="use the devstack running at --state-dir (ignores --nodes and --bidder)",
-    )
-    p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(bench_func=bench_bids)

@@ -282,13 +282,25 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
-    from devstack.profile import format_profiles, profile_nodes
+    from devstack import profile
 
     if not 1 <= args.seconds <= 300:
         raise ClusterError(f"--seconds must be between 1 and 300, got {args.seconds}")
     cluster = _cluster(args)
-    profiles = profile_nodes(cluster, args.nodes, args.seconds, args.state_dir / "profiles")
-    print(format_profiles(profiles, args.seconds))
+    out_dir = args.state_dir / "profiles"
+    if args.memory:
+        memory = profile.memory_profile_nodes(cluster, args.nodes, args.seconds, out_dir)
+        print(profile.format_memory_profiles(memory, args.seconds))
+    else:
+        cpu = profile.profile_nodes(cluster, args.nodes, args.seconds, out_dir)
+        print(profile.format_profiles(cpu, args.seconds))
+    return 0
+
+
+def cmd_locks(args: argparse.Namespace) -> int:
+    from devstack import locks
+
+    print(locks.format_contention(locks.collect(_cluster(args), args.nodes), args.top))
     return 0
 
 
@@ -373,7 +385,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     from devstack.profile import add_profile_parser
 
-    add_profile_parser(add("profile", cmd_profile, "CPU profiles of nodes (pyinstrument)"))
+    add_profile_parser(
+        add("profile", cmd_profile, "CPU (pyinstrument) or memory (--memory) profiles of nodes")
+    )
+
+    from devstack.locks import add_locks_parser
+
+    add_locks_parser(add("locks", cmd_locks, "the cluster's most contended locks and loop stalls"))
 
     from devstack.simulate import add_simulate_parser
 

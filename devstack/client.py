@@ -101,10 +101,20 @@ class NodeClient:
 
     def profile(self, seconds: int) -> dict[str, Any]:
         """A CPU profile of the node over ``seconds`` (HTML, text, speedscope, top frames)."""
+        return self._session("/api/v1/debug/profile", seconds)
+
+    def memory(self, seconds: int) -> dict[str, Any]:
+        """A memory profile of the node over ``seconds`` (traced bytes, top sites, text)."""
+        return self._session("/api/v1/debug/memory", seconds)
+
+    def _session(self, path: str, seconds: int) -> dict[str, Any]:
+        # The answer comes only after the session, and rendering it takes a while more.
         timeout = httpx.Timeout(seconds + 60.0, connect=3.0)
-        return self._request(
-            "POST", "/api/v1/debug/profile", params={"seconds": seconds}, timeout=timeout
-        ).json()
+        return self._request("POST", path, params={"seconds": seconds}, timeout=timeout).json()
+
+    def stats(self) -> dict[str, Any]:
+        """The node's metrics, lock and stall figures (``GET /api/v1/stats``)."""
+        return self._request("GET", "/api/v1/stats").json()
 
     def events(self, job_id: str) -> list[dict[str, Any]]:
         return self._request("GET", f"/api/v1/jobs/{job_id}/events").json()["events"]

@@ -8,12 +8,15 @@ traceback. Binds 127.0.0.1 unless told otherwise.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -23,11 +26,14 @@ from starlette.routing import Route
 from node.models import JobState, SpecError, decode_spec
 from node.results import ResultNotFound
 from profiles.cpu import MAX_SECONDS, ProfileBusy, profile_cpu
+from profiles.memory import profile_memory
 
 if TYPE_CHECKING:
     from node.node import Node
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 MAX_BODY_BYTES = 1 << 20
 MAX_LIST_LIMIT = 1000
@@ -63,6 +69,15 @@ def _int_param(request: Request, name: str, default: int, lo: int, hi: int) -> i
     return value
 
 
+async def _profile_session(request: Request, run: Callable[[int], Awaitable[T]]) -> T:
+    """``run(seconds)`` for the request's ``seconds`` (default 10); 409 while one runs."""
+    seconds = _int_param(request, "seconds", 10, 1, int(MAX_SECONDS))
+    try:
+        return await run(seconds)
+    except ProfileBusy as exc:
+        raise ApiError(409, "busy", f"{exc}; try again when it ends") from None
+
+
 def build_app(node: Node) -> Starlette:
     """The Starlette app for ``node``."""
 
@@ -71,6 +86,12 @@ def build_app(node: Node) -> Starlette:
 
     async def node_info(request: Request) -> Response:
         return json_response(node.info())
+
+    async def stats(request: Request) -> Response:
+        return json_response(node.stats())
+
+    async def metrics(request: Request) -> Response:
+        return Response(generate_latest(node.metrics_registry), media_type=CONTENT_TYPE_LATEST)
 
     async def submit(request: Request) -> Response:
         body = await request.body()
@@ -132,11 +153,7 @@ def build_app(node: Node) -> Starlette:
         return FileResponse(path, media_type="application/x-tar", filename=f"{result_id}.tar")
 
     async def debug_profile(request: Request) -> Response:
-        seconds = _int_param(request, "seconds", 10, 1, int(MAX_SECONDS))
-        try:
-            profile = await profile_cpu(seconds)
-        except ProfileBusy as exc:
-            raise ApiError(409, "busy", f"{exc}; try again when it ends") from None
+        profile = await _profile_session(request, profile_cpu)
         return json_response(
             {
                 "node": node.node_id,
@@ -148,6 +165,12 @@ def build_app(node: Node) -> Starlette:
                 "speedscope": profile.speedscope,
             }
         )
+
+    async def debug_memory(request: Request) -> Response:
+        # MemoryProfileBusy is a ProfileBusy: refused with a 409 alike.
+        memory = await _profile_session(request, profile_memory)
+        # The keys: node, then MemoryProfile's fields (profiles/memory.py).
+        return json_response({"node": node.node_id, **asdict(memory)})
 
     async def on_api_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ApiError)
@@ -165,12 +188,15 @@ def build_app(node: Node) -> Starlette:
     routes = [
         Route("/api/v1/healthz", healthz),
         Route("/api/v1/node", node_info),
+        Route("/api/v1/stats", stats),
+        Route("/metrics", metrics),
         Route("/api/v1/jobs", submit, methods=["POST"]),
         Route("/api/v1/jobs", list_jobs, methods=["GET"]),
         Route("/api/v1/jobs/{job_id}", describe),
         Route("/api/v1/jobs/{job_id}/events", job_events),
         Route("/api/v1/results/{result_id}", result),
         Route("/api/v1/debug/profile", debug_profile, methods=["POST"]),
+        Route("/api/v1/debug/memory", debug_memory, methods=["POST"]),
     ]
     return Starlette(
         routes=routes,

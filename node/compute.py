@@ -40,6 +40,14 @@ MAX_KNOWN_JOBS = 10_000
 MAX_EARLY_CLOSES = 1_000
 
 
+@dataclass(frozen=True, slots=True)
+class ComputeStatistics:
+    """``bids_sent`` since the node started; ``running``: shards executing here now."""
+
+    bids_sent: int
+    running: int
+
+
 @dataclass
 class _KnownJob:
     job: Job
@@ -82,6 +90,10 @@ class Compute:
         self._known: OrderedDict[str, _KnownJob] = OrderedDict()
         self._early_closes: OrderedDict[str, str] = OrderedDict()  # job id -> requester
         self.bids_sent = 0
+        self._running = 0
+
+    def statistics(self) -> ComputeStatistics:
+        return ComputeStatistics(bids_sent=self.bids_sent, running=self._running)
 
     def requester_of(self, job_id: str) -> str | None:
         known = self._known.get(job_id)
@@ -252,6 +264,7 @@ class Compute:
     async def _run(self, known: _KnownJob) -> None:
         job, ctx = known.job, self._ctx
         work = self._work_dir / job.id / "0"
+        self._running += 1
         try:
             with trio.CancelScope() as scope:
                 known.run_scope = scope
@@ -273,6 +286,7 @@ class Compute:
             if scope.cancelled_caught:
                 return
         finally:
+            self._running -= 1
             known.run_scope = None
             self.capacity.release(job.id, 0)
             await trio.to_thread.run_sync(shutil.rmtree, work, True)

@@ -16,6 +16,7 @@ import trio
 
 from node.membership import Membership
 from node.messages import Message
+from node.metrics import PhaseLatencies
 from node.models import JobEvent, now
 from node.store import Store
 from node.storequeue import StoreQueue
@@ -34,6 +35,7 @@ class NodeContext:
     membership: Membership
     nursery: trio.Nursery
     store_queue: StoreQueue
+    metrics: PhaseLatencies  # job latency per phase: roles observe, the API reads
 
     async def db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a store call in the store's worker thread (batched with others waiting)."""

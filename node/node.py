@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import random
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from importlib.metadata import PackageNotFoundError, version
@@ -34,6 +35,13 @@ from node.identity import load_or_create_key, peer_id_of
 from node.instrumentation import contention_report, instrument_libp2p_locks
 from node.membership import MEMBERS_PROTOCOL, Membership, decode_exchange, encode_exchange
 from node.messages import Ack, Message
+from node.metrics import (
+    NodeStatistics,
+    PhaseLatencies,
+    ResourceSampler,
+    document,
+    node_registry,
+)
 from node.models import Job, JobSpec, SpecError, validate_spec
 from node.publishers import NoopPublisher, Publisher
 from node.requester import BID_WINDOW_S, MAX_BID_ROUNDS, Requester
@@ -95,6 +103,11 @@ class Node:
         REGISTRY.warn_ms = config.lock_warn_ms
         instrument_libp2p_locks()
         self.stalls = StallDetector(config.stall_ms)
+        self.phases = PhaseLatencies()
+        self.sampler = ResourceSampler()
+        self.metrics_registry = node_registry(
+            self.statistics, REGISTRY.statistics, self.stalls.statistics
+        )
         self.store = Store(
             config.data_dir / "jobs.sqlite", lock_factory=lambda: ThreadLock("store.sqlite")
         )
@@ -121,7 +134,8 @@ class Node:
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         config = self.config
-        executors: dict[str, Executor] = {"docker": DockerExecutor(), "noop": NoopExecutor()}
+        docker = DockerExecutor()
+        executors: dict[str, Executor] = {"docker": docker, "noop": NoopExecutor()}
         publishers: dict[str, Publisher] = {"noop": NoopPublisher(config.api_url)}
         trio.lowlevel.add_instrument(self.stalls)
         try:
@@ -135,8 +149,10 @@ class Node:
                     membership=self.membership,
                     nursery=nursery,
                     store_queue=self.store_queue,
+                    metrics=self.phases,
                 )
                 nursery.start_soon(self.store_queue.run)
+                nursery.start_soon(self.sampler.run, docker.container_pids)
                 self.requester = Requester(
                     self.ctx, bid_window=config.bid_window, max_rounds=config.bid_rounds
                 )
@@ -249,6 +265,23 @@ class Node:
             "compute": {"bids_sent": self.compute.bids_sent},
             "band_step": _record(self.compute.band_step.statistics()),
         }
+
+    def statistics(self) -> NodeStatistics:
+        """Every figure of this node but its locks and stalls (:meth:`contention`)."""
+        return NodeStatistics(
+            node=self.node_id,
+            at=time.time(),
+            resources=self.sampler.statistics(),
+            transport=self.transport.statistics(),
+            requester=self.requester.statistics(),
+            compute=self.compute.statistics(),
+            latency=self.phases.statistics(),
+        )
+
+    def stats(self) -> dict[str, Any]:
+        """``GET /api/v1/stats``: :meth:`statistics` as JSON, and :meth:`contention`'s
+        keys as it gives them (``devstack locks`` reads them)."""
+        return {**document(self.statistics()), **self.contention()}
 
     def contention(self) -> dict[str, Any]:
         """Every instrumented lock of this process and the loop's stalls, as plain data."""

@@ -11,6 +11,7 @@ to be published. Every step is an event in the store; every failure ends the job
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -20,6 +21,7 @@ from node import messages
 from node.bidder import wanted_bids
 from node.context import NodeContext
 from node.messages import Ack, Message
+from node.metrics import Phase
 from node.models import (
     Execution,
     ExecutionState,
@@ -57,9 +59,22 @@ class _Signal:
             await self._event.wait()
 
 
+@dataclass(frozen=True, slots=True)
+class RequesterStatistics:
+    """The jobs this node requested: ``open_jobs`` not ended yet; ``completed`` and
+    ``failed`` (ended ``error``) since the node started; ``bids_received`` on them,
+    retries of a bid counted once."""
+
+    open_jobs: int
+    bids_received: int
+    completed: int
+    failed: int
+
+
 @dataclass
 class _OpenJob:
     job: Job
+    started: float  # trio clock at submission: what the phase latencies count from
     state: JobState = JobState.BIDDING
     bidders: set[str] = field(default_factory=set)
     held: list[str] = field(default_factory=list)  # bids waiting for min_bids, in order
@@ -71,6 +86,8 @@ class _OpenJob:
     published: dict[str, str] = field(default_factory=dict)
     changed: _Signal = field(default_factory=_Signal)
     waited: float = 0.0  # seconds of bid windows that passed without enough bids
+    verdict_at: float = 0.0  # trio clock when verification accepted results
+    reached: set[Phase] = field(default_factory=set)  # phases observed, once each
 
     @property
     def concurrency(self) -> int:
@@ -100,6 +117,8 @@ class Requester:
         self._bid_window = bid_window
         self._max_rounds = max_rounds
         self._open: dict[str, _OpenJob] = {}
+        self._bids_received = 0
+        self._ended: Counter[JobState] = Counter()
 
     # -- what the node asks of this role --------------------------------------
 
@@ -113,6 +132,14 @@ class Requester:
     @property
     def open_jobs(self) -> int:
         return len(self._open)
+
+    def statistics(self) -> RequesterStatistics:
+        return RequesterStatistics(
+            open_jobs=len(self._open),
+            bids_received=self._bids_received,
+            completed=self._ended[JobState.COMPLETED],
+            failed=self._ended[JobState.ERROR],
+        )
 
     async def resume(self) -> None:
         """End the jobs a previous run of this node left open.
@@ -128,12 +155,13 @@ class Requester:
     async def submit(self, spec: JobSpec) -> Job:
         """Accept a validated spec: store it, then drive it in the background."""
         ctx = self._ctx
+        started = trio.current_time()
         job = Job(id=new_job_id(), requester=ctx.node_id, spec=spec, created_at=now())
         created = ctx.event(job.id, "created", concurrency=spec.deal.concurrency)
         await ctx.db(
             ctx.store.put_job, job, role="requester", state=JobState.BIDDING, event=created
         )
-        self._open[job.id] = _OpenJob(job)
+        self._open[job.id] = _OpenJob(job, started)
         ctx.spawn(self._drive, job.id)
         return job
 
@@ -146,6 +174,8 @@ class Requester:
             case messages.Bid():
                 self._on_bid(open_job, sender)
             case messages.ResultsProposed():
+                if sender not in open_job.proposals:  # a retried send is one run
+                    self._ctx.metrics.observe("run", message.run_seconds)
                 open_job.proposals[sender] = message.result_id
                 await self._record_execution(
                     open_job,
@@ -184,6 +214,8 @@ class Requester:
         arrival order while fewer than ``concurrency`` are accepted, reject after."""
         if bidder in open_job.bidders:
             return  # a retried Bid: already answered
+        self._bids_received += 1
+        self._reach(open_job, "to_first_bid")
         open_job.bidders.add(bidder)
         open_job.held.append(bidder)
         if open_job.decided or len(open_job.held) + len(open_job.accepted) >= open_job.wanted:
@@ -196,6 +228,7 @@ class Requester:
         for bidder in held:
             room = len(open_job.accepted) < open_job.concurrency
             if reason is None and open_job.state is JobState.BIDDING and room:
+                self._reach(open_job, "to_accepted")
                 open_job.accepted.add(bidder)
                 self._ctx.spawn(self._accept_bid, open_job, bidder)
             else:
@@ -231,6 +264,8 @@ class Requester:
             await self._fail(open_job, f"internal error in the requester: {exc!r}")
         finally:
             del self._open[job_id]
+            self._ended[open_job.state] += 1
+            self._reach(open_job, "total")
 
     async def _run_course(self, open_job: _OpenJob) -> None:
         ctx, job = self._ctx, open_job.job
@@ -259,6 +294,7 @@ class Requester:
         unpublished = open_job.results_accepted - open_job.published.keys()
         if unpublished:
             raise _JobFailed(f"{', '.join(sorted(unpublished))} did not publish accepted results")
+        self._ctx.metrics.observe("publish", trio.current_time() - open_job.verdict_at)
         await self._set_state(open_job, JobState.COMPLETED, "completed")
 
     async def _collect_bids(self, open_job: _OpenJob) -> None:
@@ -299,7 +335,10 @@ class Requester:
     async def _verify(self, open_job: _OpenJob) -> None:
         spec = open_job.job.spec
         proposals = [Proposal(node, rid) for node, rid in sorted(open_job.proposals.items())]
+        started = trio.current_time()
         verdict = VERIFIERS[spec.verifier].verify(proposals, confidence=spec.deal.confidence)
+        open_job.verdict_at = trio.current_time()
+        self._ctx.metrics.observe("verify", open_job.verdict_at - started)
         if not verdict.accepted:
             reasons = "; ".join(f"{n}: {r}" for n, r in sorted(verdict.rejected.items()))
             raise _JobFailed(f"verification accepted no result ({reasons})")
@@ -359,6 +398,13 @@ class Requester:
         return f"all {count} node(s) failed: " + "; ".join(errors)
 
     # -- recording -------------------------------------------------------------
+
+    def _reach(self, open_job: _OpenJob, phase: Phase) -> None:
+        """The job reached the end of ``phase`` (timed from its submission): observed
+        the first time only."""
+        if phase not in open_job.reached:
+            open_job.reached.add(phase)
+            self._ctx.metrics.observe(phase, trio.current_time() - open_job.started)
 
     async def _set_state(
         self, open_job: _OpenJob, state: JobState, kind: str, reason: str | None = None, **detail

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import trio
@@ -29,6 +30,36 @@ TOP_FRAMES = 15
 
 class ProfileBusy(RuntimeError):
     """A profile is already being taken in this process; try again when it ends."""
+
+
+class SessionGuard:
+    """Admits one profiling session of a kind per process at a time.
+
+    A second session is refused at once with ``busy``, not queued: it would wait
+    for the first, then measure a different interval than was asked for.
+    """
+
+    def __init__(self, busy: type[ProfileBusy], what: str) -> None:
+        self._lock = trio.Lock()
+        self._busy, self._what = busy, what
+
+    @contextmanager
+    def session(self, seconds: float) -> Iterator[None]:
+        """Hold the guard for one session of ``seconds``.
+
+        Raises ValueError for a duration outside (0, MAX_SECONDS] and the guard's
+        ``busy`` exception if a session already holds it. Must be used from a trio task.
+        """
+        if not 0 < seconds <= MAX_SECONDS:
+            raise ValueError(f"seconds must be above 0 and at most {MAX_SECONDS:g}, got {seconds}")
+        try:
+            self._lock.acquire_nowait()
+        except trio.WouldBlock:
+            raise self._busy(f"a {self._what} is already running on this node") from None
+        try:
+            yield
+        finally:
+            self._lock.release()
 
 
 @dataclass(frozen=True)
@@ -48,7 +79,7 @@ class CpuProfile:
     top: tuple[TopFrame, ...]  # by self time, most first
 
 
-_lock = trio.Lock()
+_guard = SessionGuard(ProfileBusy, "profile")
 
 
 async def profile_cpu(seconds: float, *, interval: float = DEFAULT_INTERVAL_S) -> CpuProfile:
@@ -58,13 +89,9 @@ async def profile_cpu(seconds: float, *, interval: float = DEFAULT_INTERVAL_S) -
     and :class:`ProfileBusy` if a session is already running in this process.
     Cancelling the wait stops the sampler and raises as usual.
     """
-    if not 0 < seconds <= MAX_SECONDS:
-        raise ValueError(f"seconds must be above 0 and at most {MAX_SECONDS:g}, got {seconds}")
     if not 0 < interval <= 1:
         raise ValueError(f"interval must be in (0, 1] seconds, got {interval}")
-    if _lock.locked():
-        raise ProfileBusy("a profile is already running on this node")
-    async with _lock:
+    with _guard.session(seconds):
         profiler = Profiler(interval=interval, async_mode="disabled")
         profiler.start()
         try:

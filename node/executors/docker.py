@@ -11,6 +11,8 @@ client may exist at import time) and closed by :meth:`DockerExecutor.aclose`.
 Every blocking SDK call runs in a worker thread via ``anyio.to_thread.run_sync``
 under the executor's thread limiter, so the node's trio loop never blocks.
 Containers carry the caller's labels plus ``py-bacalhau=1`` so strays can be found.
+:meth:`DockerExecutor.container_pids` tells the node's resource sampler the host PIDs
+of the containers running now.
 """
 
 from __future__ import annotations
@@ -130,6 +132,10 @@ class DockerExecutor(Executor):
         self._finished = 0
         self._failed = 0
         self._timed_out = 0
+        # Running containers' ids, and the host PID of each one's main process once
+        # looked up (0: it had exited). Touched on the event loop only.
+        self._live: set[str] = set()
+        self._pids: dict[str, int] = {}
 
     # -- plumbing ---------------------------------------------------------------
 
@@ -347,6 +353,7 @@ class DockerExecutor(Executor):
             container = handle.container
             assert container is not None
             self._started += 1
+            self._live.add(container.id)
             deadline = anyio.current_time() + spec.timeout
             while True:
                 remaining = deadline - anyio.current_time()
@@ -371,6 +378,8 @@ class DockerExecutor(Executor):
             self._failed += 1
             raise ExecutorError(f"the docker executor failed: {exc}") from exc
         finally:
+            if handle.container is not None:
+                self._live.discard(handle.container.id)
             with anyio.CancelScope(shield=True):
                 await self._thread(self._remove_sync, handle)
             self._running -= 1
@@ -381,6 +390,29 @@ class DockerExecutor(Executor):
             stdout_truncated=stdout_cut,
             stderr_truncated=stderr_cut,
         )
+
+    # -- resource sampling --------------------------------------------------------
+
+    def _pid_sync(self, container_id: str) -> int | None:
+        try:
+            state = self._get_client().api.inspect_container(container_id)["State"]
+        except (ExecutorError, docker.errors.DockerException, requests.exceptions.RequestException):
+            return None
+        return int(state.get("Pid") or 0)
+
+    async def container_pids(self) -> list[int]:
+        """The host PID of each running container's main process.
+
+        A container is inspected once (in a worker thread) and its PID kept while it
+        runs; one that could not be inspected is tried again on the next call.
+        """
+        for gone in self._pids.keys() - self._live:
+            del self._pids[gone]
+        for container_id in self._live - self._pids.keys():
+            pid = await self._thread(self._pid_sync, container_id)
+            if pid is not None:
+                self._pids[container_id] = pid
+        return [pid for cid, pid in self._pids.items() if pid > 0 and cid in self._live]
 
     async def aclose(self) -> None:
         """Close the SDK client (a later call makes a new one). Runs' own

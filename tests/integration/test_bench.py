@@ -17,6 +17,7 @@ import docker.errors
 import psutil
 import pytest
 
+from devstack import state as st
 from devstack.cluster import CONTAINER_LABEL
 from tests.conftest import BID_FIGURE_KEYS
 
@@ -68,11 +69,8 @@ def assert_nothing_left(result: dict[str, Any], client: Any) -> None:
     procs = result["node_processes"]
     assert procs
     for proc in procs:
-        try:
-            same = abs(psutil.Process(proc["pid"]).create_time() - proc["started"]) < 0.5
-        except psutil.NoSuchProcess:
-            same = False
-        assert not same, f"node process {proc['pid']} is still running"
+        # A zombie is not running: it waits for init to reap it once the bench exited.
+        assert not st.is_alive(proc["pid"], proc["started"]), f"node {proc['pid']} is running"
     peers = {p["peer_id"] for p in procs}
     left = [
         c.name
@@ -154,3 +152,25 @@ def test_bench_bids_reports_the_simulator_keys(tmp_path: Path) -> None:
     # Every job needs 2 accepted bids; no job can get more bids than there are nodes.
     assert 2 <= result["bids_per_job_mean"] <= result["bids_per_job_max"] <= 3
     assert result["bids_sent_total"] >= 12
+
+
+def test_bench_load_reports_throughput_latency_and_contention(
+    tmp_path: Path, docker_client: Any
+) -> None:
+    jobs = 30
+    r = run_bench(
+        tmp_path, "load", "--nodes", "3", "--jobs", str(jobs), "--rate", "10", "--settle", "0",
+        "--json",
+    )  # fmt: skip
+    assert r["bench"] == "load" and r["nodes"] == 3 and r["engine"] == "noop"
+    assert (r["jobs"], r["completed"], r["failed"]) == (jobs, jobs, 0)
+    assert 0 < r["latency_p50_ms"] <= r["latency_p95_ms"] <= r["latency_p99_ms"]
+    assert r["latency_p99_ms"] <= r["latency_max_ms"]
+    assert r["throughput_jobs_per_s"] > 0 and r["node_cpu_s"] > 0
+    # The loops ran (each job is many task steps on every node), whatever stalled.
+    assert r["loop_steps"] > 100 * jobs
+    assert r["stalls"] >= 0 and r["stall_ms"] >= 0
+    for row in r["locks"]:
+        assert row["contended"] > 0 and row["wait_ms"] >= 0, row
+    assert_host(r)
+    assert_nothing_left(r, docker_client)

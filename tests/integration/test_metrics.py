@@ -1,0 +1,126 @@
+"""Node metrics on a real devstack: ``GET /metrics`` (Prometheus text) and
+``GET /api/v1/stats`` (JSON) parse, carry every documented figure, and move when
+jobs run. Every wait is a poll with a deadline, never a fixed sleep.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client.parser import text_string_to_metric_families
+
+from devstack.jobs import TERMINAL
+from node.metrics import PHASES
+from tests.conftest import Devstack, describe_job, get_json, wait_job_end, wait_until
+
+pytestmark = pytest.mark.slow
+
+JOB_TIMEOUT_S = 120.0
+Series = dict[tuple[str, frozenset[tuple[str, str]]], float]
+STATS_KEYS = {
+    "node", "at", "sampled_at", "process", "containers", "gossip", "direct", "bids", "jobs",
+    "latency", "lock_warn_ms", "locks", "stalls",
+}  # fmt: skip
+
+
+def scrape(api: str) -> Series:
+    """``GET /metrics`` parsed by prometheus-client: (sample name, labels) -> value."""
+    response = httpx.get(f"{api}/metrics", timeout=10)
+    assert response.status_code == 200, response.text[:300]
+    assert response.headers["content-type"] == CONTENT_TYPE_LATEST
+    samples = [s for f in text_string_to_metric_families(response.text) for s in f.samples]
+    series = {(s.name, frozenset(s.labels.items())): s.value for s in samples}
+    assert len(series) == len(samples), "a series appears twice"
+    return series
+
+
+def value(series: Series, name: str, **labels: str) -> float:
+    return series[(name, frozenset(labels.items()))]
+
+
+def submit(api: str, spec: dict[str, Any]) -> str:
+    response = httpx.post(f"{api}/api/v1/jobs", json=spec, timeout=30)
+    assert response.status_code == 201, response.text
+    return response.json()["id"]
+
+
+@pytest.mark.timeout(600)  # includes bringing the cluster up on a loaded machine
+def test_figures_move_when_a_job_runs(cluster5: Devstack) -> None:
+    requester = cluster5.api(0)
+    before = {api: scrape(api) for api in cluster5.apis}
+    job_id = submit(requester, {"engine": "noop", "command": ["echo", "x"]})
+    final = wait_job_end(requester, job_id, JOB_TIMEOUT_S)
+    assert final["job"]["state"] == "completed", final["job"]
+
+    # The job's end is stored just before the requester counts it: poll.
+    completed = value(before[requester], "bacalhau_jobs_completed_total") + 1
+    after = wait_until(
+        lambda: (
+            (s := scrape(requester))["bacalhau_jobs_completed_total", frozenset()] == completed
+            and s
+        ),
+        timeout=30,
+        message="the requester to count the job completed",
+    )
+    old = before[requester]
+    assert value(after, "bacalhau_bids_received_total") > value(old, "bacalhau_bids_received_total")
+    assert value(after, "bacalhau_jobs_failed_total") == value(old, "bacalhau_jobs_failed_total")
+    out = "bacalhau_gossip_messages_total"
+    assert value(after, out, direction="out") > value(old, out, direction="out")
+    for phase in PHASES:  # a noop job goes through every phase
+        count = "bacalhau_job_phase_seconds_count"
+        assert value(after, count, phase=phase) > value(old, count, phase=phase), phase
+        p50 = value(after, "bacalhau_job_phase_seconds", phase=phase, quantile="0.5")
+        assert not math.isnan(p50) and p50 >= 0, (phase, p50)
+    total = value(after, "bacalhau_job_phase_seconds", phase="total", quantile="0.99")
+    assert 0 < total < JOB_TIMEOUT_S
+    assert value(after, "process_resident_memory_bytes") > 0
+    assert value(after, "process_open_fds") > 0
+
+    sent_before = sum(value(s, "bacalhau_bids_sent_total") for s in before.values())
+    sent_after = sum(value(scrape(api), "bacalhau_bids_sent_total") for api in cluster5.apis)
+    assert sent_after > sent_before
+
+    stats = get_json(f"{requester}/api/v1/stats")
+    assert set(stats) == STATS_KEYS
+    assert stats["jobs"]["completed"] == completed
+    assert stats["latency"]["total"]["count"] >= 1
+    assert stats["process"]["rss_bytes"] > 0 and stats["process"]["threads"] > 1
+    assert stats["gossip"]["peers"] >= 1 and stats["gossip"]["events_out"] >= 2
+    assert {"total", "by_reason"} <= set(stats["gossip"]["dropped"])
+    # As Node.contention() gives them: `devstack locks` reads these.
+    assert any(lock["name"] == "store.sqlite" for lock in stats["locks"])
+    assert stats["stalls"]["steps"] > 0 and stats["lock_warn_ms"] > 0
+
+
+@pytest.mark.timeout(300)
+def test_a_running_container_shows_in_its_nodes_figures(cluster5: Devstack) -> None:
+    requester = cluster5.api(0)
+    job_id = submit(requester, {"image": "busybox:latest", "command": ["sleep", "2"]})
+
+    def container_seen() -> tuple[str, dict[str, Any]] | None:
+        for api in cluster5.apis:
+            stats = get_json(f"{api}/api/v1/stats")
+            if stats["containers"]["count"] >= 1 and stats["containers"]["rss_bytes"] > 0:
+                return api, stats
+        state = describe_job(requester, job_id)["job"]["state"]
+        assert state not in TERMINAL, f"job {job_id} ended ({state}) and no node showed it"
+        return None
+
+    api, stats = wait_until(
+        container_seen, timeout=JOB_TIMEOUT_S, message="a node to show the job's container"
+    )
+    assert stats["containers"]["processes"] >= 1, stats["containers"]
+    final = wait_job_end(requester, job_id, JOB_TIMEOUT_S)
+    assert final["job"]["state"] == "completed", final["job"]
+    ran = {e["node"] for e in final["job"]["executions"] if e["state"] == "published"}
+    assert ran == {stats["node"]}, "the container showed on a node that did not run the job"
+    wait_until(
+        lambda: get_json(f"{api}/api/v1/stats")["containers"]["count"] == 0,
+        timeout=30,
+        message="the container to leave the figures once it is gone",
+    )
