@@ -92,9 +92,11 @@ def measure_load(
         "loop_steps": stalls.steps,
         "stalls": stalls.stalls,
         "stall_ms": round(stalls.stall_ms_total, 1),
+        "stall_cpu_ms": round(stalls.stall_cpu_ms_total, 1),
+        "cpu_stalls": stalls.cpu_stalls,
         "sched_delay_mean_ms": round(stalls.sched_delay_mean_ms, 3),
         "stalls_by_task": {
-            t.name: [t.stalls, round(t.total_ms, 1)]
+            t.name: {"stalls": t.stalls, "ms": round(t.total_ms, 1), "cpu_ms": round(t.cpu_ms, 1)}
             for t in sorted(stalls.tasks.values(), key=lambda t: -t.total_ms)[:top]
         },
     }

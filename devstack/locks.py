@@ -63,6 +63,7 @@ class MergedTask:
     stalls: int = 0
     total_ms: float = 0.0
     max_ms: float = 0.0
+    cpu_ms: float = 0.0
 
 
 @dataclass
@@ -71,7 +72,9 @@ class MergedStalls:
     threshold_ms: float = 0.0
     steps: int = 0
     stalls: int = 0
+    cpu_stalls: int = 0
     stall_ms_total: float = 0.0
+    stall_cpu_ms_total: float = 0.0
     worst_stall_ms: float = 0.0
     worst_node: str = ""
     worst_task: str | None = None
@@ -91,7 +94,9 @@ class MergedStalls:
         self.threshold_ms = stalls["threshold_ms"]
         self.steps += stalls["steps"]
         self.stalls += stalls["stalls"]
+        self.cpu_stalls += stalls["cpu_stalls"]
         self.stall_ms_total += stalls["stall_ms_total"]
+        self.stall_cpu_ms_total += stalls["stall_cpu_ms_total"]
         if stalls["worst_stall_ms"] > self.worst_stall_ms:
             self.worst_stall_ms = stalls["worst_stall_ms"]
             self.worst_node, self.worst_task = node, stalls["worst_task"]
@@ -106,6 +111,7 @@ class MergedStalls:
             merged.stalls += task["stalls"]
             merged.total_ms += task["total_ms"]
             merged.max_ms = max(merged.max_ms, task["max_ms"])
+            merged.cpu_ms += task["cpu_ms"]
 
 
 @dataclass(frozen=True)
@@ -161,13 +167,18 @@ def since(after: ClusterContention, before: ClusterContention) -> ClusterContent
             tasks[name] = task
         elif task.stalls > old.stalls:
             tasks[name] = replace(
-                task, stalls=task.stalls - old.stalls, total_ms=task.total_ms - old.total_ms
+                task,
+                stalls=task.stalls - old.stalls,
+                total_ms=task.total_ms - old.total_ms,
+                cpu_ms=task.cpu_ms - old.cpu_ms,
             )
     stalls = replace(
         s,
         steps=s.steps - t.steps,
         stalls=s.stalls - t.stalls,
+        cpu_stalls=s.cpu_stalls - t.cpu_stalls,
         stall_ms_total=s.stall_ms_total - t.stall_ms_total,
+        stall_cpu_ms_total=s.stall_cpu_ms_total - t.stall_cpu_ms_total,
         sched_delay_count=s.sched_delay_count - t.sched_delay_count,
         sched_delay_sum_ms=s.sched_delay_sum_ms - t.sched_delay_sum_ms,
         tasks=tasks,
@@ -242,17 +253,25 @@ def format_contention(found: ClusterContention, top: int = DEFAULT_TOP) -> str:
     lines.append("")
     lines.append(
         f"loop stalls (steps over {s.threshold_ms:g} ms): {s.stalls} in {s.steps} steps,"
-        f" {s.stall_ms_total:.0f} ms in all; scheduling delay mean"
+        f" {s.stall_ms_total:.0f} ms in all, {s.stall_cpu_ms_total:.0f} ms of it on the CPU"
+        f" ({s.cpu_stalls} stalls past the threshold on CPU alone); scheduling delay mean"
         f" {s.sched_delay_mean_ms:.2f} ms, worst node p99 {s.worst_sched_p99_ms:.1f} ms,"
         f" max {s.sched_delay_max_ms:.1f} ms"
     )
     tasks = sorted(s.tasks.values(), key=lambda t: -t.total_ms)[:top]
     if tasks:
         rows = [
-            [t.name, str(t.nodes), str(t.stalls), f"{t.total_ms:.0f}", f"{t.max_ms:.1f}"]
+            [
+                t.name,
+                str(t.nodes),
+                str(t.stalls),
+                f"{t.total_ms:.0f}",
+                f"{t.cpu_ms:.0f}",
+                f"{t.max_ms:.1f}",
+            ]
             for t in tasks
         ]
-        lines += _table(["TASK", "NODES", "STALLS", "TOTAL_MS", "MAX_MS"], rows)
+        lines += _table(["TASK", "NODES", "STALLS", "TOTAL_MS", "CPU_MS", "MAX_MS"], rows)
     if s.worst_task is not None:
         lines.append(f"worst stall: {s.worst_stall_ms:.1f} ms in {s.worst_task} on {s.worst_node}")
         lines += [f"    {frame}" for frame in s.worst_stack[-8:]]

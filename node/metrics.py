@@ -486,6 +486,12 @@ def _loop_families(s: StallStatistics) -> Iterator[Metric]:
             (_C, "bacalhau_loop_steps", "Task steps the trio loop ran.", s.steps),
             (_C, "bacalhau_loop_stalls", f"Task steps over {s.threshold_ms:g} ms.", s.stalls),
             (_C, "bacalhau_loop_stall_seconds", "Time in stalled steps.", s.stall_ms_total * _MS),
+            (
+                _C,
+                "bacalhau_loop_stall_cpu_seconds",
+                "CPU time of the loop's thread in stalled steps.",
+                s.stall_cpu_ms_total * _MS,
+            ),
             (_G, "bacalhau_loop_stall_max_seconds", "Longest stall.", s.worst_stall_ms * _MS),
             (
                 _G,

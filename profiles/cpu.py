@@ -22,6 +22,7 @@ import trio
 from pyinstrument import Profiler
 from pyinstrument.frame import Frame
 from pyinstrument.renderers import SpeedscopeRenderer
+from pyinstrument.session import Session
 
 MAX_SECONDS = 300.0
 DEFAULT_INTERVAL_S = 0.001
@@ -98,6 +99,12 @@ async def profile_cpu(seconds: float, *, interval: float = DEFAULT_INTERVAL_S) -
             await trio.sleep(seconds)
         finally:
             session = profiler.stop()
+        # Rendering a busy loop's session takes seconds of pure Python; on the loop
+        # it froze the node being profiled (a 7 s stall on a loaded node).
+        return await trio.to_thread.run_sync(_render, profiler, session, seconds)
+
+
+def _render(profiler: Profiler, session: Session, seconds: float) -> CpuProfile:
     return CpuProfile(
         seconds=seconds,
         samples=session.sample_count,

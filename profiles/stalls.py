@@ -32,6 +32,7 @@ logger = logging.getLogger("profiles.stalls")
 # Bound once at import: the hooks run on every task step, and a module-global lookup is
 # cheaper than an attribute lookup on the ``time`` module each time.
 _now: Callable[[], int] = time.perf_counter_ns
+_cpu_now: Callable[[], int] = time.thread_time_ns
 
 _NS_PER_MS = 1_000_000
 _MAX_STACK_FRAMES = 32
@@ -48,13 +49,15 @@ class TaskStalls:
 
     Tasks are grouped by ``task.name``, so several tasks spawned from the same function
     (and therefore sharing a default name) are counted together. ``total_ms`` and ``max_ms``
-    cover only steps that exceeded the threshold, never ordinary steps.
+    cover only steps that exceeded the threshold, never ordinary steps; ``cpu_ms`` is the
+    CPU time the loop's thread spent in those steps.
     """
 
     name: str
     stalls: int
     total_ms: float
     max_ms: float
+    cpu_ms: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,12 +71,19 @@ class StallStatistics:
     stalling step ended (or, if the task finished in that step, its coroutine's function).
     The ``sched_delay_*`` fields are 0.0 until a scheduling delay has been observed; the
     p99 is over the most recent samples only (see ``StallDetector``).
+
+    ``stall_cpu_ms_total`` is the CPU time the loop's thread spent in the stalled steps, and
+    ``cpu_stalls`` counts the stalls whose CPU time alone passed the threshold. A stall far
+    above its CPU time is the thread not running (the OS ran other processes, or another
+    thread held the GIL): a loaded machine, not slow code.
     """
 
     threshold_ms: float
     steps: int
     stalls: int
+    cpu_stalls: int
     stall_ms_total: float
+    stall_cpu_ms_total: float
     worst_stall_ms: float
     worst_task: str | None
     worst_stack: tuple[str, ...]
@@ -136,7 +146,10 @@ class StallDetector(trio.abc.Instrument):
         self._steps: int = 0
         self._stalls: int = 0
         self._stall_ns_total: int = 0
-        # name -> [stalls, total_ns, max_ns]; a list so the slow path updates in place.
+        self._cpu_stalls: int = 0
+        self._stall_cpu_ns_total: int = 0
+        self._step_cpu: int = 0
+        # name -> [stalls, total_ns, max_ns, cpu_ns]; a list so the slow path updates in place.
         self._per_task: dict[str, list[int]] = {}
         self._worst_ns: int = 0
         self._worst_task: str | None = None
@@ -167,6 +180,7 @@ class StallDetector(trio.abc.Instrument):
             if delay > self._sched_max_ns:
                 self._sched_max_ns = delay
         self._step_start = now
+        self._step_cpu = _cpu_now()
 
     def after_task_step(self, task: Task) -> None:
         end = _now()
@@ -177,7 +191,7 @@ class StallDetector(trio.abc.Instrument):
         self._steps += 1
         elapsed = end - start
         if elapsed > self._threshold_ns:
-            self._record_stall(task, elapsed, end)
+            self._record_stall(task, elapsed, end, _cpu_now() - self._step_cpu)
 
     def after_run(self) -> None:
         # Tasks scheduled but never stepped (the run ended first) must not stay alive,
@@ -187,22 +201,26 @@ class StallDetector(trio.abc.Instrument):
 
     # -- slow path ---------------------------------------------------------------------
 
-    def _record_stall(self, task: Task, elapsed: int, now: int) -> None:
+    def _record_stall(self, task: Task, elapsed: int, now: int, cpu: int) -> None:
         name = task.name
         self._stalls += 1
         self._stall_ns_total += elapsed
+        self._stall_cpu_ns_total += cpu
+        if cpu > self._threshold_ns:
+            self._cpu_stalls += 1
         entry = self._per_task.get(name)
         if entry is None and len(self._per_task) >= _MAX_TRACKED_NAMES:
             entry = self._per_task.get(_OTHER_TASKS)
             if entry is None:
-                entry = self._per_task[_OTHER_TASKS] = [0, 0, 0]
+                entry = self._per_task[_OTHER_TASKS] = [0, 0, 0, 0]
         if entry is None:
-            self._per_task[name] = [1, elapsed, elapsed]
+            self._per_task[name] = [1, elapsed, elapsed, cpu]
         else:
             entry[0] += 1
             entry[1] += elapsed
             if elapsed > entry[2]:
                 entry[2] = elapsed
+            entry[3] += cpu
         if elapsed > self._worst_ns:
             self._worst_ns = elapsed
             self._worst_task = name
@@ -212,8 +230,10 @@ class StallDetector(trio.abc.Instrument):
         if suppressed is None:
             return
         logger.warning(
-            "event loop stalled for %.1f ms by task %r (threshold %.1f ms)%s",
+            "event loop stalled for %.1f ms (%.1f ms of it on the CPU) by task %r"
+            " (threshold %.1f ms)%s",
             elapsed / _NS_PER_MS,
+            cpu / _NS_PER_MS,
             name,
             self.threshold_ms,
             suppressed_note(suppressed),
@@ -225,7 +245,7 @@ class StallDetector(trio.abc.Instrument):
         """Return a snapshot of everything observed since construction or :meth:`reset`."""
         per_task = sorted(
             (
-                TaskStalls(name, e[0], e[1] / _NS_PER_MS, e[2] / _NS_PER_MS)
+                TaskStalls(name, e[0], e[1] / _NS_PER_MS, e[2] / _NS_PER_MS, e[3] / _NS_PER_MS)
                 for name, e in self._per_task.items()
             ),
             key=lambda t: t.total_ms,
@@ -244,7 +264,9 @@ class StallDetector(trio.abc.Instrument):
             threshold_ms=self.threshold_ms,
             steps=self._steps,
             stalls=self._stalls,
+            cpu_stalls=self._cpu_stalls,
             stall_ms_total=self._stall_ns_total / _NS_PER_MS,
+            stall_cpu_ms_total=self._stall_cpu_ns_total / _NS_PER_MS,
             worst_stall_ms=self._worst_ns / _NS_PER_MS,
             worst_task=self._worst_task,
             worst_stack=self._worst_stack,

@@ -57,6 +57,34 @@ def test_blocking_step_is_reported_with_name_and_stack() -> None:
     assert all(":" in line for line in stats.worst_stack)
 
 
+async def _burn_the_cpu(seconds: float) -> None:
+    await trio.sleep(0)
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:  # deliberately busy: a stall that is all CPU
+        pass
+    await trio.sleep(0)
+
+
+def test_cpu_time_tells_slow_code_from_a_thread_that_was_not_running() -> None:
+    """A step that sleeps blocks the loop without using the CPU (as when the OS runs
+    other processes); a busy step is CPU throughout."""
+    detector = StallDetector(threshold_ms=20.0)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_block_the_loop, 0.1, name="sleeper")
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_burn_the_cpu, 0.1, name="burner")
+
+    trio.run(main, instruments=[detector])
+    stats = detector.statistics()
+    sleeper, burner = _entry(stats, "sleeper"), _entry(stats, "burner")
+    assert sleeper.cpu_ms < 20 <= 95 <= sleeper.total_ms
+    assert burner.cpu_ms >= 50  # most of 100 ms, unless this machine is very busy
+    assert stats.cpu_stalls >= 1 and stats.stalls >= 2
+    assert stats.stall_cpu_ms_total >= burner.cpu_ms + sleeper.cpu_ms - 0.001
+
+
 def test_stack_of_task_that_exits_in_the_stalling_step() -> None:
     async def _block_then_exit() -> None:
         await trio.sleep(0)
@@ -192,7 +220,9 @@ def test_reset_clears_statistics() -> None:
         threshold_ms=20.0,
         steps=0,
         stalls=0,
+        cpu_stalls=0,
         stall_ms_total=0.0,
+        stall_cpu_ms_total=0.0,
         worst_stall_ms=0.0,
         worst_task=None,
         worst_stack=(),
