@@ -6,6 +6,12 @@ where a node's tasks queue behind each other under load (every stream of a
 connection writes its frames under the connection's one write lock). Those are
 swapped for instrumented locks right after the object that owns them is made, so
 that contention anywhere in the node shows up in one registry.
+
+They are swapped for ``fast_acquire`` locks: taking a free one does not yield.
+py-libp2p's yamux reader takes a stream's lock while it holds the connection's
+streams lock; with trio's always-yielding acquire it parked there with the outer
+lock held, and every reader of every stream on that connection queued behind it
+(the contention hunt in the README has the figures).
 """
 
 from __future__ import annotations
@@ -61,7 +67,7 @@ def _swapping_init(
         init(self, *args, **kwargs)
         for attribute, name in locks.items():
             if type(getattr(self, attribute, None)) is trio.Lock:
-                setattr(self, attribute, TrioLock(name, registry=registry))
+                setattr(self, attribute, TrioLock(name, registry=registry, fast_acquire=True))
             elif attribute not in missing:
                 missing.add(attribute)
                 log.warning("%s.%s is not a trio.Lock: not instrumented", type(self), attribute)

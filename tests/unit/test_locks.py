@@ -426,3 +426,31 @@ def test_recorder_invariants(events: list[tuple[int | None, int]], reservoir: in
     assert doubled.acquisitions == 2 * stats.acquisitions
     assert doubled.max_wait_ns == stats.max_wait_ns
     assert doubled.p99_wait_ns <= doubled.max_wait_ns
+
+
+def test_fast_acquire_takes_a_free_lock_without_a_checkpoint() -> None:
+    async def main() -> None:
+        fast = TrioLock("fast", registry=LockRegistry(), fast_acquire=True)
+        plain = TrioLock("plain", registry=LockRegistry())
+        with trio.testing.assert_no_checkpoints():
+            async with fast:
+                pass
+        with trio.testing.assert_checkpoints():
+            async with plain:
+                pass
+
+        # Held: a fast lock parks like any other, and the waiter gets it on release.
+        order: list[str] = []
+
+        async def waiter() -> None:
+            async with fast:
+                order.append("waiter")
+
+        async with trio.open_nursery() as nursery, fast:
+            nursery.start_soon(waiter)
+            await trio.testing.wait_all_tasks_blocked()
+            order.append("holder")
+        assert order == ["holder", "waiter"]
+        assert fast._recorder.snapshot().contended == 1
+
+    trio.run(main)
