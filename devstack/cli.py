@@ -20,7 +20,7 @@ from devstack import state as st
 from devstack.client import NodeApiError, NodeClient
 from devstack.cluster import ClusterError, UpOptions
 from devstack.state import ClusterState, StateError
-from node.argtypes import positive
+from node.argtypes import add_instrument_args, positive
 from node.bidder import BIDDERS, DEFAULT_BIDDER
 
 _positive = positive(int)
@@ -55,7 +55,12 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     started = time.monotonic()
     options = UpOptions(
-        nodes=args.nodes, state_dir=args.state_dir, bidder=args.bidder, slots=args.slots
+        nodes=args.nodes,
+        state_dir=args.state_dir,
+        bidder=args.bidder,
+        slots=args.slots,
+        lock_warn_ms=args.lock_warn_ms,
+        stall_ms=args.stall_ms,
     )
     cluster = launcher.up(options)
     print(
@@ -340,6 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"bidder of every node (default {DEFAULT_BIDDER})",
     )
     p.add_argument("--slots", type=_positive, default=None, help="shards each node runs at once")
+    add_instrument_args(p)
 
     add("down", cmd_down, "stop every node and remove every container of the devstack")
 

@@ -30,6 +30,8 @@ import httpx
 from devstack import state as st
 from devstack.state import ClusterState, NodeEntry
 from node.bidder import DEFAULT_BIDDER
+from profiles.locks import DEFAULT_WARN_MS
+from profiles.stalls import DEFAULT_THRESHOLD_MS
 
 CONTAINER_LABEL = "py-bacalhau.node"
 EXTRA_PEERS = 4
@@ -46,6 +48,8 @@ class UpOptions:
     state_dir: Path
     bidder: str = DEFAULT_BIDDER
     slots: int | None = None
+    lock_warn_ms: float = DEFAULT_WARN_MS
+    stall_ms: float = DEFAULT_THRESHOLD_MS
     ready_timeout: float = 180.0
 
 
@@ -141,6 +145,8 @@ def up(options: UpOptions, say: Callable[[str], None] = print) -> ClusterState:
             peers=tuple(entry.peers),
             bidder=options.bidder,
             slots=options.slots,
+            lock_warn_ms=options.lock_warn_ms,
+            stall_ms=options.stall_ms,
         )
         pid = os.fork()
         if pid == 0:  # the node process

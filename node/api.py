@@ -90,6 +90,9 @@ def build_app(node: Node) -> Starlette:
     async def stats(request: Request) -> Response:
         return json_response(node.stats())
 
+    async def debug_locks(request: Request) -> Response:
+        return json_response({"node": node.node_id, **node.contention()})
+
     async def metrics(request: Request) -> Response:
         return Response(generate_latest(node.metrics_registry), media_type=CONTENT_TYPE_LATEST)
 
@@ -195,6 +198,7 @@ def build_app(node: Node) -> Starlette:
         Route("/api/v1/jobs/{job_id}", describe),
         Route("/api/v1/jobs/{job_id}/events", job_events),
         Route("/api/v1/results/{result_id}", result),
+        Route("/api/v1/debug/locks", debug_locks),
         Route("/api/v1/debug/profile", debug_profile, methods=["POST"]),
         Route("/api/v1/debug/memory", debug_memory, methods=["POST"]),
     ]

@@ -21,3 +21,22 @@ def positive(kind: type[int] | type[float], *, zero: bool = False) -> Callable[[
         return value
 
     return parse
+
+
+def add_instrument_args(parser: argparse.ArgumentParser) -> None:
+    """``--lock-warn-ms`` and ``--stall-ms``, for a node or for every node of a devstack."""
+    from profiles.locks import DEFAULT_WARN_MS
+    from profiles.stalls import DEFAULT_THRESHOLD_MS
+
+    parser.add_argument(
+        "--lock-warn-ms",
+        type=positive(float, zero=True),
+        default=DEFAULT_WARN_MS,
+        help=f"warn when a lock is waited for or held longer (default {DEFAULT_WARN_MS:g} ms)",
+    )
+    parser.add_argument(
+        "--stall-ms",
+        type=positive(float),
+        default=DEFAULT_THRESHOLD_MS,
+        help=f"a loop step longer than this is a stall (default {DEFAULT_THRESHOLD_MS:g} ms)",
+    )

@@ -11,7 +11,7 @@ from pathlib import Path
 import trio
 
 from node import logs
-from node.argtypes import positive
+from node.argtypes import add_instrument_args, positive
 from node.bidder import BIDDERS, DEFAULT_BIDDER, DEFAULT_STEP_S
 from node.node import Node, NodeConfig
 from node.requester import BID_WINDOW_S, MAX_BID_ROUNDS
@@ -27,8 +27,6 @@ def _port(text: str) -> int:
 
 
 _positive = positive(int)
-_positive_ms = positive(float)
-_non_negative_ms = positive(float, zero=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,18 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--cpu", type=float, default=None, help="cores offered (default: all)")
     run.add_argument("--memory", type=_positive, default=None, help="bytes offered (default: all)")
-    run.add_argument(
-        "--lock-warn-ms",
-        type=_non_negative_ms,
-        default=10.0,
-        help="warn when a lock is waited for or held longer (default 10 ms)",
-    )
-    run.add_argument(
-        "--stall-ms",
-        type=_positive_ms,
-        default=20.0,
-        help="a loop step longer than this is a stall (default 20 ms)",
-    )
+    add_instrument_args(run)
     run.add_argument("--log-file", type=Path, default=None, help="default: stderr")
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
     return parser

@@ -49,8 +49,8 @@ from node.results import ResultStore
 from node.store import Store
 from node.storequeue import StoreQueue
 from node.transport import Transport, TransportError
-from profiles.locks import REGISTRY, ThreadLock
-from profiles.stalls import StallDetector
+from profiles.locks import DEFAULT_WARN_MS, REGISTRY, ThreadLock
+from profiles.stalls import DEFAULT_THRESHOLD_MS, StallDetector
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +83,8 @@ class NodeConfig:
     members_period: float = 5.0
     bid_window: float = BID_WINDOW_S
     bid_rounds: int = MAX_BID_ROUNDS
-    lock_warn_ms: float = 10.0  # a lock waited for or held longer logs a warning
-    stall_ms: float = 20.0  # a task step longer than this is a stall
+    lock_warn_ms: float = DEFAULT_WARN_MS  # a lock waited for or held longer logs a warning
+    stall_ms: float = DEFAULT_THRESHOLD_MS  # a task step longer than this is a stall
 
     @property
     def api_url(self) -> str:

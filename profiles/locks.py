@@ -376,7 +376,10 @@ class LockRegistry:
                     recorder.clear()
 
 
-REGISTRY: Final = LockRegistry()
+#: Waits and holds longer than this log a warning (the seed's mutex tracer used 10 ms).
+DEFAULT_WARN_MS: Final = 10.0
+
+REGISTRY: Final = LockRegistry(DEFAULT_WARN_MS)
 
 
 @final

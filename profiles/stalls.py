@@ -35,6 +35,8 @@ _now: Callable[[], int] = time.perf_counter_ns
 _cpu_now: Callable[[], int] = time.thread_time_ns
 
 _NS_PER_MS = 1_000_000
+#: A task step longer than this is a stall.
+DEFAULT_THRESHOLD_MS = 20.0
 _MAX_STACK_FRAMES = 32
 _TOP_TASKS = 20
 # Task names can be unique per task (f"conn-{n}"), so per-name state is capped; stalls of
@@ -123,7 +125,7 @@ class StallDetector(trio.abc.Instrument):
 
     def __init__(
         self,
-        threshold_ms: float = 20.0,
+        threshold_ms: float = DEFAULT_THRESHOLD_MS,
         *,
         warn_interval_s: float = 1.0,
         sched_samples: int = 2048,

@@ -634,6 +634,26 @@ def test_one_profile_at_a_time(cluster5: Devstack) -> None:
 
 
 @pytest.mark.timeout(120)
+def test_locks_and_stalls_of_every_node(cluster5: Devstack) -> None:
+    """After the jobs above, each node reports its own locks (sqlite store, py-libp2p's
+    yamux) and loop; ``devstack locks`` merges the five into one table."""
+    report = get_json(f"{cluster5.api(3)}/api/v1/debug/locks")
+    assert report["lock_warn_ms"] == 10.0
+    acquired = {lock["name"]: lock["acquisitions"] for lock in report["locks"]}
+    assert acquired.get("store.sqlite", 0) > 0, acquired
+    assert acquired.get("libp2p.yamux.write", 0) > 0, acquired
+    assert report["stalls"]["steps"] > 0 and report["stalls"]["threshold_ms"] == 20.0
+
+    result = cluster5.run("locks", "--top", "3")
+    assert result.returncode == 0, describe_failure(result)
+    out = result.stdout
+    assert "merged over 5 node(s)" in out and "loop stalls (steps over 20 ms)" in out, out
+    assert "LOCK" in out or "no contention" in out, out
+    bad = cluster5.run("locks", "--top", "0")
+    assert bad.returncode == 2 and "--top" in bad.stderr, bad.stderr
+
+
+@pytest.mark.timeout(120)
 def test_second_up_is_refused(cluster5: Devstack) -> None:
     before = (cluster5.state_dir / "cluster.json").read_bytes()
     result = cluster5.run("up", "--nodes", "2", "--detach")
