@@ -305,7 +305,13 @@ def cmd_profile(args: argparse.Namespace) -> int:
 def cmd_locks(args: argparse.Namespace) -> int:
     from devstack import locks
 
-    print(locks.format_contention(locks.collect(_cluster(args), args.nodes), args.top))
+    cluster = _cluster(args)
+    found = locks.collect(cluster, args.nodes)
+    if args.seconds is not None:
+        time.sleep(args.seconds)
+        found = locks.since(locks.collect(cluster, args.nodes), found)
+        print(f"what happened over {args.seconds:g}s (maxima since each node started):")
+    print(locks.format_contention(found, args.top))
     return 0
 
 

@@ -281,6 +281,12 @@ def format_contention(found: ClusterContention, top: int = DEFAULT_TOP) -> str:
 def add_locks_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("nodes", nargs="*", help="nodes by index, node-N or peer id part (default all)")
     p.add_argument(
+        "--seconds",
+        type=positive(float),
+        default=None,
+        help="only what happens over this many seconds from now (default: since each node started)",
+    )
+    p.add_argument(
         "--top",
         type=positive(int),
         default=DEFAULT_TOP,
