@@ -64,6 +64,9 @@ _get_ident: Final = threading.get_ident
 # when loading from a .pyc); frames with it are skipped when looking for a caller.
 _HERE: Final[str] = sys._getframe().f_code.co_filename
 
+# Dead locks waiting to be folded into their group before a registration folds them.
+_FOLD_BACKLOG: Final = 256
+
 # A call site kept as (code, line): cheap to take on every acquisition and holds no frame alive.
 _Site = tuple[CodeType, int]
 
@@ -324,6 +327,10 @@ class LockRegistry:
     def _register(self, owner: object, name: str, created_at: str) -> LockRecorder:
         recorder = LockRecorder(name, created_at, reservoir=self._reservoir, top=self._top)
         with self._mutex:
+            # Fold dead locks now and then, not only when asked for statistics: a node makes
+            # locks per stream and may never be asked.
+            if len(self._retired) >= _FOLD_BACKLOG:
+                self._collect_retired()
             self._live.setdefault((name, created_at), set()).add(recorder)
         finalizer = weakref.finalize(owner, self._retired.append, recorder)
         finalizer.atexit = False

@@ -462,3 +462,18 @@ def test_fast_acquire_takes_a_free_lock_without_a_checkpoint() -> None:
         assert fast._recorder.snapshot().contended == 1
 
     trio.run(main)
+
+
+def test_locks_made_and_dropped_by_the_thousand_do_not_pile_up_unasked() -> None:
+    """A node makes locks per stream and may never be asked for statistics: dead
+    locks are folded into their group as new ones are registered."""
+    registry = LockRegistry()
+    for _ in range(5000):
+        with ThreadLock("per-stream", registry=registry):
+            pass
+    gc.collect()
+    ThreadLock("one more", registry=registry)
+    live = sum(len(recorders) for recorders in registry._live.values())
+    assert live + len(registry._retired) < 600, (live, len(registry._retired))
+    by_name = {s.name: s for s in registry.statistics()}
+    assert by_name["per-stream"].acquisitions == 5000
