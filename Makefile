@@ -6,7 +6,7 @@ VENV  ?= .venv
 NODES ?= 50
 PYTEST_ARGS ?=
 
-.PHONY: install up down test lint
+.PHONY: install up down test lint oracle
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -22,7 +22,16 @@ up: install
 down:
 	$(VENV)/bin/devstack down
 
-test: install
+# The reference JS UnixFS importer the DAG builder's CIDs are checked against (tests/oracle).
+ORACLE := tests/oracle/node_modules/.installed
+
+$(ORACLE): tests/oracle/package.json tests/oracle/package-lock.json
+	npm ci --prefix tests/oracle --no-audit --no-fund
+	touch $@
+
+oracle: $(ORACLE)
+
+test: install oracle
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed
