@@ -61,6 +61,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         slots=args.slots,
         lock_warn_ms=args.lock_warn_ms,
         stall_ms=args.stall_ms,
+        bad_actors=args.bad_actors,
     )
     cluster = launcher.up(options)
     print(
@@ -110,6 +111,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             "peer_id": node.peer_id,
             "api": node.api,
             "alive": st.is_alive(node.pid, node.started),
+            "bad_actor": node.bad_actor,
         }
         if row["alive"]:
             try:
@@ -140,7 +142,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(
                 f"{r['name']:>8} {r['pid']:>7} {r['api']:<24} {r['gossip_peers']:>5}"
                 f" {r['mesh']:>4} {r['network_size']:>4} {r['jobs']:>5} {r['dropped']:>7}"
-                f"  {r['peer_id']}"
+                f"  {r['peer_id']}{'  (bad actor)' if r['bad_actor'] else ''}"
             )
         else:
             what = "not answering" if r["alive"] else "not running"
@@ -352,6 +354,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--slots", type=_positive, default=None, help="shards each node runs at once")
     add_instrument_args(p)
+    p.add_argument(
+        "--bad-actors",
+        type=positive(int, zero=True),
+        default=0,
+        help="this many nodes (the last ones) forge their results, to show the verifier",
+    )
 
     add("down", cmd_down, "stop every node and remove every container of the devstack")
 

@@ -50,6 +50,7 @@ class UpOptions:
     slots: int | None = None
     lock_warn_ms: float = DEFAULT_WARN_MS
     stall_ms: float = DEFAULT_THRESHOLD_MS
+    bad_actors: int = 0  # the last this many nodes forge their results
     ready_timeout: float = 180.0
 
 
@@ -95,8 +96,14 @@ def up(options: UpOptions, say: Callable[[str], None] = print) -> ClusterState:
     """Start the cluster and wait until it is ready; returns its recorded state.
 
     Raises :class:`ClusterError` if a live cluster exists, or if the nodes are not
-    ready in time (then the nodes already started are taken down again).
+    ready in time (then the nodes already started are taken down again), or if
+    ``bad_actors`` is more than ``nodes``.
     """
+    if not 0 <= options.bad_actors <= options.nodes:
+        raise ClusterError(
+            f"--bad-actors must be between 0 and the number of nodes ({options.nodes}),"
+            f" got {options.bad_actors}"
+        )
     state_dir = options.state_dir
     check_no_live_cluster(state_dir, say)
     _reset_dirs(state_dir)
@@ -127,6 +134,7 @@ def up(options: UpOptions, say: Callable[[str], None] = print) -> ClusterState:
                 direct_port=direct,
                 data_dir=str(data_dir),
                 log_file=str(state_dir / "logs" / f"node-{i}.log"),
+                bad_actor=i >= options.nodes - options.bad_actors,
             )
         )
     addrs = [e.multiaddr for e in entries]
@@ -147,6 +155,7 @@ def up(options: UpOptions, say: Callable[[str], None] = print) -> ClusterState:
             slots=options.slots,
             lock_warn_ms=options.lock_warn_ms,
             stall_ms=options.stall_ms,
+            bad_actor=entry.bad_actor,
         )
         pid = os.fork()
         if pid == 0:  # the node process
@@ -357,6 +366,8 @@ def restart_node(state_dir: Path, ref: str) -> NodeEntry:
         "--log-file",
         entry.log_file,
     ]
+    if entry.bad_actor:
+        argv.append("--bad-actor")
     if entry.direct_port:  # 0 in a state file from before it was recorded
         argv += ["--direct-port", str(entry.direct_port)]
     for peer in entry.peers or [n.multiaddr for n in cluster.nodes if n is not entry][:1]:

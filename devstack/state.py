@@ -33,6 +33,7 @@ class NodeEntry(msgspec.Struct):
     log_file: str
     direct_port: int = 0  # the node's direct libp2p host (job messages)
     peers: list[str] = msgspec.field(default_factory=list)
+    bad_actor: bool = False  # started with --bad-actor: forges its results
 
     @property
     def name(self) -> str:

@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--cpu", type=float, default=None, help="cores offered (default: all)")
     run.add_argument("--memory", type=_positive, default=None, help="bytes offered (default: all)")
     add_instrument_args(run)
+    run.add_argument(
+        "--bad-actor", action="store_true", help="forge every result (shows the verifier at work)"
+    )
     run.add_argument("--log-file", type=Path, default=None, help="default: stderr")
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
     return parser
@@ -84,6 +87,7 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
         memory=args.memory,
         lock_warn_ms=args.lock_warn_ms,
         stall_ms=args.stall_ms,
+        bad_actor=args.bad_actor,
     )
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import trio
 
 from node import messages
+from node.badactor import forge_results
 from node.bandstep import BandStep
 from node.bidder import Bidder
 from node.capacity import Capacity
@@ -78,6 +79,7 @@ class Compute:
         capacity: Capacity,
         results: ResultStore,
         work_dir: Path,
+        bad_actor: bool = False,
     ) -> None:
         self._ctx = ctx
         self._executors = executors
@@ -90,6 +92,7 @@ class Compute:
         self._known: OrderedDict[str, _KnownJob] = OrderedDict()
         self._early_closes: OrderedDict[str, str] = OrderedDict()  # job id -> requester
         self.bids_sent = 0
+        self.bad_actor = bad_actor
         self._running = 0
 
     def statistics(self) -> ComputeStatistics:
@@ -275,6 +278,8 @@ class Compute:
                     started = trio.current_time()
                     result = await executor.run(job.id, 0, job.spec, work, labels=labels)
                     run_seconds = trio.current_time() - started
+                    if self.bad_actor:
+                        await trio.to_thread.run_sync(forge_results, work)
                     known.result_id = await trio.to_thread.run_sync(self._results.put, work)
                 except ExecutorError as exc:
                     await self._record(job, ExecutionState.ERROR, "error", reason=str(exc))

@@ -15,8 +15,9 @@ from typing import Annotated
 
 import msgspec
 
+from node.verifiers import VERIFIERS
+
 ENGINES = ("docker", "noop")
-VERIFIERS = ("noop",)
 PUBLISHERS = ("noop",)
 
 # Ceilings that keep one job spec from exhausting a node; generous on purpose.

@@ -83,6 +83,7 @@ class NodeConfig:
     members_period: float = 5.0
     bid_window: float = BID_WINDOW_S
     bid_rounds: int = MAX_BID_ROUNDS
+    bad_actor: bool = False  # forge every result (to show the verifier at work)
     lock_warn_ms: float = DEFAULT_WARN_MS  # a lock waited for or held longer logs a warning
     stall_ms: float = DEFAULT_THRESHOLD_MS  # a task step longer than this is a stall
 
@@ -165,6 +166,7 @@ class Node:
                     capacity=Capacity(config.slots, cpu=config.cpu, memory=config.memory),
                     results=self.results,
                     work_dir=config.data_dir / "work",
+                    bad_actor=config.bad_actor,
                 )
                 await self.requester.resume()
                 async with self.transport.running():
@@ -253,6 +255,7 @@ class Node:
             "addrs": self.transport.addrs,
             "direct_addrs": self.transport.direct_addrs,
             "bidder": self._bidder.name,
+            "bad_actor": self.config.bad_actor,
             "network_size": self.membership.size,
             "peers": {"connected": t.connected_peers, "topic": t.topic_peers, "mesh": t.mesh_peers},
             "known_nodes": self.membership.live_peers(),

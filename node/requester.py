@@ -340,8 +340,13 @@ class Requester:
         open_job.verdict_at = trio.current_time()
         self._ctx.metrics.observe("verify", open_job.verdict_at - started)
         if not verdict.accepted:
-            reasons = "; ".join(f"{n}: {r}" for n, r in sorted(verdict.rejected.items()))
-            raise _JobFailed(f"verification accepted no result ({reasons})")
+            reasons = verdict.failure or "; ".join(
+                f"{n}: {r}" for n, r in sorted(verdict.rejected.items())
+            )
+            async with trio.open_nursery() as nursery:
+                for node, reason in verdict.rejected.items():
+                    nursery.start_soon(self._tell_verdict, open_job, node, reason)
+            raise _JobFailed(f"verification accepted no result: {reasons}")
         open_job.results_accepted = set(verdict.accepted)
         # Before the verdicts go out: the first ResultsPublished may come back at once.
         await self._set_state(open_job, JobState.PUBLISHING, "publishing")

@@ -1,20 +1,21 @@
-"""Result archives: a shard's results tree packed deterministically and kept by id.
+"""Result archives: a shard's results tree, named by its CID and kept as a tar.
 
-The id is the SHA-256 of the canonical tar (sorted names, zeroed owners and
-times), so two nodes that produced the same tree produce the same id.
+The id is the CID of the tree (stdout, stderr, exitCode, outputs/) as
+``ipfs add --cid-version=1 --raw-leaves -r`` would give it (:mod:`node.content`):
+two nodes that produced the same tree produce the same id, whatever the files'
+times and modes, and it is the hash the deterministic verifier compares. The
+archive is the canonical tar of the tree (sorted names, zeroed owners and times).
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
-import re
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-_RESULT_ID = re.compile(r"^[0-9a-f]{64}$")
+from node.content import ContentError, import_path, parse_cid
 
 
 class ResultNotFound(KeyError):
@@ -41,8 +42,9 @@ def pack(results_dir: Path) -> bytes:
     return buf.getvalue()
 
 
-def result_id_of(archive: bytes) -> str:
-    return hashlib.sha256(archive).hexdigest()
+def result_id_of(results_dir: Path) -> str:
+    """The CID of the tree at ``results_dir`` (its blocks are not kept here)."""
+    return import_path(results_dir, lambda _cid, _block: None).text
 
 
 @dataclass(frozen=True)
@@ -59,8 +61,9 @@ class ResultStore:
         root.mkdir(parents=True, exist_ok=True)
 
     def put(self, results_dir: Path) -> str:
+        """Store the tree's archive; its id (CID)."""
+        result_id = result_id_of(results_dir)
         archive = pack(results_dir)
-        result_id = result_id_of(archive)
         target = self.root / f"{result_id}.tar"
         if not target.exists():
             tmp = target.with_suffix(f".tmp{os.getpid()}")
@@ -70,7 +73,11 @@ class ResultStore:
 
     def path(self, result_id: str) -> Path:
         """Path of a stored archive; raises ResultNotFound (also for a malformed id)."""
-        if not _RESULT_ID.match(result_id):
+        try:
+            canonical = parse_cid(result_id).text
+        except ContentError:
+            raise ResultNotFound(result_id) from None
+        if canonical != result_id:  # one name per result: no CIDv0 or other spellings
             raise ResultNotFound(result_id)
         path = self.root / f"{result_id}.tar"
         if not path.exists():

@@ -132,6 +132,7 @@ class Devstack:
 
     state_dir: Path
     nodes: int
+    up_args: tuple[str, ...] = ()  # more `devstack up` options, e.g. ("--slots", "1")
     state: ClusterState | None = None
     up_result: subprocess.CompletedProcess[str] | None = None
     # Every node process and peer id ever recorded, so a restarted node's old
@@ -159,7 +160,9 @@ class Devstack:
         return result
 
     def up(self, timeout: float = UP_TIMEOUT_S) -> ClusterState:
-        self.up_result = self.run("up", "--nodes", str(self.nodes), "--detach", timeout=timeout)
+        self.up_result = self.run(
+            "up", "--nodes", str(self.nodes), "--detach", *self.up_args, timeout=timeout
+        )
         self.reload()  # record whatever was started, even if up failed
         assert self.up_result.returncode == 0, describe_failure(self.up_result)
         assert self.state is not None and len(self.state.nodes) == self.nodes

@@ -19,7 +19,6 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -27,12 +26,10 @@ import pytest
 
 from devstack import state as st
 from devstack.jobs import TERMINAL
-from devstack.state import ClusterState, NodeEntry
+from devstack.state import NodeEntry
 from node.requester import BID_WINDOW_S, MAX_BID_ROUNDS
 from tests.conftest import (
-    UP_TIMEOUT_S,
     Devstack,
-    describe_failure,
     docker_client,
     get_json,
     running_devstack,
@@ -168,23 +165,6 @@ def elapsed_to(answer: dict[str, Any], kind: str) -> float:
     return event["at"] - answer["job"]["job"]["created_at"]
 
 
-@dataclass
-class SlottedDevstack(Devstack):
-    """A devstack whose nodes run ``slots`` shards each (``up --slots``)."""
-
-    slots: int = 1
-
-    def up(self, timeout: float = UP_TIMEOUT_S) -> ClusterState:
-        self.up_result = self.run(
-            "up", "--nodes", str(self.nodes), "--slots", str(self.slots), "--detach",
-            timeout=timeout,
-        )  # fmt: skip
-        self.reload()  # record whatever was started, even if up failed
-        assert self.up_result.returncode == 0, describe_failure(self.up_result)
-        assert self.state is not None and len(self.state.nodes) == self.nodes
-        return self.state
-
-
 # -- clusters --------------------------------------------------------------------
 
 
@@ -200,7 +180,7 @@ def cluster3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devstack]:
     """3 nodes of one slot each: 7 Docker jobs must queue."""
     docker_client().close()
     state_dir = tmp_path_factory.mktemp("bidding3")
-    stack = SlottedDevstack(state_dir=state_dir, nodes=3, slots=1)
+    stack = Devstack(state_dir=state_dir, nodes=3, up_args=("--slots", "1"))
     with running_devstack(state_dir, 3, stack) as running:
         yield running
 

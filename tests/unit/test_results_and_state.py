@@ -34,9 +34,11 @@ def test_same_tree_same_id_whatever_the_times_and_modes(tmp_path: Path) -> None:
     b = _tree(tmp_path / "b", b"hello\n")
     os.utime(b / "stdout", (1, 1))
     (b / "outputs" / "a.txt").chmod(0o600)
-    assert result_id_of(pack(a)) == result_id_of(pack(b))
+    assert result_id_of(a) == result_id_of(b)
+    assert pack(a) == pack(b)
     c = _tree(tmp_path / "c", b"hellO\n")
-    assert result_id_of(pack(a)) != result_id_of(pack(c))
+    assert result_id_of(a) != result_id_of(c)
+    assert result_id_of(a).startswith("bafybei")  # a directory's CIDv1 (dag-pb)
 
 
 def test_archive_unpacks_to_the_tree(tmp_path: Path) -> None:
@@ -51,7 +53,7 @@ def test_store_serves_by_id_and_refuses_bad_ids(tmp_path: Path) -> None:
     rid = store.put(_tree(tmp_path / "t", b"x"))
     assert store.path(rid).read_bytes() == pack(tmp_path / "t")
     assert store.statistics().stored == 1
-    for bad in ("0" * 63, "../../etc/passwd", rid.upper(), "f" * 64):
+    for bad in ("0" * 63, "../../etc/passwd", rid.upper(), "f" * 64, rid[:-1]):
         with pytest.raises(ResultNotFound):
             store.path(bad)
 

@@ -1,0 +1,125 @@
+"""The deterministic verifier against a bad actor (DESIGN §8), on a real devstack.
+
+Five nodes, the last started with ``--bad-actor`` (``devstack up --bad-actors 1``): it
+runs every job like the others, then forges its results, so its proposal's CID
+differs. Which three nodes run a job of concurrency 3 is up to the bidder, so each
+test submits jobs until one has the bad actor among its accepted bidders (each job
+leaves it out with probability 2/5; ten tries miss it with probability 1e-4).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from devstack.state import NodeEntry
+from tests.conftest import Devstack, describe_job, running_devstack, wait_job_end
+
+pytestmark = pytest.mark.slow
+
+TRIES = 10
+JOB_TIMEOUT_S = 240.0
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devstack]:
+    stack = Devstack(
+        state_dir=tmp_path_factory.mktemp("verification"), nodes=5, up_args=("--bad-actors", "1")
+    )
+    with running_devstack(stack.state_dir, stack.nodes, stack) as running:
+        yield running
+
+
+def bad_actor(cluster: Devstack) -> NodeEntry:
+    assert cluster.state is not None
+    bad = [n for n in cluster.state.nodes if n.bad_actor]
+    assert [n.index for n in bad] == [4], "`up --bad-actors 1` marks the last node"
+    info = httpx.get(f"{bad[0].api}/api/v1/node", timeout=10).json()
+    assert info["bad_actor"] is True
+    return bad[0]
+
+
+def executions(answer: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The runs of the job by node: its accepted bidders (not the bids it turned down)."""
+    return {e["node"]: e for e in answer["job"]["executions"] if e["state"] != "rejected"}
+
+
+def run_until_bad_actor_runs(
+    cluster: Devstack, spec: dict[str, Any], check: Callable[[dict[str, Any]], None]
+) -> dict[str, Any]:
+    """Submit ``spec`` from node 0 until a job's accepted bidders include the bad actor;
+    every job that leaves it out must still pass ``check`` (honest nodes agree)."""
+    bad = bad_actor(cluster)
+    api = cluster.api(0)
+    for _ in range(TRIES):
+        response = httpx.post(f"{api}/api/v1/jobs", json=spec, timeout=30)
+        assert response.status_code == 201, response.text
+        answer = wait_job_end(api, response.json()["id"], JOB_TIMEOUT_S)
+        if bad.peer_id in executions(answer):
+            return answer
+        check(answer)
+    pytest.fail(f"the bad actor ran none of {TRIES} jobs of concurrency 3 on 5 nodes")
+
+
+def completed_with_one_result(answer: dict[str, Any]) -> None:
+    assert answer["job"]["state"] == "completed", answer["job"]["reason"]
+    published = {e["result_id"] for e in executions(answer).values() if e["state"] == "published"}
+    assert len(published) == 1, published
+
+
+@pytest.mark.timeout(900)
+def test_bad_actor_is_outvoted_and_the_job_completes(cluster: Devstack) -> None:
+    spec = {
+        "image": "busybox:latest",
+        "command": ["echo", "verified"],
+        "verifier": "deterministic",
+        "deal": {"concurrency": 3},
+    }
+    answer = run_until_bad_actor_runs(cluster, spec, completed_with_one_result)
+    completed_with_one_result(answer)
+    bad = bad_actor(cluster)
+    runs = executions(answer)
+    assert runs[bad.peer_id]["state"] == "results_rejected", runs[bad.peer_id]
+    honest = {node: run for node, run in runs.items() if node != bad.peer_id}
+    assert {run["state"] for run in honest.values()} == {"published"}, honest
+    winner = next(iter(honest.values()))["result_id"]
+    assert winner.startswith("bafy")
+    reason = runs[bad.peer_id]["reason"]
+    assert winner in reason and "differs" in reason, reason
+    # What the requester recorded: the bad actor's own proposal, and why it lost.
+    rejected = [
+        e for e in answer["events"] if e["kind"] == "results_rejected" and e["node"] != bad.peer_id
+    ]
+    assert rejected and rejected[0]["detail"]["peer"] == bad.peer_id, rejected
+    proposals = {
+        e["detail"]["peer"]: e["detail"]["result_id"]
+        for e in answer["events"]
+        if e["kind"] == "proposed" and e["node"] == answer["requester"] and "peer" in e["detail"]
+    }
+    assert proposals[bad.peer_id] != winner
+    assert {rid for peer, rid in proposals.items() if peer != bad.peer_id} == {winner}
+    # The accepted result is the honest one: its stdout says what the job printed.
+    assert runs[bad.peer_id]["stdout_preview"] != "verified\n"
+    assert {run["stdout_preview"] for run in honest.values()} == {"verified\n"}
+
+
+@pytest.mark.timeout(900)
+def test_confidence_the_bad_actor_denies_ends_error_with_the_reason(cluster: Devstack) -> None:
+    spec = {
+        "engine": "noop",
+        "command": ["echo", "sure"],
+        "verifier": "deterministic",
+        "deal": {"concurrency": 3, "confidence": 3},
+    }
+    answer = run_until_bad_actor_runs(cluster, spec, completed_with_one_result)
+    record = answer["job"]
+    assert record["state"] == "error", record
+    assert record["reason"] == (
+        "verification accepted no result: 3 proposals: the largest group of equal"
+        " results has 2, confidence needs 3"
+    ), record["reason"]
+    runs = executions(describe_job(cluster.api(0), record["job"]["id"]))
+    assert {run["state"] for run in runs.values()} == {"results_rejected"}, runs
