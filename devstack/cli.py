@@ -22,6 +22,7 @@ from devstack.cluster import ClusterError, UpOptions
 from devstack.state import ClusterState, StateError
 from node.argtypes import add_instrument_args, positive
 from node.bidder import BIDDERS, DEFAULT_BIDDER
+from node.verifiers import VERIFIERS
 
 _positive = positive(int)
 
@@ -175,6 +176,7 @@ def build_spec(args: argparse.Namespace) -> dict[str, Any]:
         "env": dict(args.env),
         "timeout": args.timeout,
         "deal": {"concurrency": args.concurrency, "confidence": args.confidence},
+        "verifier": args.verifier,
     }
     if args.entrypoint:
         spec["entrypoint"] = [args.entrypoint]
@@ -378,6 +380,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("cmd", nargs=argparse.REMAINDER, help="-- then the command and its arguments")
     p.add_argument("--concurrency", type=_positive, default=1)
     p.add_argument("--confidence", type=int, default=0)
+    p.add_argument(
+        "--verifier",
+        choices=sorted(VERIFIERS),
+        default="noop",
+        help="noop (accept every result) or deterministic (equal results must agree)",
+    )
     p.add_argument("--engine", default="docker", help="docker (default) or noop")
     p.add_argument("--entrypoint", default=None)
     p.add_argument("--env", type=_env_pair, action="append", default=[], metavar="NAME=VALUE")

@@ -16,7 +16,13 @@ import httpx
 import pytest
 
 from devstack.state import NodeEntry
-from tests.conftest import Devstack, describe_job, running_devstack, wait_job_end
+from tests.conftest import (
+    Devstack,
+    describe_failure,
+    describe_job,
+    running_devstack,
+    wait_job_end,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -123,3 +129,19 @@ def test_confidence_the_bad_actor_denies_ends_error_with_the_reason(cluster: Dev
     ), record["reason"]
     runs = executions(describe_job(cluster.api(0), record["job"]["id"]))
     assert {run["state"] for run in runs.values()} == {"results_rejected"}, runs
+
+
+@pytest.mark.timeout(300)
+def test_submit_from_the_cli_with_the_deterministic_verifier(cluster: Devstack) -> None:
+    """Whoever runs it, the honest result is what `submit --wait` prints."""
+    result = cluster.run(
+        "submit", "--wait", "--concurrency", "3", "--verifier", "deterministic",
+        "busybox", "--", "echo", "verified",
+        timeout=JOB_TIMEOUT_S,
+    )  # fmt: skip
+    assert result.returncode == 0, describe_failure(result)
+    assert result.stdout == "verified\n", result.stdout
+    status = cluster.run("status", check=True).stdout
+    assert status.count("(bad actor)") == 1, status
+    bad = cluster.run("submit", "--verifier", "majority", "busybox", "--", "true")
+    assert bad.returncode == 2 and "--verifier" in bad.stderr, bad.stderr
