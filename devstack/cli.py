@@ -177,6 +177,7 @@ def build_spec(args: argparse.Namespace) -> dict[str, Any]:
         "timeout": args.timeout,
         "deal": {"concurrency": args.concurrency, "confidence": args.confidence},
         "verifier": args.verifier,
+        "step": args.step,
     }
     if args.entrypoint:
         spec["entrypoint"] = [args.entrypoint]
@@ -220,6 +221,19 @@ def _duration(record: dict[str, Any]) -> str:
     return f"{record['updated_at'] - record['job']['created_at']:.2f}s"
 
 
+def cmd_step(args: argparse.Namespace) -> int:
+    cluster = _cluster(args)
+    answer = jobs.describe(cluster, args.job)
+    requester = st.node_by_peer(cluster, answer["requester"])
+    if requester is None:
+        raise ClusterError(f"the job's requester {answer['requester']} is not in this devstack")
+    job_id = answer["job"]["job"]["id"]
+    with NodeClient(requester.api) as client:
+        opened = client.step(job_id)["opened"]
+    print(f"job {job_id}: opened the {opened} gate")
+    return 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     records = jobs.list_jobs(_cluster(args), limit=args.limit)
     if args.json:
@@ -254,6 +268,9 @@ def cmd_describe(args: argparse.Namespace) -> int:
         f" publisher={spec['publisher']}"
     )
     print(f"created    {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(created))}Z")
+    if gate := answer.get("gate"):
+        behind = " ".join(f"{k}={v}" for k, v in gate.items() if k != "name")
+        print(f"gate       waiting at {gate['name']}: {behind}  (`devstack step {job['id']}`)")
     print("executions")
     for e in record["executions"]:
         extra = e.get("reason") or e.get("result_url") or ""
@@ -381,6 +398,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=_positive, default=1)
     p.add_argument("--confidence", type=int, default=0)
     p.add_argument(
+        "--step",
+        action="store_true",
+        help="pause before the verdict and before publication (`devstack step JOB`)",
+    )
+    p.add_argument(
         "--verifier",
         choices=sorted(VERIFIERS),
         default="noop",
@@ -398,6 +420,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("list", cmd_list, "jobs requested on any node, newest first")
     p.add_argument("--limit", type=_positive, default=50)
     p.add_argument("--json", action="store_true")
+
+    p = add("step", cmd_step, "open the next gate of a job submitted with --step")
+    p.add_argument("job")
 
     p = add("describe", cmd_describe, "a job's state, executions and every event")
     p.add_argument("job")

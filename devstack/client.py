@@ -116,6 +116,10 @@ class NodeClient:
         """The node's metrics, lock and stall figures (``GET /api/v1/stats``)."""
         return self._request("GET", "/api/v1/stats").json()
 
+    def step(self, job_id: str) -> dict[str, Any]:
+        """Open the gate a step-mode job waits at (409 if it waits at none)."""
+        return self._request("POST", f"/api/v1/jobs/{job_id}/step").json()
+
     def events(self, job_id: str) -> list[dict[str, Any]]:
         return self._request("GET", f"/api/v1/jobs/{job_id}/events").json()["events"]
 

@@ -24,6 +24,7 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
 from node.models import JobState, SpecError, decode_spec
+from node.requester import NotAtGate
 from node.results import ResultNotFound
 from profiles.cpu import MAX_SECONDS, ProfileBusy, profile_cpu
 from profiles.memory import profile_memory
@@ -130,14 +131,31 @@ def build_app(node: Node) -> Starlette:
         if record is None:
             raise ApiError(404, "not_found", f"no job {job_id!r} on this node", "job_id")
         events = await node.ctx.db(node.store.events, job_id)
+        gate = node.requester.gate_of(job_id)
         return json_response(
             {
                 "job": record,
                 "requester": record.job.requester,
                 "node": node.node_id,
                 "events": events,
+                # Step mode: the gate the job waits at, and what is behind it.
+                "gate": {"name": gate[0], **gate[1]} if gate is not None else None,
             }
         )
+
+    async def step(request: Request) -> Response:
+        job_id = request.path_params["job_id"]
+        if await node.ctx.db(node.store.get_job, job_id) is None:
+            raise ApiError(404, "not_found", f"no job {job_id!r} on this node", "job_id")
+        try:
+            opened = node.requester.step(job_id)
+        except NotAtGate as exc:
+            raise ApiError(
+                409,
+                "not_at_gate",
+                f"{exc}; only a job submitted with step: true waits at gates, on its requester",
+            ) from None
+        return json_response({"id": job_id, "opened": opened})
 
     async def job_events(request: Request) -> Response:
         job_id = request.path_params["job_id"]
@@ -197,6 +215,7 @@ def build_app(node: Node) -> Starlette:
         Route("/api/v1/jobs", list_jobs, methods=["GET"]),
         Route("/api/v1/jobs/{job_id}", describe),
         Route("/api/v1/jobs/{job_id}/events", job_events),
+        Route("/api/v1/jobs/{job_id}/step", step, methods=["POST"]),
         Route("/api/v1/results/{result_id}", result),
         Route("/api/v1/debug/locks", debug_locks),
         Route("/api/v1/debug/profile", debug_profile, methods=["POST"]),

@@ -74,6 +74,7 @@ class JobSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     verifier: str = "noop"
     publisher: str = "noop"
     network: bool = False
+    step: bool = False  # pause before the verdict and before publication (DESIGN §10)
 
 
 class JobState(enum.StrEnum):

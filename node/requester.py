@@ -86,7 +86,9 @@ class _OpenJob:
     published: dict[str, str] = field(default_factory=dict)
     changed: _Signal = field(default_factory=_Signal)
     waited: float = 0.0  # seconds of bid windows that passed without enough bids
-    verdict_at: float = 0.0  # trio clock when verification accepted results
+    verdict_at: float = 0.0  # trio clock when the accepted results were told to publish
+    gate: tuple[str, dict[str, object]] | None = None  # step mode: where it waits, what for
+    stepped: trio.Event = field(default_factory=trio.Event)
     reached: set[Phase] = field(default_factory=set)  # phases observed, once each
 
     @property
@@ -337,24 +339,62 @@ class Requester:
         proposals = [Proposal(node, rid) for node, rid in sorted(open_job.proposals.items())]
         started = trio.current_time()
         verdict = VERIFIERS[spec.verifier].verify(proposals, confidence=spec.deal.confidence)
-        open_job.verdict_at = trio.current_time()
-        self._ctx.metrics.observe("verify", open_job.verdict_at - started)
+        self._ctx.metrics.observe("verify", trio.current_time() - started)
+        await self._gate(
+            open_job,
+            "verdict",
+            proposals=dict(open_job.proposals),
+            votes=dict(Counter(p.result_id for p in proposals)),
+            accepted=sorted(verdict.accepted),
+            rejected=verdict.rejected,
+            failure=verdict.failure,
+        )
+        async with trio.open_nursery() as nursery:
+            for node, reason in verdict.rejected.items():
+                nursery.start_soon(self._tell_verdict, open_job, node, reason)
         if not verdict.accepted:
             reasons = verdict.failure or "; ".join(
                 f"{n}: {r}" for n, r in sorted(verdict.rejected.items())
             )
-            async with trio.open_nursery() as nursery:
-                for node, reason in verdict.rejected.items():
-                    nursery.start_soon(self._tell_verdict, open_job, node, reason)
             raise _JobFailed(f"verification accepted no result: {reasons}")
         open_job.results_accepted = set(verdict.accepted)
-        # Before the verdicts go out: the first ResultsPublished may come back at once.
+        # ResultsAccepted is the go-ahead to publish: in step mode it waits for the gate.
+        await self._gate(
+            open_job,
+            "publish",
+            results={node: open_job.proposals[node] for node in sorted(verdict.accepted)},
+        )
+        open_job.verdict_at = trio.current_time()
+        # Before the go-ahead: the first ResultsPublished may come back at once.
         await self._set_state(open_job, JobState.PUBLISHING, "publishing")
         async with trio.open_nursery() as nursery:
             for node in verdict.accepted:
                 nursery.start_soon(self._tell_verdict, open_job, node, None)
-            for node, reason in verdict.rejected.items():
-                nursery.start_soon(self._tell_verdict, open_job, node, reason)
+
+    async def _gate(self, open_job: _OpenJob, gate: str, **behind: object) -> None:
+        """In step mode, record what is behind ``gate`` and wait until :meth:`step`."""
+        if not open_job.job.spec.step:
+            return
+        open_job.gate, open_job.stepped = (gate, behind), trio.Event()
+        await self._set_state(open_job, open_job.state, "gate", gate=gate, **behind)
+        await open_job.stepped.wait()
+        open_job.gate = None
+        await self._set_state(open_job, open_job.state, "stepped", gate=gate)
+
+    def gate_of(self, job_id: str) -> tuple[str, dict[str, object]] | None:
+        """The gate ``job_id`` waits at and what is behind it; None if it waits at none."""
+        open_job = self._open.get(job_id)
+        return open_job.gate if open_job is not None else None
+
+    def step(self, job_id: str) -> str:
+        """Open the gate ``job_id`` waits at; its name. Raises :class:`NotAtGate` if the
+        job is not one of this node's open jobs or waits at no gate."""
+        open_job = self._open.get(job_id)
+        if open_job is None or open_job.gate is None:
+            state = open_job.state.value if open_job is not None else "not open here"
+            raise NotAtGate(f"job {job_id} is not waiting at a gate (state: {state})")
+        open_job.stepped.set()
+        return open_job.gate[0]
 
     async def _tell_verdict(self, open_job: _OpenJob, node: str, rejected: str | None) -> None:
         job_id = open_job.job.id
@@ -436,6 +476,10 @@ class Requester:
             job_id=open_job.job.id, shard=0, node=node, state=state, updated_at=event.at, **fields
         )
         await self._ctx.db(self._ctx.store.record, event, execution=execution)
+
+
+class NotAtGate(Exception):
+    """A step was asked of a job that is not waiting at a gate."""
 
 
 class _JobFailed(Exception):

@@ -22,6 +22,7 @@ from tests.conftest import (
     describe_job,
     running_devstack,
     wait_job_end,
+    wait_until,
 )
 
 pytestmark = pytest.mark.slow
@@ -145,3 +146,61 @@ def test_submit_from_the_cli_with_the_deterministic_verifier(cluster: Devstack) 
     assert status.count("(bad actor)") == 1, status
     bad = cluster.run("submit", "--verifier", "majority", "busybox", "--", "true")
     assert bad.returncode == 2 and "--verifier" in bad.stderr, bad.stderr
+
+
+# -- step mode (DESIGN §10) ---------------------------------------------------------
+
+
+@pytest.mark.timeout(300)
+def test_step_mode_waits_at_each_gate_until_stepped(cluster: Devstack) -> None:
+    api = cluster.api(1)
+    spec = {
+        "engine": "noop",
+        "command": ["echo", "step by step"],
+        "verifier": "deterministic",
+        "deal": {"concurrency": 3},
+        "step": True,
+    }
+    response = httpx.post(f"{api}/api/v1/jobs", json=spec, timeout=30)
+    assert response.status_code == 201, response.text
+    job_id = response.json()["id"]
+
+    def at(gate: str) -> dict[str, Any] | None:
+        answer = describe_job(api, job_id)
+        return answer if (answer["gate"] or {}).get("name") == gate else None
+
+    def requester_kinds(answer: dict[str, Any]) -> set[str]:
+        return {e["kind"] for e in answer["events"] if e["node"] == answer["requester"]}
+
+    # Gate 1: proposals in, verdict computed, nothing announced.
+    answer = wait_until(lambda: at("verdict"), timeout=120, message="the verdict gate")
+    gate = answer["gate"]
+    assert answer["job"]["state"] == "verifying"
+    assert len(gate["proposals"]) == 3 and sum(gate["votes"].values()) == 3, gate
+    assert set(gate["accepted"]) | set(gate["rejected"]) == set(gate["proposals"]), gate
+    assert not requester_kinds(answer) & {"results_accepted", "results_rejected", "publishing"}
+    assert at("verdict") is not None  # still there: it waits for the user
+
+    stepped = httpx.post(f"{api}/api/v1/jobs/{job_id}/step", timeout=30)
+    assert stepped.status_code == 200 and stepped.json()["opened"] == "verdict", stepped.text
+
+    # Gate 2: the verdict is out, the go-ahead to publish is not.
+    answer = wait_until(lambda: at("publish"), timeout=60, message="the publish gate")
+    results = answer["gate"]["results"]
+    assert results and len(set(results.values())) == 1, results
+    assert next(iter(results.values())).startswith("bafy")
+    assert "published" not in requester_kinds(answer)
+    assert not {e["state"] for e in answer["job"]["executions"]} & {"published"}
+
+    result = cluster.run("step", job_id)
+    assert result.returncode == 0, describe_failure(result)
+    assert "opened the publish gate" in result.stdout, result.stdout
+    final = wait_job_end(api, job_id, JOB_TIMEOUT_S)
+    assert final["job"]["state"] == "completed", final["job"]["reason"]
+    assert final["gate"] is None
+
+    again = httpx.post(f"{api}/api/v1/jobs/{job_id}/step", timeout=30)
+    assert again.status_code == 409 and again.json()["error"] == "not_at_gate", again.text
+    assert "not waiting at a gate" in again.json()["message"]
+    unknown = httpx.post(f"{api}/api/v1/jobs/no-such-job/step", timeout=30)
+    assert unknown.status_code == 404, unknown.text
