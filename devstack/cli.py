@@ -22,6 +22,7 @@ from devstack.cluster import ClusterError, UpOptions
 from devstack.state import ClusterState, StateError
 from node.argtypes import add_instrument_args, positive
 from node.bidder import BIDDERS, DEFAULT_BIDDER
+from node.content import ContentError
 from node.verifiers import VERIFIERS
 
 _positive = positive(int)
@@ -301,6 +302,37 @@ def cmd_get(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_add(args: argparse.Namespace) -> int:
+    from node.content.tarball import path_entries, tar_stream
+
+    node = st.find_node(_cluster(args), args.node)
+    name = os.path.basename(os.path.abspath(args.path)) or "root"
+    try:
+        os.lstat(args.path)
+        with NodeClient(node.api) as client:
+            cid = client.add_content(tar_stream(path_entries(args.path, name)))
+    except (OSError, ContentError) as exc:  # a path that cannot be read or added
+        print(f"devstack add: {exc}", file=sys.stderr)
+        return 1
+    print(cid)
+    return 0
+
+
+def cmd_fetch(args: argparse.Namespace) -> int:
+    cluster = _cluster(args)
+    node = st.find_node(cluster, args.node)
+    providers = [st.find_node(cluster, args.provider).peer_id] if args.provider else []
+    try:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        with NodeClient(node.api) as client:
+            client.fetch_content(args.cid, args.output, providers=providers, timeout=args.timeout)
+    except (OSError, ContentError) as exc:  # DIR exists, or an archive unsafe to unpack
+        print(f"devstack fetch: {exc}", file=sys.stderr)
+        return 1
+    print(args.output)
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from devstack import bench
 
@@ -431,6 +463,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("get", cmd_get, "download a job's published results")
     p.add_argument("job")
     p.add_argument("-o", "--output", type=Path, default=None, help="default ./job-<id>")
+
+    p = add("add", cmd_add, "add a file or directory to a node's store; print its CID")
+    p.add_argument("path")
+    p.add_argument("--node", default="0", help="node to add to (default 0)")
+
+    p = add("fetch", cmd_fetch, "write the tree CID to DIR, as a node has it or fetches it")
+    p.add_argument("cid")
+    p.add_argument("-o", "--output", type=Path, required=True, help="must not exist")
+    p.add_argument("--node", default="0", help="node to ask (default 0)")
+    p.add_argument(
+        "--from",
+        dest="provider",
+        default=None,
+        help="node the asked node fetches it from over bitswap (index, node-N or peer id)",
+    )
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds the fetch may take")
 
     from devstack.bench import add_bench_parser
 

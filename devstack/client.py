@@ -6,9 +6,15 @@ field) or saying the node could not be reached and what to check.
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import httpx
+
+from node.content.tarball import ChunkReader, unpack
 
 DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=3.0)
 
@@ -57,16 +63,31 @@ class NodeClient:
     def close(self) -> None:
         self._http.close()
 
+    def _unreachable(self, exc: Exception) -> NodeApiError:
+        return NodeApiError(
+            f"cannot reach the node at {self.base_url} ({exc}); is the devstack up?"
+            " (`devstack status`)"
+        )
+
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
-            raise NodeApiError(
-                f"cannot reach the node at {self.base_url} ({exc}); is the devstack up?"
-                " (`devstack status`)"
-            ) from None
+            raise self._unreachable(exc) from None
         _raise_for(response)
         return response
+
+    @contextlib.contextmanager
+    def _stream(self, method: str, path: str, **kwargs: Any) -> Iterator[httpx.Response]:
+        """A streamed response with a success status (else NodeApiError as ``_request``)."""
+        try:
+            with self._http.stream(method, path, **kwargs) as response:
+                if not response.is_success:
+                    response.read()
+                    _raise_for(response)
+                yield response
+        except httpx.TransportError as exc:
+            raise self._unreachable(exc) from None
 
     def health(self) -> dict[str, Any]:
         return self._request("GET", "/api/v1/healthz").json()
@@ -122,6 +143,48 @@ class NodeClient:
 
     def events(self, job_id: str) -> list[dict[str, Any]]:
         return self._request("GET", f"/api/v1/jobs/{job_id}/events").json()["events"]
+
+    def add_content(self, archive: Iterable[bytes], *, timeout: float = 600.0) -> str:
+        """Send a tar (streamed from ``archive``'s pieces) to be added to the node's
+        store; returns the root CID. Raises NodeApiError (400 naming a refused entry,
+        413 over the size cap)."""
+        response = self._request(
+            "POST",
+            "/api/v1/content",
+            content=archive,
+            headers={"content-type": "application/x-tar"},
+            timeout=httpx.Timeout(timeout, connect=3.0),
+        )
+        return str(response.json()["cid"])
+
+    def fetch_content(
+        self,
+        cid: str,
+        dest: str | os.PathLike[str],
+        *,
+        providers: Sequence[str] = (),
+        timeout: float = 300.0,
+    ) -> None:
+        """Write the tree ``cid`` to ``dest`` (which must not exist), as the node has it
+        or, with ``providers`` (peer ids), once it has fetched it from them over
+        bitswap within ``timeout`` seconds.
+
+        Raises NodeApiError for the node's refusal (404 not there and no provider, 502
+        providers unreachable, 504 too slow) or a transfer that broke off, TarError
+        for an archive that cannot be unpacked safely, FileExistsError if ``dest`` exists.
+        """
+        params: dict[str, Any] = {"timeout": max(1, round(timeout))}
+        if providers:
+            params["from"] = ",".join(providers)
+        # The answer starts only once the node has every block.
+        wait = httpx.Timeout(timeout + 30.0, connect=3.0)
+        with self._stream("GET", f"/api/v1/content/{cid}", params=params, timeout=wait) as response:
+            try:
+                unpack(io.BufferedReader(ChunkReader(response.iter_bytes())), dest)
+            except httpx.HTTPError as exc:
+                raise NodeApiError(
+                    f"the transfer of {cid} from {self.base_url} broke off: {exc}"
+                ) from None
 
 
 def download(url: str, *, timeout: httpx.Timeout = DEFAULT_TIMEOUT) -> bytes:

@@ -8,8 +8,11 @@ traceback. Binds 127.0.0.1 unless told otherwise.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import asdict
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
@@ -20,9 +23,19 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import FileResponse, Response
+from starlette.responses import FileResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from node.content import ContentError, parse_cid
+from node.content.exchange import (
+    FetchError,
+    FetchTimeout,
+    NotProvided,
+    ProvidersUnreachable,
+    parse_providers,
+)
+from node.content.store import BlockNotFound
+from node.content.tarball import dag_entries, import_archive, tar_stream
 from node.models import JobState, SpecError, decode_spec
 from node.requester import NotAtGate
 from node.results import ResultNotFound
@@ -37,6 +50,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MAX_BODY_BYTES = 1 << 20
+MAX_CONTENT_BYTES = 1 << 30  # a tar added with POST /api/v1/content
+FETCH_TIMEOUT_S = 300
+MAX_FETCH_TIMEOUT_S = 3600
+_WRITE_CHUNK = 1 << 20
 MAX_LIST_LIMIT = 1000
 
 
@@ -77,6 +94,44 @@ async def _profile_session(request: Request, run: Callable[[int], Awaitable[T]])
         return await run(seconds)
     except ProfileBusy as exc:
         raise ApiError(409, "busy", f"{exc}; try again when it ends") from None
+
+
+async def _save_body(request: Request, path: Path, limit: int) -> int:
+    """Write the request body to ``path``, refusing (413) one over ``limit`` bytes;
+    returns its size. Disk writes go to a worker thread a MiB at a time."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, "too_large", f"an archive is at most {limit} bytes")
+    total = 0
+    pending = bytearray()
+    with open(path, "wb") as out:
+        async for chunk in request.stream():
+            total += len(chunk)
+            if total > limit:
+                raise ApiError(413, "too_large", f"an archive is at most {limit} bytes")
+            pending += chunk
+            if len(pending) >= _WRITE_CHUNK:
+                await trio.to_thread.run_sync(out.write, bytes(pending))
+                pending.clear()
+        await trio.to_thread.run_sync(out.write, bytes(pending))
+    return total
+
+
+def _import_saved(archive: Path, node: Node, scratch: Path) -> str:
+    with open(archive, "rb") as stream:
+        return import_archive(stream, node.blocks.put, scratch).text
+
+
+async def _in_threads(
+    pieces: Iterator[bytes], limiter: trio.CapacityLimiter
+) -> AsyncIterator[bytes]:
+    """``pieces``, each produced in a worker thread: producing one reads and verifies
+    blocks from disk, which must not stall the loop."""
+    while True:
+        piece = await trio.to_thread.run_sync(next, pieces, None, limiter=limiter)
+        if piece is None:
+            return
+        yield piece
 
 
 def build_app(node: Node) -> Starlette:
@@ -173,6 +228,73 @@ def build_app(node: Node) -> Starlette:
             ) from None
         return FileResponse(path, media_type="application/x-tar", filename=f"{result_id}.tar")
 
+    async def add_content(request: Request) -> Response:
+        """POST a tar of one file, directory tree or symlink (node.content.tarball):
+        201 ``{"cid": root}``; 400 naming a refused entry; 413 over the cap."""
+        uploads = node.config.data_dir / "uploads"
+        uploads.mkdir(exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(dir=uploads))
+        try:
+            archive = scratch / "archive.tar"
+            if await _save_body(request, archive, MAX_CONTENT_BYTES) == 0:
+                raise ApiError(400, "bad_archive", "the body is empty: send a tar archive")
+            try:
+                cid = await node.exchange.in_thread(_import_saved, archive, node, scratch)
+            except ContentError as exc:  # TarError included: the message names the entry
+                raise ApiError(400, "bad_archive", str(exc)) from None
+        finally:
+            await trio.to_thread.run_sync(shutil.rmtree, scratch, True)
+        return json_response({"cid": cid}, 201)
+
+    async def get_content(request: Request) -> Response:
+        """The tree as a streamed tar, its root named by the CID; first fetched over
+        bitswap from the peers in ``?from=`` if this node lacks blocks. 400 bad CID or
+        peer id, 404 missing (no provider, or none has it), 502 providers unreachable,
+        504 past ``?timeout=`` seconds."""
+        try:
+            root = parse_cid(request.path_params["cid"])
+        except ContentError as exc:
+            raise ApiError(400, "bad_cid", str(exc), "cid") from None
+        try:
+            providers = parse_providers(request.query_params.get("from", ""), node.node_id)
+        except ValueError as exc:
+            raise ApiError(400, "bad_parameter", str(exc), "from") from None
+        timeout = _int_param(request, "timeout", FETCH_TIMEOUT_S, 1, MAX_FETCH_TIMEOUT_S)
+        try:
+            report = await node.exchange.fetch(root, providers, timeout=timeout)
+        except BlockNotFound as exc:
+            raise ApiError(
+                404,
+                "not_found",
+                f"this node has not got all of {root} (block {exc.cid} is missing);"
+                " name a node that has it with ?from=PEER_ID",
+                "cid",
+            ) from None
+        except NotProvided as exc:
+            raise ApiError(404, "not_found", str(exc), "from") from None
+        except ProvidersUnreachable as exc:
+            raise ApiError(502, "unreachable", str(exc), "from") from None
+        except FetchTimeout as exc:
+            raise ApiError(504, "timeout", str(exc)) from None
+        except FetchError as exc:  # a fetched block could not be written here
+            raise ApiError(500, "store_failed", str(exc)) from None
+        except ContentError as exc:
+            raise ApiError(422, "bad_content", str(exc), "cid") from None
+        # Blocks are read and checked again as the tar streams; one damaged since the
+        # fetch ends the stream early (the client sees a truncated archive).
+        pieces = tar_stream(dag_entries(root, node.blocks.get, root.text))
+        return StreamingResponse(
+            _in_threads(pieces, node.exchange.limiter),
+            media_type="application/x-tar",
+            headers={
+                "content-disposition": f'attachment; filename="{root}.tar"',
+                # What bitswap brought in first (0 when the node had it all).
+                "x-fetched-blocks": str(report.blocks_fetched),
+                "x-fetched-bytes": str(report.bytes_fetched),
+                "x-fetch-seconds": f"{report.seconds:.3f}",
+            },
+        )
+
     async def debug_profile(request: Request) -> Response:
         profile = await _profile_session(request, profile_cpu)
         return json_response(
@@ -217,6 +339,8 @@ def build_app(node: Node) -> Starlette:
         Route("/api/v1/jobs/{job_id}/events", job_events),
         Route("/api/v1/jobs/{job_id}/step", step, methods=["POST"]),
         Route("/api/v1/results/{result_id}", result),
+        Route("/api/v1/content", add_content, methods=["POST"]),
+        Route("/api/v1/content/{cid}", get_content),
         Route("/api/v1/debug/locks", debug_locks),
         Route("/api/v1/debug/profile", debug_profile, methods=["POST"]),
         Route("/api/v1/debug/memory", debug_memory, methods=["POST"]),

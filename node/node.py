@@ -26,6 +26,8 @@ from node.bandstep import BandStep
 from node.bidder import DEFAULT_BIDDER, DEFAULT_STEP_S, make_bidder
 from node.capacity import Capacity
 from node.compute import Compute
+from node.content.exchange import Exchange
+from node.content.store import BlockStore
 from node.context import NodeContext
 from node.entitlement import check_sender
 from node.executors.base import Executor
@@ -113,6 +115,7 @@ class Node:
             config.data_dir / "jobs.sqlite", lock_factory=lambda: ThreadLock("store.sqlite")
         )
         self.results = ResultStore(config.data_dir / "results")
+        self.blocks = BlockStore(config.data_dir / "blocks")  # content, served over bitswap
         self.store_queue = StoreQueue()
         self.membership = Membership(self.node_id, config.api_url, period=config.members_period)
         self.transport = Transport(
@@ -130,6 +133,7 @@ class Node:
         self._direct_addrs: dict[str, str] = {}  # what the transport was taught
         self.requester: Requester
         self.compute: Compute
+        self.exchange: Exchange
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -171,6 +175,8 @@ class Node:
                 await self.requester.resume()
                 async with self.transport.running():
                     self.membership.direct = self.transport.direct_addrs[0]
+                    self.exchange = Exchange(self.transport.direct_host, self.blocks)
+                    await nursery.start(self.exchange.run)
                     await nursery.start(serve_api, self, config.host, config.api_port)
                     for peer in config.peers:
                         nursery.start_soon(self.transport.connect, peer)
@@ -267,6 +273,7 @@ class Node:
             "requester": {"open_jobs": self.requester.open_jobs},
             "compute": {"bids_sent": self.compute.bids_sent},
             "band_step": _record(self.compute.band_step.statistics()),
+            "content": _record(self.exchange.statistics()),
         }
 
     def statistics(self) -> NodeStatistics:

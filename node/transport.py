@@ -44,6 +44,7 @@ from libp2p.peer.peerinfo import info_from_p2p_addr
 from libp2p.pubsub.gossipsub import GossipSub
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import Pubsub
+from libp2p.security.secure_session import SecureSession
 from libp2p.tools.anyio_service import background_trio_service
 
 from node import messages
@@ -64,6 +65,27 @@ _INBOX_SIZE = 4096
 # listens on one address, so there is nothing to race: 0 makes a first contact
 # (a bid to a requester never dialed before) ~15 ms instead of ~250 ms.
 libp2p.network.swarm._HAPPY_EYEBALLS_DELAY = 0.0
+
+
+def _drain_without_views(self: SecureSession, n: int | None) -> bytes:
+    """py-libp2p 0.8.1's ``SecureSession._drain`` slices a memoryview of its read buffer
+    and relies on it dying with the call. Under a profiler (pyinstrument, as
+    ``/api/v1/debug/profile`` runs) the view outlives the call, the next close of the
+    buffer raises BufferError mid-frame, and yamux loses the framing and drops the
+    connection (seen moving 256 KiB bitswap blocks). Reading the buffer makes no view."""
+    available = self.high_watermark - self.low_watermark
+    if available == 0:
+        return b""
+    self.buf.seek(self.low_watermark)
+    result = self.buf.read(available if n is None else min(n, available))
+    self.low_watermark += len(result)
+    if self.low_watermark == self.high_watermark:
+        self.buf.close()
+        self._reset_internal_buffer()
+    return result
+
+
+SecureSession._drain = _drain_without_views  # type: ignore[method-assign]
 
 GossipCheck = Callable[[str, Message], str | None]
 """(signer peer id, message) -> None to accept, or the reason to drop it."""
@@ -241,6 +263,13 @@ class Transport:
     def direct_addrs(self) -> list[str]:
         """The direct host's listen addresses: where job messages reach this node."""
         return self._addrs_of(self._direct)
+
+    @property
+    def direct_host(self) -> Any:
+        """The direct host itself, for protocols that run their own streams on it
+        (bitswap, :mod:`node.content.exchange`): never the gossip host, whose links
+        must not grow with whom a node exchanges content."""
+        return self._direct
 
     async def connect(self, addr: str, *, attempts: int = 8) -> bool:
         """Dial ``addr`` (a /p2p multiaddr), retrying while the peer comes up.
