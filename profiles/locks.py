@@ -94,20 +94,20 @@ def _creation_site(frame: FrameType | None) -> str:
     return f"{site[0].co_filename}:{site[1]}"
 
 
+def _warn(registry: LockRegistry, kind: str, name: str, created_at: str, what: str) -> None:
+    """One warning about lock ``name`` (``kind``: wait or hold), unless one just went."""
+    suppressed = registry._warnings.admit((name, created_at, kind))
+    if suppressed is not None:
+        _log.warning(
+            "lock %r (created at %s) %s%s", name, created_at, what, suppressed_note(suppressed)
+        )
+
+
 def _warn_wait(
     registry: LockRegistry, name: str, created_at: str, wait_ns: int, waiter: str, holder: str
 ) -> None:
-    suppressed = registry._warnings.admit((name, created_at, "wait"))
-    if suppressed is not None:
-        _log.warning(
-            "lock %r (created at %s) waited %.1f ms at %s; the holder took it at %s%s",
-            name,
-            created_at,
-            wait_ns / 1e6,
-            waiter,
-            holder,
-            suppressed_note(suppressed),
-        )
+    what = f"waited {wait_ns / 1e6:.1f} ms at {waiter}; the holder took it at {holder}"
+    _warn(registry, "wait", name, created_at, what)
 
 
 def _warn_hold(
@@ -118,17 +118,9 @@ def _warn_hold(
     holder: str,
     waiters: tuple[str, ...],
 ) -> None:
-    suppressed = registry._warnings.admit((name, created_at, "hold"))
-    if suppressed is not None:
-        _log.warning(
-            "lock %r (created at %s) held %.1f ms, taken at %s; waiting at release: %s%s",
-            name,
-            created_at,
-            hold_ns / 1e6,
-            holder,
-            "; ".join(waiters) if waiters else "nobody",
-            suppressed_note(suppressed),
-        )
+    waiting = "; ".join(waiters) if waiters else "nobody"
+    what = f"held {hold_ns / 1e6:.1f} ms, taken at {holder}; waiting at release: {waiting}"
+    _warn(registry, "hold", name, created_at, what)
 
 
 @dataclass(frozen=True, slots=True)
