@@ -49,6 +49,7 @@ from devstack.jobs import TERMINAL
 from devstack.state import ClusterState
 from node.argtypes import positive
 from node.bidder import DEFAULT_BIDDER
+from profiles.quantiles import percentile
 
 COMMAND = ["echo", "hello"]
 EXPECTED_STDOUT = "hello\n"
@@ -72,17 +73,6 @@ def say(message: str) -> None:
 
 
 # -- figures -----------------------------------------------------------------------
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """The ``q``-th percentile (0-100), interpolating linearly between ranks."""
-    if not values:
-        raise ValueError("percentile of no values")
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * q / 100.0
-    low = int(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
 def summarize(values: Sequence[float], digits: int = 1) -> dict[str, float]:

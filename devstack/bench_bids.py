@@ -25,13 +25,13 @@ from devstack.bench import (
     BenchError,
     add_cluster_args,
     bench_cluster,
-    percentile,
     report,
     say,
     settle,
 )
 from devstack.client import NodeClient
 from devstack.jobs import TERMINAL
+from profiles.quantiles import percentile
 
 WAIT_S = 300.0
 

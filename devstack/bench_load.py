@@ -22,13 +22,13 @@ from devstack.bench import (
     add_cluster_args,
     bench_cluster,
     cpu_seconds,
-    percentile,
     report,
     say,
     settle,
 )
 from devstack.bench_bids import noop_spec, submit_all, wait_all
 from node.argtypes import positive
+from profiles.quantiles import percentile
 
 
 def _latency_ms(answers: list[dict[str, Any]]) -> dict[str, float | None]:

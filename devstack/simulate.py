@@ -86,7 +86,7 @@ import sys
 import time
 import uuid
 from array import array
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -94,6 +94,7 @@ import node.bidder as bidder_module
 from node.argtypes import positive
 from node.bidder import BIDDERS, DEFAULT_BIDDER, DEFAULT_STEP_S, make_bidder
 from node.models import Deal, Job, JobSpec
+from profiles.quantiles import percentile
 
 BASE58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 LATENCY_QUANTILES = 4096
@@ -173,17 +174,6 @@ def latency_table(median_s: float, sigma: float, size: int = LATENCY_QUANTILES) 
     normal = statistics.NormalDist()
     mu = math.log(median_s)
     return [math.exp(mu + sigma * normal.inv_cdf((k + 0.5) / size)) for k in range(size)]
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """The ``q``-th percentile (0-100) of ``values`` (linear between ranks); 0 if empty."""
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * q / 100.0
-    low = int(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
 @contextlib.contextmanager
@@ -582,18 +572,18 @@ def _figures(
         "concurrency": config.concurrency,
         "seed": config.seed,
         "bids_per_job_mean": round(statistics.fmean(bids), 3),
-        "bids_per_job_p50": round(percentile(bids, 50), 3),
-        "bids_per_job_p99": round(percentile(bids, 99), 3),
+        "bids_per_job_p50": round(percentile(bids, 50, empty=0.0), 3),
+        "bids_per_job_p99": round(percentile(bids, 99, empty=0.0), 3),
         "bids_per_job_max": max(bids),
         "bids_total": sum(bids),
         "jobs_short_of_bids_first_round": short_first,
         "jobs_rebid": rebid_jobs,
         "jobs_without_bids": sum(1 for b in bids if b == 0),
         "jobs_never_completed": never_completed,
-        "first_bid_p50_ms": round(percentile(first, 50), 1),
-        "first_bid_p99_ms": round(percentile(first, 99), 1),
-        "accepted_p50_ms": round(percentile(accepted, 50), 1),
-        "accepted_p99_ms": round(percentile(accepted, 99), 1),
+        "first_bid_p50_ms": round(percentile(first, 50, empty=0.0), 1),
+        "first_bid_p99_ms": round(percentile(first, 99, empty=0.0), 1),
+        "accepted_p50_ms": round(percentile(accepted, 50, empty=0.0), 1),
+        "accepted_p99_ms": round(percentile(accepted, 99, empty=0.0), 1),
         "accepted_max_ms": round(max(accepted, default=0.0), 1),
         "load_max": max(runs),
         "load_mean": round(load_mean, 3),

@@ -40,6 +40,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from profiles.locks import LockStatistics
+from profiles.quantiles import nearest_rank
 from profiles.stalls import StallStatistics
 
 if TYPE_CHECKING:
@@ -81,13 +82,6 @@ class LatencyStatistics:
     p95_ms: float
     p99_ms: float
     max_ms: float
-
-
-def _nearest_rank(ordered: Sequence[float], q: float) -> float:
-    """The smallest sample that at least ``q`` of ``ordered`` (sorted) are at or below."""
-    if not ordered:
-        return 0.0
-    return ordered[min(len(ordered), max(1, math.ceil(q * len(ordered)))) - 1]
 
 
 class LatencyWindow:
@@ -135,7 +129,7 @@ class LatencyWindow:
     def statistics(self) -> LatencyStatistics:
         self._expire(self._clock())
         ordered = sorted(seconds for _, seconds in self._samples)
-        p50, p95, p99 = (_nearest_rank(ordered, q) * 1000 for q in QUANTILES)
+        p50, p95, p99 = (nearest_rank(ordered, q, 0.0) * 1000 for q in QUANTILES)
         return LatencyStatistics(
             count=self._count,
             sum_seconds=self._sum,

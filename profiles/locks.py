@@ -44,6 +44,7 @@ from typing import Any, Final, final
 
 import trio
 
+from profiles.quantiles import nearest_rank
 from profiles.ratelimit import WarningLimiter, suppressed_note
 
 __all__ = [
@@ -230,8 +231,7 @@ class LockRecorder:
     def snapshot(self) -> LockStatistics:
         """The statistics recorded so far, as an immutable value."""
         waits = sorted(list(self.waits))
-        # Nearest-rank percentile: always one of the observed values, so p99 <= max.
-        p99 = waits[max(0, math.ceil(0.99 * len(waits)) - 1)] if waits else 0
+        p99 = nearest_rank(waits, 0.99, 0)
         contended = self.contended
         return LockStatistics(
             name=self.name,

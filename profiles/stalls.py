@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import trio
 from trio.lowlevel import Task
 
+from profiles.quantiles import nearest_rank
 from profiles.ratelimit import WarningLimiter, suppressed_note
 
 __all__ = ["StallDetector", "StallStatistics", "TaskStalls", "measure_overhead"]
@@ -256,8 +257,7 @@ class StallDetector(trio.abc.Instrument):
         n = self._sched_n
         if n:
             samples = sorted(self._sched_ring[: min(n, self._sched_cap)])
-            # Nearest-rank percentile: the smallest sample >= 99% of the samples.
-            p99_ns = samples[math.ceil(0.99 * len(samples)) - 1]
+            p99_ns = nearest_rank(samples, 0.99, 0)
             mean_ms = self._sched_total_ns / n / _NS_PER_MS
         else:
             p99_ns = 0

@@ -19,11 +19,11 @@ from devstack.simulate import (
     job_id,
     memoized_bidder_hashes,
     peer_ids,
-    percentile,
     simulate,
 )
 from node.bidder import AllBidder, make_bidder
 from node.models import Deal, Job, JobSpec
+from profiles.quantiles import percentile
 from tests.conftest import BID_FIGURE_KEYS
 
 pytestmark = pytest.mark.timeout(120)
@@ -263,16 +263,16 @@ def _reference(config: SimConfig) -> dict:
     accepted = [(j["close"] - j["t0"]) * 1000 for j in jobs if j["close"] is not None]
     return {
         "bids_per_job_mean": round(statistics.fmean(bids), 3),
-        "bids_per_job_p99": round(percentile(bids, 99), 3),
+        "bids_per_job_p99": round(percentile(bids, 99, empty=0.0), 3),
         "bids_per_job_max": max(bids),
         "bids_total": sum(bids),
         "jobs_short_of_bids_first_round": sum(1 for j in jobs if j["short"]),
         "jobs_never_completed": sum(1 for j in jobs if j["gave_up"]),
         "jobs_without_bids": bids.count(0),
-        "first_bid_p50_ms": round(percentile(first, 50), 1),
-        "first_bid_p99_ms": round(percentile(first, 99), 1),
-        "accepted_p50_ms": round(percentile(accepted, 50), 1),
-        "accepted_p99_ms": round(percentile(accepted, 99), 1),
+        "first_bid_p50_ms": round(percentile(first, 50, empty=0.0), 1),
+        "first_bid_p99_ms": round(percentile(first, 99, empty=0.0), 1),
+        "accepted_p50_ms": round(percentile(accepted, 50, empty=0.0), 1),
+        "accepted_p99_ms": round(percentile(accepted, 99, empty=0.0), 1),
         "load_max": max(runs),
     }
 
