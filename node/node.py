@@ -270,8 +270,8 @@ class Node:
             "capacity": _record(self.compute.capacity.statistics()),
             "store": _record(self.store.statistics()),
             "store_queue": _record(self.store_queue.statistics()),
-            "requester": {"open_jobs": self.requester.open_jobs},
-            "compute": {"bids_sent": self.compute.bids_sent},
+            "requester": _record(self.requester.statistics()),
+            "compute": _record(self.compute.statistics()),
             "band_step": _record(self.compute.band_step.statistics()),
             "content": _record(self.exchange.statistics()),
         }

@@ -131,10 +131,6 @@ class Requester:
         open_job = self._open.get(job_id)
         return frozenset(open_job.accepted) if open_job else frozenset()
 
-    @property
-    def open_jobs(self) -> int:
-        return len(self._open)
-
     def statistics(self) -> RequesterStatistics:
         return RequesterStatistics(
             open_jobs=len(self._open),

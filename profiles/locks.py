@@ -565,6 +565,14 @@ class _ThreadLockBase(_InstrumentedLock):
     def __init__(self, name: str, registry: LockRegistry | None, frame: FrameType | None) -> None:
         super().__init__(name, registry, frame, threading.Lock())
 
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.release()
+
     def _take(self, blocking: bool, timeout: float, frame: FrameType) -> bool:
         """Take the real lock as ``threading.Lock.acquire`` would, recording it."""
         if not blocking and timeout != -1:
@@ -630,14 +638,6 @@ class ThreadLock(_ThreadLockBase):
     def __enter__(self) -> bool:
         return self._take(True, -1, sys._getframe(1))
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self._release_outermost()
-
 
 @final
 class ThreadRLock(_ThreadLockBase):
@@ -691,14 +691,6 @@ class ThreadRLock(_ThreadLockBase):
 
     def __enter__(self) -> bool:
         return self._enter(True, -1, sys._getframe(1))
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.release()
 
 
 def measure_overhead(n: int = 100_000) -> dict[str, float]:
