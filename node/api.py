@@ -36,7 +36,7 @@ from node.content.exchange import (
 )
 from node.content.store import BlockNotFound
 from node.content.tarball import dag_entries, import_archive, tar_stream
-from node.models import JobState, SpecError, decode_spec
+from node.models import JobRecord, JobState, SpecError, decode_spec
 from node.requester import NotAtGate
 from node.results import ResultNotFound
 from profiles.cpu import MAX_SECONDS, ProfileBusy, profile_cpu
@@ -180,11 +180,15 @@ def build_app(node: Node) -> Starlette:
         records = await node.ctx.db(node.store.list_jobs, limit=limit, states=states, role=role)
         return json_response({"jobs": records})
 
-    async def describe(request: Request) -> Response:
-        job_id = request.path_params["job_id"]
+    async def job_or_404(job_id: str) -> JobRecord:
         record = await node.ctx.db(node.store.get_job, job_id)
         if record is None:
             raise ApiError(404, "not_found", f"no job {job_id!r} on this node", "job_id")
+        return record
+
+    async def describe(request: Request) -> Response:
+        job_id = request.path_params["job_id"]
+        record = await job_or_404(job_id)
         events = await node.ctx.db(node.store.events, job_id)
         gate = node.requester.gate_of(job_id)
         return json_response(
@@ -200,8 +204,7 @@ def build_app(node: Node) -> Starlette:
 
     async def step(request: Request) -> Response:
         job_id = request.path_params["job_id"]
-        if await node.ctx.db(node.store.get_job, job_id) is None:
-            raise ApiError(404, "not_found", f"no job {job_id!r} on this node", "job_id")
+        await job_or_404(job_id)
         try:
             opened = node.requester.step(job_id)
         except NotAtGate as exc:
@@ -214,8 +217,7 @@ def build_app(node: Node) -> Starlette:
 
     async def job_events(request: Request) -> Response:
         job_id = request.path_params["job_id"]
-        if await node.ctx.db(node.store.get_job, job_id) is None:
-            raise ApiError(404, "not_found", f"no job {job_id!r} on this node", "job_id")
+        await job_or_404(job_id)
         return json_response({"events": await node.ctx.db(node.store.events, job_id)})
 
     async def result(request: Request) -> Response:
