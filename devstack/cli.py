@@ -23,6 +23,8 @@ from devstack.state import ClusterState, StateError
 from node.argtypes import add_instrument_args, positive
 from node.bidder import BIDDERS, DEFAULT_BIDDER
 from node.content import ContentError
+from node.publishers import PUBLISHERS
+from node.sharding import INPUTS_ROOT, InputError, parse_input_arg
 from node.verifiers import VERIFIERS
 
 _positive = positive(int)
@@ -33,6 +35,13 @@ def _env_pair(text: str) -> tuple[str, str]:
     if not sep or not name:
         raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
     return name, value
+
+
+def _input_arg(text: str) -> tuple[str, str]:
+    try:
+        return parse_input_arg(text)
+    except InputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _print_json(data: Any) -> None:
@@ -166,7 +175,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
 # -- jobs ------------------------------------------------------------------------
 
 
-def build_spec(args: argparse.Namespace) -> dict[str, Any]:
+def build_spec(args: argparse.Namespace, inputs: list[dict[str, str]]) -> dict[str, Any]:
     command = list(args.cmd)
     if command and command[0] == "--":
         command = command[1:]
@@ -178,18 +187,50 @@ def build_spec(args: argparse.Namespace) -> dict[str, Any]:
         "timeout": args.timeout,
         "deal": {"concurrency": args.concurrency, "confidence": args.confidence},
         "verifier": args.verifier,
+        "publisher": args.publisher,
         "step": args.step,
+        "inputs": inputs,
     }
     if args.entrypoint:
         spec["entrypoint"] = [args.entrypoint]
+    if args.sharding_glob_pattern is not None:
+        spec["sharding"] = {
+            "glob_pattern": args.sharding_glob_pattern,
+            "batch_size": args.sharding_batch_size,
+        }
+    elif args.sharding_batch_size != 1:
+        raise ClusterError("--sharding-batch-size needs --sharding-glob-pattern")
     return spec
+
+
+def _add_tree(client: NodeClient, path: str) -> str:
+    """Add the file or directory at ``path`` to the node's content store; its CID."""
+    from node.content.tarball import path_entries, tar_stream
+
+    name = os.path.basename(os.path.abspath(path)) or "root"
+    os.lstat(path)  # a clear error for a path that is not there
+    return client.add_content(tar_stream(path_entries(path, name)))
+
+
+def _inputs(args: argparse.Namespace, client: NodeClient) -> list[dict[str, str]]:
+    """The spec's inputs: ``-i CID[:/path]`` as given, ``--input-dir DIR[:/path]``
+    added to the submitting node first."""
+    inputs = [{"cid": cid, "path": path} for cid, path in args.input]
+    for text in args.input_dir:
+        local, sep, mount = text.partition(":/")
+        try:
+            cid = _add_tree(client, local)
+        except (OSError, ContentError) as exc:
+            raise ClusterError(f"--input-dir {local}: {exc}") from None
+        inputs.append({"cid": cid, "path": "/" + mount if sep else INPUTS_ROOT})
+    return inputs
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
     cluster = _cluster(args)
     node = st.find_node(cluster, args.node)
     with NodeClient(node.api) as client:
-        answer = client.submit(build_spec(args))
+        answer = client.submit(build_spec(args, _inputs(args, client)))
     job_id = answer["id"]
     if args.id_only:
         print(job_id)
@@ -202,8 +243,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     if state != "completed":
         print(f"job {job_id} ended {state}: {final['job']['reason']}", file=sys.stderr)
         return 1
-    stdout = jobs.first_stdout(final)
-    if stdout is not None:
+    for stdout in jobs.shard_stdouts(cluster, final):
         sys.stdout.write(stdout)
     return 0
 
@@ -269,13 +309,20 @@ def cmd_describe(args: argparse.Namespace) -> int:
         f" publisher={spec['publisher']}"
     )
     print(f"created    {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(created))}Z")
-    if gate := answer.get("gate"):
-        behind = " ".join(f"{k}={v}" for k, v in gate.items() if k != "name")
-        print(f"gate       waiting at {gate['name']}: {behind}  (`devstack step {job['id']}`)")
+    for gate in answer.get("gates", []):
+        behind = " ".join(f"{k}={v}" for k, v in gate.items() if k not in ("name", "shard"))
+        print(
+            f"gate       shard {gate['shard']} waiting at {gate['name']}: {behind}"
+            f"  (`devstack step {job['id']}`)"
+        )
+    print(f"shards     {job['shards']}")
+    for shard in answer.get("shards", []):
+        published = shard["cid"] or "not published"
+        print(f"  {shard['shard']:>3}  {published}  {len(shard['providers'])} provider(s)")
     print("executions")
     for e in record["executions"]:
         extra = e.get("reason") or e.get("result_url") or ""
-        print(f"  {e['node']}  {e['state']:<16} {extra}")
+        print(f"  {e['shard']:>3}  {e['node']}  {e['state']:<16} {extra}")
     print("events")
     for e in answer["events"]:
         stamp = time.strftime("%H:%M:%S", time.gmtime(e["at"])) + f".{int(e['at'] % 1 * 1000):03d}"
@@ -283,17 +330,23 @@ def cmd_describe(args: argparse.Namespace) -> int:
         who = f" {peer[-8:]}" if peer else ""
         detail = {k: v for k, v in e["detail"].items() if k not in ("peer", "state")}
         extra = " ".join(f"{k}={v}" for k, v in detail.items())
+        shard = "" if e.get("shard") is None else f"#{e['shard']}"
         print(
-            f"  {stamp}Z  +{(e['at'] - created) * 1000:8.1f}ms  {e['node'][-8:]}"
+            f"  {stamp}Z  +{(e['at'] - created) * 1000:8.1f}ms  {e['node'][-8:]} {shard:>4}"
             f"  {e['kind']:<16}{who} {extra}"
         )
     return 0
 
 
 def cmd_get(args: argparse.Namespace) -> int:
-    answer = jobs.describe(_cluster(args), args.job)
+    cluster = _cluster(args)
+    answer = jobs.describe(cluster, args.job)
     out = args.output or Path(f"job-{args.job[:8]}")
-    paths = jobs.fetch_results(answer, out)
+    try:
+        paths = jobs.fetch_shards(cluster, answer, out, via=args.node, timeout=args.timeout)
+    except (OSError, ContentError) as exc:  # a shard's DIR exists, or an unsafe archive
+        print(f"devstack get: {exc}", file=sys.stderr)
+        return 1
     if not paths:
         state = answer["job"]["state"]
         raise ClusterError(f"job {args.job} has no published results (state {state})")
@@ -303,14 +356,10 @@ def cmd_get(args: argparse.Namespace) -> int:
 
 
 def cmd_add(args: argparse.Namespace) -> int:
-    from node.content.tarball import path_entries, tar_stream
-
     node = st.find_node(_cluster(args), args.node)
-    name = os.path.basename(os.path.abspath(args.path)) or "root"
     try:
-        os.lstat(args.path)
         with NodeClient(node.api) as client:
-            cid = client.add_content(tar_stream(path_entries(args.path, name)))
+            cid = _add_tree(client, args.path)
     except (OSError, ContentError) as exc:  # a path that cannot be read or added
         print(f"devstack add: {exc}", file=sys.stderr)
         return 1
@@ -440,6 +489,35 @@ def build_parser() -> argparse.ArgumentParser:
         default="noop",
         help="noop (accept every result) or deterministic (equal results must agree)",
     )
+    p.add_argument(
+        "--publisher",
+        choices=PUBLISHERS,
+        default="ipfs",
+        help="ipfs (default: blocks served over bitswap) or noop (stays on the node)",
+    )
+    p.add_argument(
+        "-i",
+        "--input",
+        type=_input_arg,
+        action="append",
+        default=[],
+        metavar="CID[:/inputs/PATH]",
+        help="published content to mount read-only (default at /inputs)",
+    )
+    p.add_argument(
+        "--input-dir",
+        action="append",
+        default=[],
+        metavar="DIR[:/inputs/PATH]",
+        help="add a local file or directory to the submitting node, then mount it",
+    )
+    p.add_argument(
+        "--sharding-glob-pattern",
+        default=None,
+        metavar="GLOB",
+        help="split the input entries matching GLOB (e.g. '/inputs/*.txt') into shards",
+    )
+    p.add_argument("--sharding-batch-size", type=_positive, default=1, metavar="B")
     p.add_argument("--engine", default="docker", help="docker (default) or noop")
     p.add_argument("--entrypoint", default=None)
     p.add_argument("--env", type=_env_pair, action="append", default=[], metavar="NAME=VALUE")
@@ -460,9 +538,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("job")
     p.add_argument("--json", action="store_true")
 
-    p = add("get", cmd_get, "download a job's published results")
+    p = add("get", cmd_get, "write each shard's published results to DIR/shard-K")
     p.add_argument("job")
     p.add_argument("-o", "--output", type=Path, default=None, help="default ./job-<id>")
+    p.add_argument(
+        "--node",
+        default=None,
+        help="node that fetches ipfs results over bitswap (default: one that does not hold them)",
+    )
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds each fetch may take")
 
     p = add("add", cmd_add, "add a file or directory to a node's store; print its CID")
     p.add_argument("path")

@@ -7,7 +7,7 @@ the requester, so these helpers ask around and then go to the source.
 from __future__ import annotations
 
 import io
-import tarfile
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -15,7 +15,8 @@ from typing import Any
 
 from devstack import state as st
 from devstack.client import NodeApiError, NodeClient, download
-from devstack.state import ClusterState
+from devstack.state import ClusterState, NodeEntry
+from node.results import unpack_results
 
 TERMINAL = {"completed", "error", "cancelled"}
 
@@ -69,36 +70,61 @@ def wait(api: str, job_id: str, timeout: float, poll: float = 0.05) -> dict[str,
             time.sleep(poll)
 
 
-def published_results(description: dict[str, Any]) -> list[dict[str, Any]]:
-    return [
-        e
-        for e in description["job"]["executions"]
-        if e["state"] == "published" and e.get("result_url")
-    ]
+def _asked_node(cluster: ClusterState, providers: list[str], via: str | None) -> NodeEntry:
+    """The node that fetches a result for us: ``via`` if given, else a live node that
+    does not hold it (so the blocks cross bitswap), else a provider."""
+    if via is not None:
+        return st.find_node(cluster, via)
+    live = st.live_nodes(cluster)
+    if not live:
+        raise JobNotFound("no node of this devstack is running")
+    others = [n for n in live if n.peer_id not in providers]
+    return (others or live)[0]
 
 
-def fetch_results(description: dict[str, Any], out_dir: Path) -> list[Path]:
-    """Download and unpack every published result into ``out_dir/<node>/``."""
+def fetch_shards(
+    cluster: ClusterState,
+    description: dict[str, Any],
+    out_dir: Path,
+    *,
+    via: str | None = None,
+    timeout: float = 300.0,
+) -> list[Path]:
+    """Write each published shard's results tree to ``out_dir/shard-K`` (which must
+    not exist): ``ipfs://`` results fetched by CID over bitswap by the node ``via``
+    (default: one that does not hold them) from the nodes that published them;
+    ``noop`` results downloaded from a node that has them. The paths, in shard order.
+
+    Raises NodeApiError or TarError when a result cannot be fetched or unpacked,
+    FileExistsError if a shard's directory exists.
+    """
     paths = []
-    for execution in published_results(description):
-        target = out_dir / execution["node"]
-        target.mkdir(parents=True, exist_ok=True)
-        archive = download(execution["result_url"])
-        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-            tar.extractall(target, filter="data")
+    for shard in description.get("shards", []):
+        if shard["cid"] is None:
+            continue
+        target = out_dir / f"shard-{shard['shard']}"
+        if target.exists():
+            raise FileExistsError(f"{target} exists")
+        locations = shard["locations"]
+        ipfs = [loc for loc in locations if loc.startswith("ipfs://")]
+        if ipfs or not locations:
+            node = _asked_node(cluster, shard["providers"], via)
+            out_dir.mkdir(parents=True, exist_ok=True)
+            with NodeClient(node.api) as client:
+                client.fetch_content(
+                    shard["cid"], target, providers=shard["providers"], timeout=timeout
+                )
+        else:
+            unpack_results(io.BytesIO(download(locations[0])), target)
         paths.append(target)
     return paths
 
 
-def first_stdout(description: dict[str, Any]) -> str | None:
-    """stdout of the first published result, downloaded in full."""
-    for execution in published_results(description):
-        archive = download(execution["result_url"])
-        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-            member = tar.extractfile("stdout")
-            if member is not None:
-                return member.read().decode("utf-8", "replace")
-    return None
+def shard_stdouts(cluster: ClusterState, description: dict[str, Any]) -> list[str]:
+    """Each published shard's stdout, in shard order, fetched in full."""
+    with tempfile.TemporaryDirectory(prefix="devstack-stdout-") as scratch:
+        paths = fetch_shards(cluster, description, Path(scratch) / "results")
+        return [(p / "stdout").read_text(errors="replace") for p in paths]
 
 
 def list_jobs(cluster: ClusterState, limit: int = 100) -> list[dict[str, Any]]:

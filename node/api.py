@@ -36,7 +36,7 @@ from node.content.exchange import (
 )
 from node.content.store import BlockNotFound
 from node.content.tarball import dag_entries, import_archive, tar_stream
-from node.models import JobRecord, JobState, SpecError, decode_spec
+from node.models import JobRecord, JobState, SpecError, decode_spec, shard_results
 from node.requester import NotAtGate
 from node.results import ResultNotFound
 from profiles.cpu import MAX_SECONDS, ProfileBusy, profile_cpu
@@ -190,15 +190,21 @@ def build_app(node: Node) -> Starlette:
         job_id = request.path_params["job_id"]
         record = await job_or_404(job_id)
         events = await node.ctx.db(node.store.events, job_id)
-        gate = node.requester.gate_of(job_id)
+        gates = [
+            {"shard": shard, "name": name, **behind}
+            for shard, name, behind in node.requester.gates_of(job_id)
+        ]
         return json_response(
             {
                 "job": record,
                 "requester": record.job.requester,
                 "node": node.node_id,
                 "events": events,
-                # Step mode: the gate the job waits at, and what is behind it.
-                "gate": {"name": gate[0], **gate[1]} if gate is not None else None,
+                # Each shard's published CID and who holds it (ipfs) or serves it (noop).
+                "shards": shard_results(record),
+                # Step mode: the gates the job waits at (one per shard), and what is behind.
+                "gate": gates[0] if gates else None,
+                "gates": gates,
             }
         )
 
@@ -213,7 +219,14 @@ def build_app(node: Node) -> Starlette:
                 "not_at_gate",
                 f"{exc}; only a job submitted with step: true waits at gates, on its requester",
             ) from None
-        return json_response({"id": job_id, "opened": opened})
+        names = sorted({name for _, name in opened})
+        return json_response(
+            {
+                "id": job_id,
+                "opened": ", ".join(names),
+                "gates": [{"shard": shard, "name": name} for shard, name in opened],
+            }
+        )
 
     async def job_events(request: Request) -> Response:
         job_id = request.path_params["job_id"]

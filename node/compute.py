@@ -23,12 +23,16 @@ from node.badactor import forge_results
 from node.bandstep import BandStep
 from node.bidder import Bidder
 from node.capacity import Capacity
+from node.content import ContentError, parse_cid
+from node.content.exchange import Exchange, FetchError
 from node.context import NodeContext
 from node.executors.base import Executor, ExecutorError
 from node.messages import Ack, Message
 from node.models import Execution, ExecutionState, Job, JobState
-from node.publishers import Publisher
+from node.publishers import Publisher, PublishError
 from node.results import ResultStore
+from node.sealing import seal
+from node.sharding import InputError, list_entries, plan_shards, write_inputs
 from node.transport import TransportError
 
 log = logging.getLogger(__name__)
@@ -39,6 +43,7 @@ ANSWER_GRACE_S = 10.0
 MAX_KNOWN_JOBS = 10_000
 # Closes heard before their job's announce (gossip paths differ), kept to honour.
 MAX_EARLY_CLOSES = 1_000
+INPUT_FETCH_TIMEOUT_S = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,19 +55,27 @@ class ComputeStatistics:
 
 
 @dataclass
-class _KnownJob:
-    job: Job
+class _KnownShard:
+    """This node's part in one shard of a job it heard of."""
+
+    index: int
     window: float
     round: int = 0
+    heard_at: float = 0.0  # trio clock: when this shard was first announced
     closed: trio.Event = field(default_factory=trio.Event)
     pending: bool = False  # a bid is waiting out its band
-    bid: bool = False  # this node has bid (once per job)
+    bid: bool = False  # this node's bid stands (again only after a rejection)
     answered: trio.Event = field(default_factory=trio.Event)
     answer_by: float = 0.0  # trio clock: give up waiting for the requester's answer
-    heard_at: float = 0.0  # trio clock: when the first announce came
     accepted: bool = False
     result_id: str | None = None
     run_scope: trio.CancelScope | None = None
+
+
+@dataclass
+class _KnownJob:
+    job: Job
+    shards: dict[int, _KnownShard] = field(default_factory=dict)
 
 
 class Compute:
@@ -90,10 +103,13 @@ class Compute:
         self._results = results
         self._work_dir = work_dir
         self._known: OrderedDict[str, _KnownJob] = OrderedDict()
-        self._early_closes: OrderedDict[str, str] = OrderedDict()  # job id -> requester
+        # Closes heard before their job's announce: (job id, shard) -> requester.
+        self._early_closes: OrderedDict[tuple[str, int], str] = OrderedDict()
         self.bids_sent = 0
         self.bad_actor = bad_actor
         self._running = 0
+        # Set by the node once its block exchange runs; jobs with inputs need it.
+        self.exchange: Exchange | None = None
 
     def statistics(self) -> ComputeStatistics:
         return ComputeStatistics(bids_sent=self.bids_sent, running=self._running)
@@ -105,7 +121,8 @@ class Compute:
     # -- gossip ----------------------------------------------------------------
 
     async def on_announced(self, announce: messages.JobAnnounced) -> None:
-        """A new job, or a ``Rebid`` (a later round) of one this node has not bid on."""
+        """A new job, or a later round of bidding on some of its shards (a ``Rebid``,
+        or a re-run on fresh nodes)."""
         job = announce.job
         known = self._known.get(job.id)
         mine = job.requester == self._ctx.node_id
@@ -113,214 +130,292 @@ class Compute:
             # Seen before this process started: gossipsub replays recent messages to
             # a peer that (re)connects, and a restarted node must not bid again.
             return
+        indices = range(job.shards) if announce.shards is None else announce.shards
+        if any(not 0 <= k < job.shards for k in indices):
+            self._ctx.transport.count_dropped("gossip_bad_shard")
+            return
         if known is None:
-            known = _KnownJob(job, announce.window, announce.round, heard_at=trio.current_time())
-            if self._early_closes.pop(job.id, None) == job.requester:
-                known.closed.set()  # its BiddingClosed came first: nothing to bid on
-            self._known[job.id] = known
-            while len(self._known) > MAX_KNOWN_JOBS:
-                self._known.popitem(last=False)
             if not mine:
                 try:
                     self._ctx.transport.remember_addrs(job.requester, announce.requester_addrs)
                 except ValueError as exc:
                     self._ctx.transport.count_dropped("gossip_bad_addrs")
                     log.info("announce of job %s: %s", job.id, exc)
-                    del self._known[job.id]
                     return
-        elif announce.round <= known.round:
-            return
-        known.round, known.window = announce.round, announce.window
-        if known.bid:
+            known = self._known[job.id] = _KnownJob(job)
+            while len(self._known) > MAX_KNOWN_JOBS:
+                self._known.popitem(last=False)
+        eligible: bool | None = None  # whether this node can run the job at all
+        for index in indices:
+            shard = self._heard(known, index, announce)
+            if shard is None or shard.pending or shard.closed.is_set():
+                continue
+            if eligible is None:
+                eligible = await self._can_run(job)
+            if not eligible:
+                return
+            members = self._ctx.membership.members()
+            delay = self._bidder.bid_delay(
+                self._ctx.node_id, job, index, members, step=self.band_step.current
+            )
+            if delay is None:
+                continue
+            # A later round's window is wider and the first bands had their chance: close up.
+            shard.pending = True
+            self._ctx.spawn(self._bid, known, shard, delay / (2**announce.round))
+
+    def _heard(
+        self, known: _KnownJob, index: int, announce: messages.JobAnnounced
+    ) -> _KnownShard | None:
+        """Note a round of ``index``; the shard if this node may bid on it now."""
+        shard = known.shards.get(index)
+        if shard is None:
+            now = trio.current_time()
+            shard = known.shards[index] = _KnownShard(index, announce.window, announce.round, now)
+            if self._early_closes.pop((known.job.id, index), None) == known.job.requester:
+                shard.closed.set()  # its BiddingClosed came first: nothing to bid on
+            return shard
+        if announce.round <= shard.round:
+            return None
+        shard.round, shard.window = announce.round, announce.window
+        if shard.bid:
             # Still bidding: a requester waiting for min_bids holds bids across rounds.
-            known.answer_by = trio.current_time() + announce.window + ANSWER_GRACE_S
-            return
-        if known.pending or known.closed.is_set():
-            return
+            shard.answer_by = trio.current_time() + announce.window + ANSWER_GRACE_S
+            return None
+        if shard.closed.is_set():
+            shard.closed = trio.Event()  # a re-run on fresh nodes reopens the shard
+        return shard
+
+    async def _can_run(self, job: Job) -> bool:
         executor = self._executors.get(job.spec.engine)
         if not self.capacity.fits_ever(job.spec.resources):
-            return  # more CPU or memory than this node has: never bid
-        if executor is None or not await executor.has_image(job.spec.image):
-            return
-        members = self._ctx.membership.members()
-        delay = self._bidder.bid_delay(
-            self._ctx.node_id, job, 0, members, step=self.band_step.current
-        )
-        if delay is None:
-            return
-        # A rebid's window is wider and the first bands had their chance: close up.
-        known.pending = True
-        self._ctx.spawn(self._bid, known, delay / (2**announce.round))
+            return False  # more CPU or memory than this node has: never bid
+        return executor is not None and await executor.has_image(job.spec.image)
 
     def on_bidding_closed(self, closed: messages.BiddingClosed) -> None:
         known = self._known.get(closed.job_id)
-        if known is None:
-            self._early_closes[closed.job_id] = closed.requester
+        shard = known.shards.get(closed.shard) if known is not None else None
+        if known is None or shard is None:
+            self._early_closes[(closed.job_id, closed.shard)] = closed.requester
             while len(self._early_closes) > MAX_EARLY_CLOSES:
                 self._early_closes.popitem(last=False)
             return
         if known.job.requester != closed.requester:
             return  # not the job's own requester: the validator checked only the claim
-        if not known.closed.is_set():
-            known.closed.set()
-            if known.round == 0:  # a rebid's close says how long nodes were busy
-                self.band_step.observe(trio.current_time() - known.heard_at)
+        if not shard.closed.is_set():
+            shard.closed.set()
+            if shard.round == 0:  # a rebid's close says how long nodes were busy
+                self.band_step.observe(trio.current_time() - shard.heard_at)
 
     # -- bidding ---------------------------------------------------------------
 
-    async def _bid(self, known: _KnownJob, delay: float) -> None:
+    async def _bid(self, known: _KnownJob, shard: _KnownShard, delay: float) -> None:
         """Wait out this node's band, then for a slot, then bid; unless bidding closed."""
         with trio.move_on_after(delay):
-            await known.closed.wait()
-        job = known.job
-        if known.closed.is_set() or known.bid or not await self._reserve_slot(known):
-            known.pending = False
+            await shard.closed.wait()
+        job, index = known.job, shard.index
+        if shard.closed.is_set() or shard.bid or not await self._reserve_slot(job, shard):
+            shard.pending = False
             return
-        known.pending = False
-        known.bid = True
+        shard.pending = False
+        shard.bid = True
+        shard.answered = trio.Event()
         ctx = self._ctx
         if job.requester != ctx.node_id:
             await ctx.db(ctx.store.put_job, job, role="compute", state=JobState.BIDDING)
-        await self._record(job, ExecutionState.BID, "bid")
+        await self._record(job, index, ExecutionState.BID, "bid")
         self.bids_sent += 1
         try:
-            ack = await ctx.transport.send(job.requester, messages.Bid(job_id=job.id))
+            ack = await ctx.transport.send(job.requester, messages.Bid(job_id=job.id, shard=index))
         except TransportError as exc:
             # Not delivered (or not acked in time, which the requester takes as a
             # duplicate if it did arrive): the next round may bid again.
-            known.bid = False
-            self.capacity.release(job.id, 0)
-            log.warning("bid on job %s not delivered: %s", job.id, exc)
-            await self._record(job, ExecutionState.ERROR, "error", reason=str(exc))
+            shard.bid = False
+            self.capacity.release(job.id, index)
+            log.warning("bid on job %s shard %d not delivered: %s", job.id, index, exc)
+            await self._record(job, index, ExecutionState.ERROR, "error", reason=str(exc))
             return
         if not ack.ok:  # e.g. a late bid: the job ended before it arrived
-            self.capacity.release(job.id, 0)
-            await self._record(job, ExecutionState.REJECTED, "bid_refused", reason=ack.error)
+            self.capacity.release(job.id, index)
+            await self._record(job, index, ExecutionState.REJECTED, "bid_refused", reason=ack.error)
             return
-        known.answer_by = trio.current_time() + known.window + ANSWER_GRACE_S
-        while not known.answered.is_set() and trio.current_time() < known.answer_by:
-            with trio.move_on_at(known.answer_by):
-                await known.answered.wait()
-        if not known.answered.is_set():
-            self.capacity.release(job.id, 0)
-            await self._record(job, ExecutionState.ERROR, "error", reason="no answer to our bid")
+        shard.answer_by = trio.current_time() + shard.window + ANSWER_GRACE_S
+        while not shard.answered.is_set() and trio.current_time() < shard.answer_by:
+            with trio.move_on_at(shard.answer_by):
+                await shard.answered.wait()
+        if not shard.answered.is_set():
+            self.capacity.release(job.id, index)
+            await self._record(
+                job, index, ExecutionState.ERROR, "error", reason="no answer to our bid"
+            )
 
-    async def _reserve_slot(self, known: _KnownJob) -> bool:
+    async def _reserve_slot(self, job: Job, shard: _KnownShard) -> bool:
         """Reserve the job's resources, waiting in line for them until bidding
         closes or the round's window ends (the requester rebids after it, and a
         later round starts a fresh wait). Whether it holds them."""
-        job = known.job
-        with trio.move_on_after(known.window):
+        with trio.move_on_after(shard.window):
             async with trio.open_nursery() as nursery:
 
                 async def stop_when_closed() -> None:
-                    await known.closed.wait()
+                    await shard.closed.wait()
                     nursery.cancel_scope.cancel()
 
                 nursery.start_soon(stop_when_closed)
-                await self.capacity.reserve(job.id, 0, job.spec.resources)
+                await self.capacity.reserve(job.id, shard.index, job.spec.resources)
                 nursery.cancel_scope.cancel()
-        if known.closed.is_set():
-            self.capacity.release(job.id, 0)
-        return self.capacity.holds(job.id, 0)
+        if shard.closed.is_set():
+            self.capacity.release(job.id, shard.index)
+        return self.capacity.holds(job.id, shard.index)
 
     # -- direct messages from the requester ----------------------------------
 
     async def on_message(self, sender: str, message: Message) -> Ack:
         """Handle a direct message whose sender the node has checked is the requester."""
         known = self._known.get(message.job_id)
-        if known is None or not known.bid:
+        if known is not None and isinstance(message, messages.Cancelled):
+            await self._cancel(known, message.reason)
+            return Ack(True)
+        shard = known.shards.get(getattr(message, "shard", 0)) if known is not None else None
+        if known is None or shard is None or not shard.bid:
             return Ack(False, f"this node has no bid on job {message.job_id}")
-        job = known.job
+        job, index = known.job, shard.index
         match message:
             case messages.BidAccepted():
-                if not known.answered.is_set():
-                    known.accepted = True
-                    known.answered.set()
-                    await self._record(job, ExecutionState.ACCEPTED, "bid_accepted")
-                    self._ctx.spawn(self._run, known)
+                if not shard.answered.is_set():
+                    shard.accepted = True
+                    shard.answered.set()
+                    await self._record(job, index, ExecutionState.ACCEPTED, "bid_accepted")
+                    self._ctx.spawn(self._run, known, shard)
             case messages.BidRejected():
-                if not known.answered.is_set():
-                    known.answered.set()
-                    self.capacity.release(job.id, 0)
+                if not shard.answered.is_set():
+                    shard.answered.set()
+                    shard.bid = False  # a later round (a re-run) may take this node
+                    self.capacity.release(job.id, index)
                     await self._record(
-                        job, ExecutionState.REJECTED, "bid_rejected", reason=message.reason
+                        job, index, ExecutionState.REJECTED, "bid_rejected", reason=message.reason
                     )
             case messages.ResultsAccepted():
-                self._ctx.spawn(self._publish, known)
+                self._ctx.spawn(self._publish, known, shard)
             case messages.ResultsRejected():
                 await self._record(
-                    job, ExecutionState.RESULTS_REJECTED, "results_rejected", reason=message.reason
+                    job,
+                    index,
+                    ExecutionState.RESULTS_REJECTED,
+                    "results_rejected",
+                    reason=message.reason,
                 )
-            case messages.Cancelled():
-                known.answered.set()
-                if known.run_scope is not None:
-                    known.run_scope.cancel()
-                self.capacity.release(job.id, 0)
-                await self._record(job, None, "cancelled", reason=message.reason)
             case _:
                 return Ack(False, f"a compute node does not take {type(message).__name__}")
         return Ack(True)
 
+    async def _cancel(self, known: _KnownJob, reason: str) -> None:
+        job = known.job
+        for shard in known.shards.values():
+            shard.answered.set()
+            if shard.run_scope is not None:
+                shard.run_scope.cancel()
+            self.capacity.release(job.id, shard.index)
+        await self._record(job, None, None, "cancelled", reason=reason)
+
     # -- running and publishing -----------------------------------------------
 
-    async def _run(self, known: _KnownJob) -> None:
-        job, ctx = known.job, self._ctx
-        work = self._work_dir / job.id / "0"
+    async def _run(self, known: _KnownJob, shard: _KnownShard) -> None:
+        job, ctx, index = known.job, self._ctx, shard.index
+        work = self._work_dir / job.id / str(index)
+        inputs = self._work_dir / job.id / f"{index}.inputs"
         self._running += 1
         try:
             with trio.CancelScope() as scope:
-                known.run_scope = scope
-                await self._record(job, ExecutionState.RUNNING, "running")
+                shard.run_scope = scope
+                await self._record(job, index, ExecutionState.RUNNING, "running")
                 executor = self._executors[job.spec.engine]
                 labels = {"py-bacalhau.node": ctx.node_id, "py-bacalhau.job": job.id}
                 try:
+                    mounted = await self._prepare_inputs(job, index, inputs)
                     started = trio.current_time()
-                    result = await executor.run(job.id, 0, job.spec, work, labels=labels)
+                    result = await executor.run(
+                        job.id, index, job.spec, work, labels=labels, inputs=mounted
+                    )
                     run_seconds = trio.current_time() - started
                     if self.bad_actor:
                         await trio.to_thread.run_sync(forge_results, work)
-                    known.result_id = await trio.to_thread.run_sync(self._results.put, work)
-                except ExecutorError as exc:
-                    await self._record(job, ExecutionState.ERROR, "error", reason=str(exc))
-                    await ctx.send(
-                        job.requester, messages.ComputeError(job_id=job.id, message=str(exc))
-                    )
+                    shard.result_id = await trio.to_thread.run_sync(self._results.put, work)
+                except (ExecutorError, InputsUnavailable) as exc:
+                    await self._record(job, index, ExecutionState.ERROR, "error", reason=str(exc))
+                    error = messages.ComputeError(job_id=job.id, shard=index, message=str(exc))
+                    await ctx.send(job.requester, error)
                     return
                 preview = (work / "stdout").read_bytes()[:STDOUT_PREVIEW_BYTES]
             if scope.cancelled_caught:
                 return
         finally:
             self._running -= 1
-            known.run_scope = None
-            self.capacity.release(job.id, 0)
-            await trio.to_thread.run_sync(shutil.rmtree, work, True)
+            shard.run_scope = None
+            self.capacity.release(job.id, index)
+            with trio.CancelScope(shield=True):
+                for path in (work, inputs):
+                    await trio.to_thread.run_sync(shutil.rmtree, path, True)
         await self._record(
             job,
+            index,
             ExecutionState.PROPOSED,
             "proposed",
-            result_id=known.result_id,
+            result_id=shard.result_id,
             exit_code=result.exit_code,
         )
         await ctx.send(
             job.requester,
             messages.ResultsProposed(
                 job_id=job.id,
-                shard=0,
-                result_id=known.result_id,
+                shard=index,
+                sealed_result=seal(job.requester, shard.result_id.encode()),
                 exit_code=result.exit_code,
                 stdout_preview=preview.decode("utf-8", "replace"),
                 run_seconds=run_seconds,
             ),
         )
 
-    async def _publish(self, known: _KnownJob) -> None:
-        job = known.job
-        if known.result_id is None:
+    async def _prepare_inputs(self, job: Job, index: int, dest: Path) -> Path | None:
+        """Fetch the job's inputs from its requester and write this shard's part of
+        them to ``dest``; None for a job without inputs. Raises
+        :class:`InputsUnavailable` saying what could not be had."""
+        spec = job.spec
+        if not spec.inputs:
+            return None
+        exchange = self.exchange
+        if exchange is None:
+            raise InputsUnavailable("this node's block exchange is not running yet")
+        mounts = [(source.path, parse_cid(source.cid)) for source in spec.inputs]
+        providers = [job.requester] if job.requester != self._ctx.node_id else []
+        try:
+            for _, cid in mounts:
+                await exchange.fetch(cid, providers, timeout=INPUT_FETCH_TIMEOUT_S)
+            selected = None
+            if spec.sharding is not None:
+                entries = await exchange.in_thread(list_entries, mounts, exchange.store.get)
+                plan = plan_shards(entries, spec.sharding.glob_pattern, spec.sharding.batch_size)
+                if index >= len(plan):
+                    raise InputError(f"the inputs make {len(plan)} shards, not {index + 1}")
+                selected = plan[index]
+            await exchange.in_thread(write_inputs, mounts, exchange.store.get, dest, selected)
+        except (FetchError, ContentError, InputError, OSError) as exc:
+            raise InputsUnavailable(f"inputs: {exc}") from exc
+        return dest
+
+    async def _publish(self, known: _KnownJob, shard: _KnownShard) -> None:
+        job, index = known.job, shard.index
+        if shard.result_id is None:
             return
-        published = await self._publishers[job.spec.publisher].publish(known.result_id)
+        try:
+            published = await self._publishers[job.spec.publisher].publish(shard.result_id)
+        except PublishError as exc:
+            await self._record(job, index, ExecutionState.ERROR, "error", reason=str(exc))
+            error = messages.ComputeError(job_id=job.id, shard=index, message=str(exc))
+            await self._ctx.send(job.requester, error)
+            return
         await self._record(
             job,
+            index,
             ExecutionState.PUBLISHED,
             "published",
             result_id=published.result_id,
@@ -329,23 +424,41 @@ class Compute:
         await self._ctx.send(
             job.requester,
             messages.ResultsPublished(
-                job_id=job.id, shard=0, result_id=published.result_id, location=published.location
+                job_id=job.id,
+                shard=index,
+                result_id=published.result_id,
+                location=published.location,
             ),
         )
 
     async def _record(
-        self, job: Job, state: ExecutionState | None, kind: str, **fields: object
+        self,
+        job: Job,
+        shard: int | None,
+        state: ExecutionState | None,
+        kind: str,
+        **fields: object,
     ) -> None:
-        """Record this node's step; on a job it did not request, move the job's state too."""
+        """Record this node's step on ``shard``; on a job it did not request, move the
+        job's state too."""
         ctx = self._ctx
-        event = ctx.event(job.id, kind, shard=0, role="compute", **fields)
+        event = ctx.event(job.id, kind, shard=shard, role="compute", **fields)
         execution = None
-        if state is not None:
+        if state is not None and shard is not None:
             execution = Execution(
-                job_id=job.id, shard=0, node=ctx.node_id, state=state, updated_at=event.at, **fields
+                job_id=job.id,
+                shard=shard,
+                node=ctx.node_id,
+                state=state,
+                updated_at=event.at,
+                **fields,
             )
         job_state = _COMPUTE_JOB_STATE.get(kind) if job.requester != ctx.node_id else None
         await ctx.db(ctx.store.record, event, state=job_state, execution=execution)
+
+
+class InputsUnavailable(Exception):
+    """A shard's inputs could not be fetched or written; the message says why."""
 
 
 # How a compute-only node's view of a job follows its own execution.

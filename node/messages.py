@@ -32,10 +32,15 @@ class _Message(msgspec.Struct, tag_field="type", forbid_unknown_fields=True, fro
 
 
 class JobAnnounced(_Message, tag="JobAnnounced"):
+    """A job, or a later round of bidding on some of its shards (``shards``; None:
+    every shard). ``round`` counts per shard: a node bids once per shard, again only
+    if its bid was rejected."""
+
     job: Job
     requester_addrs: list[str] = msgspec.field(default_factory=list)
     round: int = 0
     window: float = 5.0
+    shards: list[int] | None = None
 
 
 class BiddingClosed(_Message, tag="BiddingClosed"):
@@ -57,8 +62,11 @@ class BidRejected(_Message, tag="BidRejected"):
 
 
 class ResultsProposed(_Message, tag="ResultsProposed"):
+    """``sealed_result``: the result id (CID) sealed to the requester's key
+    (:mod:`node.sealing`), so no other node can copy it."""
+
     shard: int
-    result_id: str
+    sealed_result: bytes
     exit_code: int
     stdout_preview: str = ""
     # How long the container ran, by the compute node's clock (DESIGN §5's run phase).

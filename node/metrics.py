@@ -349,6 +349,8 @@ def document(stats: NodeStatistics) -> dict[str, Any]:
             "running": compute.running,
             "completed": requester.completed,
             "failed": requester.failed,
+            "reruns": requester.reruns,
+            "unsealable_proposals": requester.unsealable,
         },
         "latency": {phase: dataclasses.asdict(s) for phase, s in stats.latency.items()},
     }
@@ -435,6 +437,18 @@ def _node_families(s: NodeStatistics) -> Iterator[Metric]:
             (_C, "bacalhau_jobs_completed", f"The {mine} that completed.", requester.completed),
             (_C, "bacalhau_jobs_failed", f"The {mine} that ended in error.", requester.failed),
             (_G, "bacalhau_executions_running", "Shards running on this node.", compute.running),
+            (
+                _C,
+                "bacalhau_shard_reruns",
+                "Shards run again for want of a winner.",
+                requester.reruns,
+            ),
+            (
+                _C,
+                "bacalhau_proposals_unsealable",
+                "Proposals not sealed to this node's key.",
+                requester.unsealable,
+            ),
         )
     )
     yield _by_label(_G, "bacalhau_node_info", "This node.", "node", {s.node: 1})

@@ -15,10 +15,18 @@ from typing import Annotated
 
 import msgspec
 
+from node.content import ContentError, parse_cid
+from node.publishers import PUBLISHERS
+from node.sharding import (
+    INPUTS_ROOT,
+    InputError,
+    check_mount_path,
+    check_mounts,
+    glob_match,
+)
 from node.verifiers import VERIFIERS
 
 ENGINES = ("docker", "noop")
-PUBLISHERS = ("noop",)
 
 # Ceilings that keep one job spec from exhausting a node; generous on purpose.
 MAX_TIMEOUT_S = 24 * 3600.0
@@ -27,6 +35,7 @@ MAX_ARGS = 256
 MAX_ARG_LEN = 8192
 MAX_CPU = 1024.0
 MAX_MEMORY = 1 << 50
+MAX_INPUTS = 64
 # A spec must fit in one JobAnnounced, whatever its parts.
 MAX_SPEC_BYTES = 64 * 1024
 
@@ -60,6 +69,20 @@ class Deal(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     min_bids: _Count = 0
 
 
+class InputSource(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """Published content (a UnixFS CID) mounted read-only at ``path`` under /inputs."""
+
+    cid: str
+    path: str = INPUTS_ROOT
+
+
+class Sharding(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """Split the input entries matching ``glob_pattern`` into shards of ``batch_size``."""
+
+    glob_pattern: str
+    batch_size: _Count = 1
+
+
 class JobSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """What a user submits: the work, the deal, and how results are checked."""
 
@@ -72,9 +95,11 @@ class JobSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     resources: Resources = Resources()
     deal: Deal = Deal()
     verifier: str = "noop"
-    publisher: str = "noop"
+    publisher: str = "ipfs"
     network: bool = False
     step: bool = False  # pause before the verdict and before publication (DESIGN §10)
+    inputs: list[InputSource] = msgspec.field(default_factory=list)
+    sharding: Sharding | None = None
 
 
 class JobState(enum.StrEnum):
@@ -152,6 +177,33 @@ class JobRecord(msgspec.Struct):
     executions: list[Execution] = msgspec.field(default_factory=list)
 
 
+class ShardResult(msgspec.Struct, frozen=True):
+    """One shard's published result: its CID (None until published), the nodes that
+    published it and where (``ipfs://CID`` or a node's results URL)."""
+
+    shard: int
+    cid: str | None
+    providers: list[str]
+    locations: list[str]
+
+
+def shard_results(record: JobRecord) -> list[ShardResult]:
+    """Every shard of ``record``'s job, in order, with what was published of it."""
+    published: dict[int, list[Execution]] = {k: [] for k in range(record.job.shards)}
+    for e in record.executions:
+        if e.state is ExecutionState.PUBLISHED and e.result_id and e.shard in published:
+            published[e.shard].append(e)
+    return [
+        ShardResult(
+            shard=k,
+            cid=done[0].result_id if done else None,
+            providers=[e.node for e in done],
+            locations=sorted({e.result_url for e in done if e.result_url}),
+        )
+        for k, done in published.items()
+    ]
+
+
 def new_job_id() -> str:
     return str(uuid.uuid4())
 
@@ -204,7 +256,39 @@ def validate_spec(spec: JobSpec, network_size: int | None = None) -> JobSpec:
         raise SpecError(
             "publisher", f"unknown publisher {spec.publisher!r}; known: {', '.join(PUBLISHERS)}"
         )
+    _validate_inputs(spec)
     return spec
+
+
+def _validate_inputs(spec: JobSpec) -> None:
+    if len(spec.inputs) > MAX_INPUTS:
+        raise SpecError("inputs", f"at most {MAX_INPUTS} inputs")
+    for i, source in enumerate(spec.inputs):
+        try:
+            canonical = parse_cid(source.cid).text
+        except ContentError as exc:
+            raise SpecError(f"inputs[{i}].cid", str(exc)) from None
+        if canonical != source.cid:
+            raise SpecError(f"inputs[{i}].cid", f"write the CID as {canonical}")
+        try:
+            check_mount_path(source.path)
+        except InputError as exc:
+            raise SpecError(f"inputs[{i}].path", str(exc)) from None
+    try:
+        check_mounts([source.path for source in spec.inputs])
+    except InputError as exc:
+        raise SpecError("inputs", str(exc)) from None
+    sharding = spec.sharding
+    if sharding is None:
+        return
+    if not spec.inputs:
+        raise SpecError("sharding", "sharding splits the job's inputs: give inputs too")
+    if sharding.batch_size < 1:
+        raise SpecError("sharding.batch_size", "must be at least 1")
+    try:
+        glob_match(sharding.glob_pattern, INPUTS_ROOT)
+    except InputError as exc:
+        raise SpecError("sharding.glob_pattern", str(exc)) from None
 
 
 _PATH = re.compile(r" - at `\$\.?([^`]*)`$")

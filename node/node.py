@@ -35,6 +35,7 @@ from node.executors.docker import DockerExecutor
 from node.executors.noop import NoopExecutor
 from node.identity import load_or_create_key, peer_id_of
 from node.instrumentation import contention_report, instrument_libp2p_locks
+from node.jobinputs import count_shards
 from node.membership import MEMBERS_PROTOCOL, Membership, decode_exchange, encode_exchange
 from node.messages import Ack, Message
 from node.metrics import (
@@ -45,9 +46,10 @@ from node.metrics import (
     node_registry,
 )
 from node.models import Job, JobSpec, SpecError, validate_spec
-from node.publishers import NoopPublisher, Publisher
+from node.publishers import make_publishers
 from node.requester import BID_WINDOW_S, MAX_BID_ROUNDS, Requester
 from node.results import ResultStore
+from node.sealing import Unsealer
 from node.store import Store
 from node.storequeue import StoreQueue
 from node.transport import Transport, TransportError
@@ -141,7 +143,9 @@ class Node:
         config = self.config
         docker = DockerExecutor()
         executors: dict[str, Executor] = {"docker": docker, "noop": NoopExecutor()}
-        publishers: dict[str, Publisher] = {"noop": NoopPublisher(config.api_url)}
+        publishers = make_publishers(
+            self.results, self.blocks, api_url=config.api_url, scratch=config.data_dir / "scratch"
+        )
         trio.lowlevel.add_instrument(self.stalls)
         try:
             async with trio.open_nursery() as nursery:
@@ -159,7 +163,10 @@ class Node:
                 nursery.start_soon(self.store_queue.run)
                 nursery.start_soon(self.sampler.run, docker.container_pids)
                 self.requester = Requester(
-                    self.ctx, bid_window=config.bid_window, max_rounds=config.bid_rounds
+                    self.ctx,
+                    Unsealer(self._key),
+                    bid_window=config.bid_window,
+                    max_rounds=config.bid_rounds,
                 )
                 self.compute = Compute(
                     self.ctx,
@@ -177,6 +184,7 @@ class Node:
                     self.membership.direct = self.transport.direct_addrs[0]
                     self.exchange = Exchange(self.transport.direct_host, self.blocks)
                     await nursery.start(self.exchange.run)
+                    self.compute.exchange = self.exchange
                     await nursery.start(serve_api, self, config.host, config.api_port)
                     for peer in config.peers:
                         nursery.start_soon(self.transport.connect, peer)
@@ -250,7 +258,13 @@ class Node:
         Raises :class:`SpecError` naming the field that is wrong.
         """
         validate_spec(spec, network_size=self.membership.size)
-        return await self.requester.submit(spec)
+        shards = await count_shards(spec, self.exchange, self._providers_of)
+        return await self.requester.submit(spec, shards)
+
+    async def _providers_of(self, cid: str) -> list[str]:
+        """Who to fetch ``cid`` from: the nodes that published it in this node's jobs."""
+        providers = await self.ctx.db(self.store.providers, cid)
+        return [p for p in providers if p != self.node_id]
 
     def info(self) -> dict[str, Any]:
         t = self.transport.statistics()
@@ -344,7 +358,7 @@ class Node:
         to_requester = isinstance(message, _TO_REQUESTER)
         if to_requester:
             requester = self.node_id if self.requester.owns(job_id) else None
-            accepted = self.requester.accepted(job_id)
+            accepted = self.requester.accepted(job_id, getattr(message, "shard", 0))
         else:
             requester, accepted = self.compute.requester_of(job_id), frozenset()
         reason = check_sender(message, sender, requester=requester, accepted=accepted)

@@ -1,11 +1,14 @@
 """The requester role: owns the jobs submitted to this node, from announce to verdict.
 
-For each job it announces it on gossip, holds the bids until ``max(concurrency,
-min_bids)`` have come, accepts the first ``concurrency`` of them and rejects the
-rest, waits for their proposals or errors, asks the job's
-verifier, tells each compute node the verdict, and waits for the accepted results
-to be published. Every step is an event in the store; every failure ends the job
-``error`` with a reason a user can read.
+A job is announced once on gossip; then each of its shards runs its own course
+at the same time as the others: hold the bids until ``max(concurrency, min_bids)``
+have come, accept the first ``concurrency`` and reject the rest, wait for their
+proposals (sealed to this node's key) or errors, ask the job's verifier, tell
+each compute node the verdict, and wait for the accepted results to be
+published. A shard whose verification finds no winner runs again on nodes that
+have not run it, up to :data:`MAX_RERUNS` times. The job completes when every
+shard has; the first shard that fails ends the job ``error`` with a reason a
+user can read. Every step is an event in the store.
 """
 
 from __future__ import annotations
@@ -31,17 +34,29 @@ from node.models import (
     new_job_id,
     now,
 )
-from node.verifiers import VERIFIERS, Proposal
+from node.sealing import SealError, Unsealer
+from node.verifiers import VERIFIERS, Proposal, Verdict
 
 log = logging.getLogger(__name__)
 
 BID_WINDOW_S = 5.0
-# Rounds of bidding before a job fails for want of bids; each window doubles, so
+# Rounds of bidding before a shard fails for want of bids; each window doubles, so
 # the default waits 5 + 10 + 20 s for a busy cluster to free a slot.
 MAX_BID_ROUNDS = 3
 # Time allowed beyond the job's own timeout for proposals to arrive.
 RESULTS_GRACE_S = 30.0
 PUBLISH_TIMEOUT_S = 60.0
+# Fresh runs of a shard after its verification found no winner.
+MAX_RERUNS = 1
+
+# A job is as far along as its least advanced shard.
+_PROGRESS = (
+    JobState.BIDDING,
+    JobState.RUNNING,
+    JobState.VERIFYING,
+    JobState.PUBLISHING,
+    JobState.COMPLETED,
+)
 
 
 class _Signal:
@@ -63,19 +78,26 @@ class _Signal:
 class RequesterStatistics:
     """The jobs this node requested: ``open_jobs`` not ended yet; ``completed`` and
     ``failed`` (ended ``error``) since the node started; ``bids_received`` on them,
-    retries of a bid counted once."""
+    retries of a bid counted once; ``reruns``: shards run again for want of a winner;
+    ``unsealable``: proposals this node could not open (not sealed to its key)."""
 
     open_jobs: int
     bids_received: int
     completed: int
     failed: int
+    reruns: int
+    unsealable: int
 
 
 @dataclass
-class _OpenJob:
-    job: Job
-    started: float  # trio clock at submission: what the phase latencies count from
+class _Shard:
+    """One shard's course. The sets from ``bidders`` on hold the current attempt."""
+
+    index: int
     state: JobState = JobState.BIDDING
+    round: int = 0  # bidding rounds announced, over every attempt (the job's announce is 0)
+    attempt: int = 0
+    tried: set[str] = field(default_factory=set)  # ran an earlier attempt: not fresh
     bidders: set[str] = field(default_factory=set)
     held: list[str] = field(default_factory=list)  # bids waiting for min_bids, in order
     decided: bool = False  # enough bids came: later ones are answered at once
@@ -84,11 +106,31 @@ class _OpenJob:
     errors: dict[str, str] = field(default_factory=dict)
     results_accepted: set[str] = field(default_factory=set)
     published: dict[str, str] = field(default_factory=dict)
-    changed: _Signal = field(default_factory=_Signal)
     waited: float = 0.0  # seconds of bid windows that passed without enough bids
+    last_answer_at: float = 0.0  # trio clock of the last proposal or error
     verdict_at: float = 0.0  # trio clock when the accepted results were told to publish
     gate: tuple[str, dict[str, object]] | None = None  # step mode: where it waits, what for
     stepped: trio.Event = field(default_factory=trio.Event)
+
+    def settled(self) -> bool:
+        return all(n in self.proposals or n in self.errors for n in self.accepted)
+
+    def rerun(self) -> None:
+        """Start a fresh attempt: the nodes that ran this one may not bid again."""
+        self.tried |= self.accepted
+        self.attempt += 1
+        self.bidders, self.held, self.decided = set(), [], False
+        self.accepted, self.proposals, self.errors = set(), {}, {}
+        self.waited = 0.0
+
+
+@dataclass
+class _OpenJob:
+    job: Job
+    started: float  # trio clock at submission: what the phase latencies count from
+    shards: list[_Shard]
+    state: JobState = JobState.BIDDING
+    changed: _Signal = field(default_factory=_Signal)
     reached: set[Phase] = field(default_factory=set)  # phases observed, once each
 
     @property
@@ -99,8 +141,12 @@ class _OpenJob:
     def wanted(self) -> int:
         return wanted_bids(self.job)
 
-    def settled(self) -> bool:
-        return all(n in self.proposals or n in self.errors for n in self.accepted)
+    def shard(self, index: int) -> _Shard | None:
+        return self.shards[index] if 0 <= index < len(self.shards) else None
+
+    def label(self, shard: _Shard) -> str:
+        """How a reason names the shard: nothing when the job has only one."""
+        return f"shard {shard.index}: " if len(self.shards) > 1 else ""
 
 
 class Requester:
@@ -109,17 +155,25 @@ class Requester:
     def __init__(
         self,
         ctx: NodeContext,
+        unsealer: Unsealer,
         *,
         bid_window: float = BID_WINDOW_S,
         max_rounds: int = MAX_BID_ROUNDS,
+        max_reruns: int = MAX_RERUNS,
     ) -> None:
         if max_rounds < 1:
             raise ValueError(f"max_rounds must be at least 1, got {max_rounds}")
+        if max_reruns < 0:
+            raise ValueError(f"max_reruns must not be negative, got {max_reruns}")
         self._ctx = ctx
+        self._unsealer = unsealer
         self._bid_window = bid_window
         self._max_rounds = max_rounds
+        self._max_reruns = max_reruns
         self._open: dict[str, _OpenJob] = {}
         self._bids_received = 0
+        self._reruns = 0
+        self._unsealable = 0
         self._ended: Counter[JobState] = Counter()
 
     # -- what the node asks of this role --------------------------------------
@@ -127,9 +181,11 @@ class Requester:
     def owns(self, job_id: str) -> bool:
         return job_id in self._open
 
-    def accepted(self, job_id: str) -> frozenset[str]:
+    def accepted(self, job_id: str, shard: int) -> frozenset[str]:
+        """The nodes whose bid on ``shard`` of ``job_id`` is accepted in its current attempt."""
         open_job = self._open.get(job_id)
-        return frozenset(open_job.accepted) if open_job else frozenset()
+        found = open_job.shard(shard) if open_job else None
+        return frozenset(found.accepted) if found else frozenset()
 
     def statistics(self) -> RequesterStatistics:
         return RequesterStatistics(
@@ -137,6 +193,8 @@ class Requester:
             bids_received=self._bids_received,
             completed=self._ended[JobState.COMPLETED],
             failed=self._ended[JobState.ERROR],
+            reruns=self._reruns,
+            unsealable=self._unsealable,
         )
 
     async def resume(self) -> None:
@@ -150,16 +208,21 @@ class Requester:
             event = self._ctx.event(record.job.id, "error", reason=reason)
             await self._ctx.db(self._ctx.store.record, event, state=JobState.ERROR, reason=reason)
 
-    async def submit(self, spec: JobSpec) -> Job:
-        """Accept a validated spec: store it, then drive it in the background."""
+    async def submit(self, spec: JobSpec, shards: int = 1) -> Job:
+        """Accept a validated spec of ``shards`` shards: store it, then drive it in the
+        background."""
+        if shards < 1:
+            raise ValueError(f"a job has at least one shard, got {shards}")
         ctx = self._ctx
         started = trio.current_time()
-        job = Job(id=new_job_id(), requester=ctx.node_id, spec=spec, created_at=now())
-        created = ctx.event(job.id, "created", concurrency=spec.deal.concurrency)
+        job = Job(
+            id=new_job_id(), requester=ctx.node_id, spec=spec, created_at=now(), shards=shards
+        )
+        created = ctx.event(job.id, "created", concurrency=spec.deal.concurrency, shards=shards)
         await ctx.db(
             ctx.store.put_job, job, role="requester", state=JobState.BIDDING, event=created
         )
-        self._open[job.id] = _OpenJob(job, started)
+        self._open[job.id] = _OpenJob(job, started, [_Shard(i) for i in range(shards)])
         ctx.spawn(self._drive, job.id)
         return job
 
@@ -168,27 +231,19 @@ class Requester:
         open_job = self._open.get(message.job_id)
         if open_job is None:
             return Ack(False, f"job {message.job_id} is not open on this requester")
+        shard = open_job.shard(getattr(message, "shard", 0))
+        if shard is None:
+            return Ack(False, f"job {message.job_id} has no shard {message.shard}")
         match message:
             case messages.Bid():
-                self._on_bid(open_job, sender)
+                self._on_bid(open_job, shard, sender)
             case messages.ResultsProposed():
-                if sender not in open_job.proposals:  # a retried send is one run
-                    self._ctx.metrics.observe("run", message.run_seconds)
-                open_job.proposals[sender] = message.result_id
-                await self._record_execution(
-                    open_job,
-                    sender,
-                    ExecutionState.PROPOSED,
-                    "proposed",
-                    result_id=message.result_id,
-                    exit_code=message.exit_code,
-                    stdout_preview=message.stdout_preview,
-                    run_ms=round(message.run_seconds * 1000, 1),
-                )
+                await self._on_proposed(open_job, shard, sender, message)
             case messages.ResultsPublished():
-                open_job.published[sender] = message.location
+                shard.published[sender] = message.location
                 await self._record_execution(
                     open_job,
+                    shard,
                     sender,
                     ExecutionState.PUBLISHED,
                     "published",
@@ -196,58 +251,106 @@ class Requester:
                     result_url=message.location,
                 )
             case messages.ComputeError():
-                open_job.errors[sender] = message.message
-                await self._record_execution(
-                    open_job, sender, ExecutionState.ERROR, "compute_error", reason=message.message
-                )
+                await self._on_error(open_job, shard, sender, message.message)
             case _:
                 return Ack(False, f"a requester does not take {type(message).__name__}")
         open_job.changed.notify()
         return Ack(True)
 
+    async def _on_proposed(
+        self, open_job: _OpenJob, shard: _Shard, sender: str, message: messages.ResultsProposed
+    ) -> None:
+        try:
+            result_id = self._unsealer.open(message.sealed_result).decode()
+        except (SealError, UnicodeDecodeError) as exc:
+            self._unsealable += 1
+            await self._on_error(
+                open_job, shard, sender, f"its proposal could not be opened: {exc}"
+            )
+            return
+        if sender not in shard.proposals:  # a retried send is one run
+            self._ctx.metrics.observe("run", message.run_seconds)
+            shard.last_answer_at = trio.current_time()
+        shard.proposals[sender] = result_id
+        await self._record_execution(
+            open_job,
+            shard,
+            sender,
+            ExecutionState.PROPOSED,
+            "proposed",
+            result_id=result_id,
+            exit_code=message.exit_code,
+            stdout_preview=message.stdout_preview,
+            run_ms=round(message.run_seconds * 1000, 1),
+        )
+
+    async def _on_error(self, open_job: _OpenJob, shard: _Shard, node: str, reason: str) -> None:
+        if node not in shard.errors:
+            shard.last_answer_at = trio.current_time()
+        shard.errors[node] = reason
+        await self._record_execution(
+            open_job, shard, node, ExecutionState.ERROR, "compute_error", reason=reason
+        )
+
     # -- bidding ---------------------------------------------------------------
 
-    def _on_bid(self, open_job: _OpenJob, bidder: str) -> None:
+    def _on_bid(self, open_job: _OpenJob, shard: _Shard, bidder: str) -> None:
         """Hold the bid until ``wanted`` bids came (``min_bids``), then accept in
-        arrival order while fewer than ``concurrency`` are accepted, reject after."""
-        if bidder in open_job.bidders:
+        arrival order while fewer than ``concurrency`` are accepted, reject after.
+        A node that ran an earlier attempt of the shard is rejected at once."""
+        if bidder in shard.bidders:
             return  # a retried Bid: already answered
         self._bids_received += 1
         self._reach(open_job, "to_first_bid")
-        open_job.bidders.add(bidder)
-        open_job.held.append(bidder)
-        if open_job.decided or len(open_job.held) + len(open_job.accepted) >= open_job.wanted:
-            open_job.decided = True
-            self._answer_held(open_job)
+        shard.bidders.add(bidder)
+        if bidder in shard.tried:
+            reason = "ran an earlier attempt of this shard: a re-run needs fresh nodes"
+            self._ctx.spawn(self._reject_bid, open_job, shard, bidder, reason)
+            return
+        shard.held.append(bidder)
+        if shard.decided or len(shard.held) + len(shard.accepted) >= open_job.wanted:
+            shard.decided = True
+            self._answer_held(open_job, shard)
 
-    def _answer_held(self, open_job: _OpenJob, reason: str | None = None) -> None:
+    def _answer_held(self, open_job: _OpenJob, shard: _Shard, reason: str | None = None) -> None:
         """Answer every held bid: accept while there is room and bidding is open."""
-        held, open_job.held = open_job.held, []
+        held, shard.held = shard.held, []
         for bidder in held:
-            room = len(open_job.accepted) < open_job.concurrency
-            if reason is None and open_job.state is JobState.BIDDING and room:
+            room = len(shard.accepted) < open_job.concurrency
+            if reason is None and shard.state is JobState.BIDDING and room:
                 self._reach(open_job, "to_accepted")
-                open_job.accepted.add(bidder)
-                self._ctx.spawn(self._accept_bid, open_job, bidder)
+                shard.accepted.add(bidder)
+                self._ctx.spawn(self._accept_bid, open_job, shard, bidder)
             else:
-                self._ctx.spawn(self._reject_bid, open_job, bidder, reason)
+                self._ctx.spawn(self._reject_bid, open_job, shard, bidder, reason)
 
-    async def _accept_bid(self, open_job: _OpenJob, bidder: str) -> None:
-        await self._record_execution(open_job, bidder, ExecutionState.ACCEPTED, "bid_accepted")
-        if not await self._ctx.send(bidder, messages.BidAccepted(job_id=open_job.job.id)):
-            open_job.accepted.discard(bidder)
+    async def _accept_bid(self, open_job: _OpenJob, shard: _Shard, bidder: str) -> None:
+        await self._record_execution(
+            open_job, shard, bidder, ExecutionState.ACCEPTED, "bid_accepted"
+        )
+        accept = messages.BidAccepted(job_id=open_job.job.id, shard=shard.index)
+        if not await self._ctx.send(bidder, accept):
+            shard.accepted.discard(bidder)
             await self._record_execution(
-                open_job, bidder, ExecutionState.ERROR, "error", reason="could not reach the bidder"
+                open_job,
+                shard,
+                bidder,
+                ExecutionState.ERROR,
+                "error",
+                reason="could not reach the bidder",
             )
         open_job.changed.notify()
 
-    async def _reject_bid(self, open_job: _OpenJob, bidder: str, reason: str | None) -> None:
+    async def _reject_bid(
+        self, open_job: _OpenJob, shard: _Shard, bidder: str, reason: str | None
+    ) -> None:
         if reason is None:
-            reason = "bidding closed" if open_job.state is not JobState.BIDDING else "enough bids"
+            reason = "bidding closed" if shard.state is not JobState.BIDDING else "enough bids"
         await self._record_execution(
-            open_job, bidder, ExecutionState.REJECTED, "bid_rejected", reason=reason
+            open_job, shard, bidder, ExecutionState.REJECTED, "bid_rejected", reason=reason
         )
-        await self._ctx.send(bidder, messages.BidRejected(job_id=open_job.job.id, reason=reason))
+        reject = messages.BidRejected(job_id=open_job.job.id, shard=shard.index, reason=reason)
+        await self._ctx.send(bidder, reject)
 
     # -- the job's course ------------------------------------------------------
 
@@ -266,80 +369,130 @@ class Requester:
             self._reach(open_job, "total")
 
     async def _run_course(self, open_job: _OpenJob) -> None:
-        ctx, job = self._ctx, open_job.job
-        await self._collect_bids(open_job)
-        await ctx.transport.publish(
-            messages.JOBS_TOPIC, messages.BiddingClosed(job_id=job.id, requester=ctx.node_id)
+        """Announce the job, run every shard's course at once, complete when all have.
+        Raises :class:`_JobFailed` with the first shard's failure (the others stop)."""
+        job = open_job.job
+        await self._announce(open_job, None, window=self._bid_window)
+        await self._set_state(
+            open_job,
+            None,
+            JobState.BIDDING,
+            "announced",
+            window=self._bid_window,
+            round=0,
+            shards=job.shards,
         )
-        await self._set_state(open_job, JobState.RUNNING, "bidding_closed")
+        failure: _JobFailed | None = None
+        async with trio.open_nursery() as nursery:
 
-        deadline = job.spec.timeout + RESULTS_GRACE_S
-        with trio.move_on_after(deadline):
-            await open_job.changed.wait_until(open_job.settled)
-        if not open_job.settled():
-            missing = sorted(open_job.accepted - open_job.proposals.keys() - open_job.errors.keys())
-            raise _JobFailed(f"no results from {', '.join(missing)} within {deadline:.0f}s")
+            async def course(shard: _Shard) -> None:
+                nonlocal failure
+                try:
+                    await self._run_shard(open_job, shard)
+                except _JobFailed as exc:
+                    if failure is None:
+                        failure = _JobFailed(open_job.label(shard) + exc.reason)
+                    nursery.cancel_scope.cancel()
 
-        await self._set_state(open_job, JobState.VERIFYING, "verifying")
-        if not open_job.proposals:
-            raise _JobFailed(self._all_failed_reason(open_job))
-        await self._verify(open_job)
+            for shard in open_job.shards:
+                nursery.start_soon(course, shard)
+        if failure is not None:
+            raise failure
+        await self._set_state(open_job, None, JobState.COMPLETED, "completed")
 
-        with trio.move_on_after(PUBLISH_TIMEOUT_S):
-            await open_job.changed.wait_until(
-                lambda: open_job.results_accepted <= open_job.published.keys()
+    async def _run_shard(self, open_job: _OpenJob, shard: _Shard) -> None:
+        """Bid, run, verify and publish one shard; again on fresh nodes while its
+        verification finds no winner and re-runs are left."""
+        ctx, job = self._ctx, open_job.job
+        while True:
+            await self._collect_bids(open_job, shard)
+            closed = messages.BiddingClosed(job_id=job.id, requester=ctx.node_id, shard=shard.index)
+            await ctx.transport.publish(messages.JOBS_TOPIC, closed)
+            await self._set_state(open_job, shard, JobState.RUNNING, "bidding_closed")
+
+            deadline = job.spec.timeout + RESULTS_GRACE_S
+            with trio.move_on_after(deadline):
+                await open_job.changed.wait_until(shard.settled)
+            if not shard.settled():
+                missing = sorted(shard.accepted - shard.proposals.keys() - shard.errors.keys())
+                raise _JobFailed(f"no results from {', '.join(missing)} within {deadline:.0f}s")
+
+            await self._set_state(open_job, shard, JobState.VERIFYING, "verifying")
+            if not shard.proposals:
+                raise _JobFailed(self._all_failed_reason(shard))
+            verdict = await self._verify(open_job, shard)
+            if verdict.accepted:
+                break
+            reason = verdict.failure or "; ".join(
+                f"{n}: {r}" for n, r in sorted(verdict.rejected.items())
             )
-        unpublished = open_job.results_accepted - open_job.published.keys()
-        if unpublished:
-            raise _JobFailed(f"{', '.join(sorted(unpublished))} did not publish accepted results")
-        self._ctx.metrics.observe("publish", trio.current_time() - open_job.verdict_at)
-        await self._set_state(open_job, JobState.COMPLETED, "completed")
+            if shard.attempt >= self._max_reruns:
+                reruns = (
+                    f" (after {shard.attempt} re-run(s) on fresh nodes)" if shard.attempt else ""
+                )
+                raise _JobFailed(f"verification accepted no result: {reason}{reruns}")
+            self._reruns += 1
+            shard.rerun()
+            await self._set_state(
+                open_job, shard, JobState.BIDDING, "rerun", attempt=shard.attempt, reason=reason
+            )
+        await self._publish(open_job, shard, verdict)
 
-    async def _collect_bids(self, open_job: _OpenJob) -> None:
-        """Announce, then ``Rebid`` with a doubled window until ``c`` bids are accepted.
+    async def _announce(self, open_job: _OpenJob, shard: _Shard | None, window: float) -> None:
+        """Gossip the job: to every shard (round 0), or a later round of one shard."""
+        ctx, job = self._ctx, open_job.job
+        announce = messages.JobAnnounced(
+            job_id=job.id,
+            job=job,
+            requester_addrs=ctx.transport.direct_addrs,
+            round=0 if shard is None else shard.round,
+            window=window,
+            shards=None if shard is None else [shard.index],
+        )
+        await ctx.transport.publish(messages.JOBS_TOPIC, announce)
+
+    async def _collect_bids(self, open_job: _OpenJob, shard: _Shard) -> None:
+        """Wait for ``c`` accepted bids, announcing a later round with a doubled window
+        each time one passes without them (the first round of the first attempt was
+        the job's own announce).
 
         Raises :class:`_JobFailed` with the reason once ``max_rounds`` windows passed.
         """
-        ctx, job = self._ctx, open_job.job
         window = self._bid_window
         for round_ in range(self._max_rounds):
-            announce = messages.JobAnnounced(
-                job_id=job.id,
-                job=job,
-                requester_addrs=ctx.transport.direct_addrs,
-                round=round_,
-                window=window,
-            )
-            await ctx.transport.publish(messages.JOBS_TOPIC, announce)
-            kind = "announced" if round_ == 0 else "rebid"
-            await self._set_state(
-                open_job,
-                JobState.BIDDING,
-                kind,
-                window=window,
-                round=round_,
-                accepted=len(open_job.accepted),
-            )
+            if round_ > 0 or shard.attempt > 0:
+                shard.round += 1
+                await self._announce(open_job, shard, window)
+                await self._set_state(
+                    open_job,
+                    shard,
+                    JobState.BIDDING,
+                    "rebid",
+                    window=window,
+                    round=shard.round,
+                    accepted=len(shard.accepted),
+                )
             with trio.move_on_after(window):
                 await open_job.changed.wait_until(
-                    lambda: len(open_job.accepted) >= open_job.concurrency
+                    lambda: len(shard.accepted) >= open_job.concurrency
                 )
-            if len(open_job.accepted) >= open_job.concurrency:
+            if len(shard.accepted) >= open_job.concurrency:
                 return
-            open_job.waited += window
+            shard.waited += window
             window *= 2
-        raise _JobFailed(self._too_few_bids_reason(open_job))
+        raise _JobFailed(self._too_few_bids_reason(open_job, shard))
 
-    async def _verify(self, open_job: _OpenJob) -> None:
+    async def _verify(self, open_job: _OpenJob, shard: _Shard) -> Verdict:
+        """Ask the job's verifier, then (past the ``verdict`` gate) tell each rejected
+        node. The verification latency runs from the last answer to the verdict."""
         spec = open_job.job.spec
-        proposals = [Proposal(node, rid) for node, rid in sorted(open_job.proposals.items())]
-        started = trio.current_time()
+        proposals = [Proposal(node, rid) for node, rid in sorted(shard.proposals.items())]
         verdict = VERIFIERS[spec.verifier].verify(proposals, confidence=spec.deal.confidence)
-        self._ctx.metrics.observe("verify", trio.current_time() - started)
-        await self._gate(
+        gated = await self._gate(
             open_job,
+            shard,
             "verdict",
-            proposals=dict(open_job.proposals),
+            proposals=dict(shard.proposals),
             votes=dict(Counter(p.result_id for p in proposals)),
             accepted=sorted(verdict.accepted),
             rejected=verdict.rejected,
@@ -347,78 +500,121 @@ class Requester:
         )
         async with trio.open_nursery() as nursery:
             for node, reason in verdict.rejected.items():
-                nursery.start_soon(self._tell_verdict, open_job, node, reason)
-        if not verdict.accepted:
-            reasons = verdict.failure or "; ".join(
-                f"{n}: {r}" for n, r in sorted(verdict.rejected.items())
-            )
-            raise _JobFailed(f"verification accepted no result: {reasons}")
-        open_job.results_accepted = set(verdict.accepted)
+                nursery.start_soon(self._tell_verdict, open_job, shard, node, reason)
+        self._ctx.metrics.observe("verify", trio.current_time() - shard.last_answer_at - gated)
+        return verdict
+
+    async def _publish(self, open_job: _OpenJob, shard: _Shard, verdict: Verdict) -> None:
+        """Tell the accepted nodes to publish (past the ``publish`` gate) and wait for it."""
+        shard.results_accepted = set(verdict.accepted)
         # ResultsAccepted is the go-ahead to publish: in step mode it waits for the gate.
         await self._gate(
             open_job,
+            shard,
             "publish",
-            results={node: open_job.proposals[node] for node in sorted(verdict.accepted)},
+            results={node: shard.proposals[node] for node in sorted(verdict.accepted)},
         )
-        open_job.verdict_at = trio.current_time()
+        shard.verdict_at = trio.current_time()
         # Before the go-ahead: the first ResultsPublished may come back at once.
-        await self._set_state(open_job, JobState.PUBLISHING, "publishing")
+        await self._set_state(open_job, shard, JobState.PUBLISHING, "publishing")
         async with trio.open_nursery() as nursery:
             for node in verdict.accepted:
-                nursery.start_soon(self._tell_verdict, open_job, node, None)
+                nursery.start_soon(self._tell_verdict, open_job, shard, node, None)
+        # An accepted node proposed, so an error from it now is a failure to publish.
+        with trio.move_on_after(PUBLISH_TIMEOUT_S):
+            await open_job.changed.wait_until(
+                lambda: shard.results_accepted <= shard.published.keys() | shard.errors.keys()
+            )
+        unpublished = shard.results_accepted - shard.published.keys()
+        if unpublished:
+            why = "; ".join(
+                f"{node}: {shard.errors.get(node, f'nothing within {PUBLISH_TIMEOUT_S:.0f}s')}"
+                for node in sorted(unpublished)
+            )
+            raise _JobFailed(f"accepted results were not published: {why}")
+        self._ctx.metrics.observe("publish", trio.current_time() - shard.verdict_at)
+        await self._set_state(open_job, shard, JobState.COMPLETED, "shard_completed")
 
-    async def _gate(self, open_job: _OpenJob, gate: str, **behind: object) -> None:
-        """In step mode, record what is behind ``gate`` and wait until :meth:`step`."""
+    async def _gate(self, open_job: _OpenJob, shard: _Shard, gate: str, **behind: object) -> float:
+        """In step mode, record what is behind ``gate`` and wait until :meth:`step`;
+        the seconds it waited (0 when not in step mode)."""
         if not open_job.job.spec.step:
-            return
-        open_job.gate, open_job.stepped = (gate, behind), trio.Event()
-        await self._set_state(open_job, open_job.state, "gate", gate=gate, **behind)
-        await open_job.stepped.wait()
-        open_job.gate = None
-        await self._set_state(open_job, open_job.state, "stepped", gate=gate)
+            return 0.0
+        started = trio.current_time()
+        shard.gate, shard.stepped = (gate, behind), trio.Event()
+        await self._set_state(open_job, shard, shard.state, "gate", gate=gate, **behind)
+        await shard.stepped.wait()
+        shard.gate = None
+        await self._set_state(open_job, shard, shard.state, "stepped", gate=gate)
+        return trio.current_time() - started
 
-    def gate_of(self, job_id: str) -> tuple[str, dict[str, object]] | None:
-        """The gate ``job_id`` waits at and what is behind it; None if it waits at none."""
+    def gates_of(self, job_id: str) -> list[tuple[int, str, dict[str, object]]]:
+        """The gates ``job_id`` waits at now, as (shard, gate, what is behind it)."""
         open_job = self._open.get(job_id)
-        return open_job.gate if open_job is not None else None
+        if open_job is None:
+            return []
+        return [(s.index, *s.gate) for s in open_job.shards if s.gate is not None]
 
-    def step(self, job_id: str) -> str:
-        """Open the gate ``job_id`` waits at; its name. Raises :class:`NotAtGate` if the
-        job is not one of this node's open jobs or waits at no gate."""
+    def step(self, job_id: str) -> list[tuple[int, str]]:
+        """Open every gate ``job_id`` waits at; the (shard, gate) pairs opened. Raises
+        :class:`NotAtGate` if the job is not one of this node's open jobs or waits at
+        no gate."""
         open_job = self._open.get(job_id)
-        if open_job is None or open_job.gate is None:
+        waiting = [s for s in open_job.shards if s.gate is not None] if open_job else []
+        if not waiting:
             state = open_job.state.value if open_job is not None else "not open here"
             raise NotAtGate(f"job {job_id} is not waiting at a gate (state: {state})")
-        open_job.stepped.set()
-        return open_job.gate[0]
+        opened = []
+        for shard in waiting:
+            assert shard.gate is not None
+            opened.append((shard.index, shard.gate[0]))
+            shard.stepped.set()
+        return opened
 
-    async def _tell_verdict(self, open_job: _OpenJob, node: str, rejected: str | None) -> None:
+    async def _tell_verdict(
+        self, open_job: _OpenJob, shard: _Shard, node: str, rejected: str | None
+    ) -> None:
         job_id = open_job.job.id
         if rejected is None:
             await self._record_execution(
-                open_job, node, ExecutionState.RESULTS_ACCEPTED, "results_accepted"
+                open_job, shard, node, ExecutionState.RESULTS_ACCEPTED, "results_accepted"
             )
-            await self._ctx.send(node, messages.ResultsAccepted(job_id=job_id))
+            await self._ctx.send(node, messages.ResultsAccepted(job_id=job_id, shard=shard.index))
         else:
             await self._record_execution(
-                open_job, node, ExecutionState.RESULTS_REJECTED, "results_rejected", reason=rejected
+                open_job,
+                shard,
+                node,
+                ExecutionState.RESULTS_REJECTED,
+                "results_rejected",
+                reason=rejected,
             )
-            await self._ctx.send(node, messages.ResultsRejected(job_id=job_id, reason=rejected))
+            reject = messages.ResultsRejected(job_id=job_id, shard=shard.index, reason=rejected)
+            await self._ctx.send(node, reject)
 
     async def _fail(self, open_job: _OpenJob, reason: str) -> None:
         log.info("job %s failed: %s", open_job.job.id, reason)
         with trio.CancelScope(shield=True):
-            await self._set_state(open_job, JobState.ERROR, "error", reason=reason)
-            self._answer_held(open_job, reason)
+            await self._set_state(open_job, None, JobState.ERROR, "error", reason=reason)
             cancel = messages.Cancelled(job_id=open_job.job.id, reason=reason)
-            for node in open_job.accepted - open_job.published.keys():
+            told: set[str] = set()
+            for shard in open_job.shards:
+                self._answer_held(open_job, shard, reason)
+                told |= shard.accepted - shard.published.keys()
+            for node in told:
                 self._ctx.spawn(self._ctx.send, node, cancel)
 
-    def _too_few_bids_reason(self, open_job: _OpenJob) -> str:
-        spec, got = open_job.job.spec, len(open_job.bidders)
-        rounds = f"{self._max_rounds} round(s) of bidding ({open_job.waited:g}s)"
+    def _too_few_bids_reason(self, open_job: _OpenJob, shard: _Shard) -> str:
+        spec, got = open_job.job.spec, len(shard.bidders - shard.tried)
+        rounds = f"{self._max_rounds} round(s) of bidding ({shard.waited:g}s)"
+        fresh = " fresh" if shard.attempt else ""
         if got == 0:
             what = f"image {spec.image!r}" if spec.engine == "docker" else f"engine {spec.engine!r}"
+            if shard.attempt:
+                return (
+                    f"no fresh node bid in {rounds} of re-run {shard.attempt}"
+                    f" ({len(shard.tried)} node(s) ran it before)"
+                )
             return (
                 f"no node bid in {rounds}: no node has {what} available locally,"
                 " or every node is busy"
@@ -430,12 +626,14 @@ class Requester:
             if deal.min_bids > deal.concurrency
             else f"concurrency {deal.concurrency}"
         )
-        return f"{needs} but only {got} node(s) bid in {rounds} ({size} nodes in the network)"
+        return (
+            f"{needs} but only {got}{fresh} node(s) bid in {rounds} ({size} nodes in the network)"
+        )
 
     @staticmethod
-    def _all_failed_reason(open_job: _OpenJob) -> str:
-        errors = sorted(set(open_job.errors.values()))
-        count = len(open_job.errors)
+    def _all_failed_reason(shard: _Shard) -> str:
+        errors = sorted(set(shard.errors.values()))
+        count = len(shard.errors)
         return f"all {count} node(s) failed: " + "; ".join(errors)
 
     # -- recording -------------------------------------------------------------
@@ -448,28 +646,54 @@ class Requester:
             self._ctx.metrics.observe(phase, trio.current_time() - open_job.started)
 
     async def _set_state(
-        self, open_job: _OpenJob, state: JobState, kind: str, reason: str | None = None, **detail
+        self,
+        open_job: _OpenJob,
+        shard: _Shard | None,
+        state: JobState,
+        kind: str,
+        reason: str | None = None,
+        **detail: object,
     ) -> None:
-        open_job.state = state
+        """Record ``kind``: of ``shard`` (which moves to ``state``; the job moves to its
+        least advanced shard's state) or, with no shard, of the job (to ``state``)."""
+        if shard is None:
+            open_job.state = state
+        else:
+            shard.state = state
+            open_job.state = min((s.state for s in open_job.shards), key=_PROGRESS.index)
         if reason is not None:
             detail["reason"] = reason
-        event = self._ctx.event(open_job.job.id, kind, state=state.value, **detail)
-        await self._ctx.db(self._ctx.store.record, event, state=state, reason=reason)
+        index = None if shard is None else shard.index
+        event = self._ctx.event(
+            open_job.job.id, kind, shard=index, state=open_job.state.value, **detail
+        )
+        await self._ctx.db(
+            self._ctx.store.record,
+            event,
+            state=open_job.state,
+            reason=reason if shard is None else None,
+        )
         open_job.changed.notify()
 
     async def _record_execution(
         self,
         open_job: _OpenJob,
+        shard: _Shard,
         node: str,
         state: ExecutionState,
         kind: str,
         **fields: object,
     ) -> None:
         detail = {k: v for k, v in fields.items() if k != "stdout_preview"}
-        event = self._ctx.event(open_job.job.id, kind, shard=0, peer=node, **detail)
+        event = self._ctx.event(open_job.job.id, kind, shard=shard.index, peer=node, **detail)
         fields.pop("run_ms", None)
         execution = Execution(
-            job_id=open_job.job.id, shard=0, node=node, state=state, updated_at=event.at, **fields
+            job_id=open_job.job.id,
+            shard=shard.index,
+            node=node,
+            state=state,
+            updated_at=event.at,
+            **fields,
         )
         await self._ctx.db(self._ctx.store.record, event, execution=execution)
 

@@ -14,6 +14,7 @@ import os
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from node.content import ContentError, import_path, parse_cid
 
@@ -40,6 +41,14 @@ def pack(results_dir: Path) -> bytes:
             elif info.isdir():
                 tar.addfile(info)
     return buf.getvalue()
+
+
+def unpack_results(archive: BinaryIO, dest: Path) -> None:
+    """Unpack an archive :func:`pack` made, read from ``archive``, into ``dest``
+    (created); raises ``tarfile.TarError`` for an entry that would land outside it."""
+    dest.mkdir(parents=True)
+    with tarfile.open(fileobj=archive) as tar:
+        tar.extractall(dest, filter="data")
 
 
 def result_id_of(results_dir: Path) -> str:

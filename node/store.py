@@ -560,6 +560,16 @@ class Store:
         with self._read() as conn:
             return self._executions_of(conn, [job_id])[job_id]
 
+    def providers(self, result_id: str) -> list[str]:
+        """The nodes that published ``result_id`` in any job this store knows, sorted."""
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT DISTINCT node FROM executions WHERE result_id = ? AND state = ?"
+                " ORDER BY node",
+                (result_id, ExecutionState.PUBLISHED.value),
+            ).fetchall()
+        return [row[0] for row in rows]
+
     # -- statistics ------------------------------------------------------------
 
     def statistics(self) -> StoreStatistics:

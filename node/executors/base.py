@@ -41,9 +41,18 @@ class Executor(abc.ABC):
 
     @abc.abstractmethod
     async def run(
-        self, job_id: str, shard: int, spec: JobSpec, results_dir: Path, *, labels: dict[str, str]
+        self,
+        job_id: str,
+        shard: int,
+        spec: JobSpec,
+        results_dir: Path,
+        *,
+        labels: dict[str, str],
+        inputs: Path | None = None,
     ) -> RunResult:
-        """Run the shard; write its results tree under ``results_dir``.
+        """Run the shard; write its results tree under ``results_dir``. ``inputs``
+        (the shard's input files, see :mod:`node.sharding`) is what the job sees,
+        read-only, at /inputs.
 
         A non-zero exit code is a result, not an error. Raises
         :class:`ExecutorError` when the shard could not run at all (no image,

@@ -39,6 +39,7 @@ from docker.utils import parse_repository_tag
 
 from node.executors.base import MAX_LOG_BYTES, Executor, ExecutorError, RunResult, write_results
 from node.models import JobSpec
+from node.sharding import INPUTS_ROOT
 from profiles.locks import ThreadLock
 
 log = logging.getLogger(__name__)
@@ -202,16 +203,28 @@ class DockerExecutor(Executor):
     # -- one run ------------------------------------------------------------------
 
     def _create_and_start(
-        self, handle: _Handle, spec: JobSpec, outputs: Path, labels: dict[str, str]
+        self,
+        handle: _Handle,
+        spec: JobSpec,
+        outputs: Path,
+        inputs: Path | None,
+        labels: dict[str, str],
     ) -> None:
         client = handle.client = self._get_client()
         resources = spec.resources
+        mounts = [Mount(target="/outputs", source=str(outputs), type="bind", read_only=False)]
+        if inputs is not None:
+            mounts.append(
+                Mount(
+                    target=INPUTS_ROOT, source=str(inputs.absolute()), type="bind", read_only=True
+                )
+            )
         kwargs: dict[str, Any] = {
             "name": handle.name,
             "command": list(spec.command) or None,
             "environment": dict(spec.env),
             "labels": {**labels, OWNER_LABEL[0]: OWNER_LABEL[1]},
-            "mounts": [Mount(target="/outputs", source=str(outputs), type="bind", read_only=False)],
+            "mounts": mounts,
             "stdin_open": False,
             "tty": False,
         }
@@ -328,10 +341,18 @@ class DockerExecutor(Executor):
             time.sleep(0.2 * attempt)
 
     async def run(
-        self, job_id: str, shard: int, spec: JobSpec, results_dir: Path, *, labels: dict[str, str]
+        self,
+        job_id: str,
+        shard: int,
+        spec: JobSpec,
+        results_dir: Path,
+        *,
+        labels: dict[str, str],
+        inputs: Path | None = None,
     ) -> RunResult:
         """Run the shard in a container; write ``stdout``, ``stderr``, ``exitCode``
-        and ``outputs/`` under ``results_dir``.
+        and ``outputs/`` under ``results_dir``. ``inputs`` is mounted read-only at
+        /inputs.
 
         Guarantees: the container is force-removed before this returns, raises or
         is cancelled; stdout and stderr are kept up to ``MAX_LOG_BYTES`` each and
@@ -349,7 +370,7 @@ class DockerExecutor(Executor):
         self._running += 1
         try:
             await self._thread(lambda: outputs.mkdir(parents=True, exist_ok=True))
-            await self._thread(self._create_and_start, handle, spec, outputs, labels)
+            await self._thread(self._create_and_start, handle, spec, outputs, inputs, labels)
             container = handle.container
             assert container is not None
             self._started += 1

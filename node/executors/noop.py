@@ -17,7 +17,14 @@ class NoopExecutor(Executor):
         return True
 
     async def run(
-        self, job_id: str, shard: int, spec: JobSpec, results_dir: Path, *, labels: dict[str, str]
+        self,
+        job_id: str,
+        shard: int,
+        spec: JobSpec,
+        results_dir: Path,
+        *,
+        labels: dict[str, str],
+        inputs: Path | None = None,
     ) -> RunResult:
         stdout = (" ".join(spec.command) + "\n").encode() if spec.command else b""
         write_results(results_dir, stdout, b"", 0)

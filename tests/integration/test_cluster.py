@@ -60,10 +60,11 @@ REQUIRED_KINDS = [
     "published",
     "completed",
 ]
-# "  20:51:04.826Z  +     0.0ms  3Wi89Zkh  created          concurrency=3"
+# "  20:51:04.826Z  +     0.0ms  3Wi89Zkh        created          concurrency=3"
+# "  20:51:04.900Z  +    73.2ms  3Wi89Zkh   #0  bid_accepted     ...3bc8d1"
 EVENT_LINE = re.compile(
     r"^  (?P<time>\d{2}:\d{2}:\d{2}\.\d{3})Z  \+\s*(?P<offset>-?\d+\.\d)ms  (?P<node>\S+)"
-    r"  (?P<kind>\S+)"
+    r" (?P<shard>[ #\d]{4})  (?P<kind>\S+)"
 )
 
 
@@ -142,11 +143,10 @@ def check_describe(stack: Devstack, job_id: str, *, concurrency: int) -> dict[st
 
 
 def check_get(stack: Devstack, job_id: str, out: Path, *, results: int) -> None:
-    """``devstack get JOB -o DIR`` writes ``results`` results whose stdout is hello."""
+    """``devstack get JOB -o DIR`` writes ``results`` shards whose stdout is hello."""
     result = stack.run("get", job_id, "-o", str(out), check=True)
     paths = [Path(p) for p in result.stdout.split()]
-    assert len(paths) == results, result.stdout
-    assert sorted(p.parent for p in paths) == [out] * results
+    assert paths == [out / f"shard-{k}" for k in range(results)], result.stdout
     for path in paths:
         assert (path / "stdout").read_text() == "hello\n"
         assert (path / "exitCode").read_text().strip() == "0"
@@ -252,7 +252,7 @@ def test_concurrency_3(cluster5: Devstack, early_jobs: dict[str, str], tmp_path:
     answer = check_describe(cluster5, job_id, concurrency=3)
     result_ids = {e["result_id"] for e in answer["job"]["executions"] if e["state"] == "published"}
     assert len(result_ids) == 1, "three runs of echo hello must give one result"
-    check_get(cluster5, job_id, tmp_path / "out", results=3)
+    check_get(cluster5, job_id, tmp_path / "out", results=1)
 
 
 @pytest.mark.timeout(120)
@@ -432,7 +432,7 @@ def test_forged_direct_messages_are_dropped(cluster5: Devstack) -> None:
 
         before = await in_thread(dropped, requester.api)
         forged = messages.ResultsProposed(
-            job_id=job_id, shard=0, result_id="f" * 64, exit_code=0, stdout_preview="forged\n"
+            job_id=job_id, shard=0, sealed_result=b"f" * 64, exit_code=0, stdout_preview="forged\n"
         )
         ack = await forger.send(requester.peer_id, forged)
         assert ack == Ack(False, "not_accepted"), f"{ack} (job must still be running)"

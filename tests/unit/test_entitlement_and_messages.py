@@ -57,7 +57,7 @@ SAMPLES: dict[type, Message] = {
     messages.BidAccepted: messages.BidAccepted(job_id=JOB_ID),
     messages.BidRejected: messages.BidRejected(job_id=JOB_ID, reason="enough bids"),
     messages.ResultsProposed: messages.ResultsProposed(
-        job_id=JOB_ID, shard=0, result_id="r1", exit_code=0
+        job_id=JOB_ID, shard=0, sealed_result=b"r1", exit_code=0
     ),
     messages.ResultsAccepted: messages.ResultsAccepted(job_id=JOB_ID),
     messages.ResultsRejected: messages.ResultsRejected(job_id=JOB_ID, reason="outvoted"),
@@ -228,6 +228,7 @@ message_strategies: dict[type, st.SearchStrategy[Any]] = {
         requester_addrs=st.lists(text, max_size=3),
         round=int64,
         window=floats,
+        shards=st.none() | st.lists(int64, max_size=4),
     ),
     messages.BiddingClosed: st.builds(
         messages.BiddingClosed, job_id=text, requester=text, shard=int64
@@ -239,7 +240,7 @@ message_strategies: dict[type, st.SearchStrategy[Any]] = {
         messages.ResultsProposed,
         job_id=text,
         shard=int64,
-        result_id=text,
+        sealed_result=st.binary(max_size=120),
         exit_code=int64,
         stdout_preview=st.text(max_size=200),
     ),
@@ -352,7 +353,7 @@ def proposal_of_size(size: int) -> tuple[messages.ResultsProposed, bytes]:
 
     def build(n: int) -> messages.ResultsProposed:
         return messages.ResultsProposed(
-            job_id=JOB_ID, shard=0, result_id="r", exit_code=0, stdout_preview="x" * n
+            job_id=JOB_ID, shard=0, sealed_result=b"r", exit_code=0, stdout_preview="x" * n
         )
 
     overhead = len(encode(build(probe))) - probe

@@ -219,7 +219,9 @@ def fake_statistics() -> NodeStatistics:
             direct_failed=1,
             dropped=MappingProxyType({"gossip_invalid_spec": 2, "direct_not_requester": 1}),
         ),
-        requester=RequesterStatistics(open_jobs=1, bids_received=5, completed=3, failed=1),
+        requester=RequesterStatistics(
+            open_jobs=1, bids_received=5, completed=3, failed=1, reruns=1, unsealable=0
+        ),
         compute=ComputeStatistics(bids_sent=6, running=2),
         latency=phases.statistics(),
     )
@@ -285,6 +287,7 @@ def test_the_collector_output_parses_with_the_documented_names_and_values() -> N
     assert value("bacalhau_bids_received_total") == 5
     assert value("bacalhau_jobs_completed_total") == 3
     assert value("bacalhau_jobs_failed_total") == 1
+    assert value("bacalhau_shard_reruns_total") == 1
     assert value("bacalhau_jobs_open") == 1
     assert value("bacalhau_executions_running") == 2
     assert value("bacalhau_job_phase_seconds_count", phase="total") == 3
@@ -324,7 +327,14 @@ def test_the_json_document_has_every_documented_key() -> None:
     }
     assert doc["direct"] == {"peers": 2, "in": 7, "out": 8, "failed": 1}
     assert doc["bids"] == {"sent": 6, "received": 5}
-    assert doc["jobs"] == {"open": 1, "running": 2, "completed": 3, "failed": 1}
+    assert doc["jobs"] == {
+        "open": 1,
+        "running": 2,
+        "completed": 3,
+        "failed": 1,
+        "reruns": 1,
+        "unsealable_proposals": 0,
+    }
     assert set(doc["latency"]) == set(PHASES)
     assert set(doc["latency"]["total"]) == {
         "count", "sum_seconds", "window", "p50_ms", "p95_ms", "p99_ms", "max_ms",
