@@ -25,6 +25,7 @@ from node.bidder import Bidder
 from node.capacity import Capacity
 from node.content import ContentError, parse_cid
 from node.content.exchange import Exchange, FetchError
+from node.content.store import BlockNotFound
 from node.context import NodeContext
 from node.executors.base import Executor, ExecutorError
 from node.messages import Ack, Message
@@ -398,7 +399,7 @@ class Compute:
                     raise InputError(f"the inputs make {len(plan)} shards, not {index + 1}")
                 selected = plan[index]
             await exchange.in_thread(write_inputs, mounts, exchange.store.get, dest, selected)
-        except (FetchError, ContentError, InputError, OSError) as exc:
+        except (FetchError, BlockNotFound, ContentError, InputError, OSError) as exc:
             raise InputsUnavailable(f"inputs: {exc}") from exc
         return dest
 

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 
 from node.content import ContentError, parse_cid
 from node.content.exchange import Exchange, FetchError
+from node.content.store import BlockNotFound
 from node.models import JobSpec, SpecError
 from node.sharding import InputError, list_entries, plan_shards
 
@@ -40,7 +41,7 @@ async def count_shards(
         providers = await providers_of(source.cid)
         try:
             await exchange.fetch(cid, providers, timeout=timeout)
-        except FetchError as exc:
+        except (FetchError, BlockNotFound) as exc:
             where = (
                 f"from {', '.join(providers)}"
                 if providers

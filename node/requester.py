@@ -426,11 +426,17 @@ class Requester:
             reason = verdict.failure or "; ".join(
                 f"{n}: {r}" for n, r in sorted(verdict.rejected.items())
             )
+            failed = f"verification accepted no result: {reason}"
+            if shard.attempt:
+                failed += f" (after {shard.attempt} re-run(s) on fresh nodes)"
             if shard.attempt >= self._max_reruns:
-                reruns = (
-                    f" (after {shard.attempt} re-run(s) on fresh nodes)" if shard.attempt else ""
+                raise _JobFailed(failed)
+            fresh = self._ctx.membership.size - len(shard.tried | shard.accepted)
+            if fresh < open_job.concurrency:
+                raise _JobFailed(
+                    f"{failed}; a re-run needs {open_job.concurrency} nodes that have not run"
+                    f" this shard, and only {fresh} of the {self._ctx.membership.size} have not"
                 )
-                raise _JobFailed(f"verification accepted no result: {reason}{reruns}")
             self._reruns += 1
             shard.rerun()
             await self._set_state(

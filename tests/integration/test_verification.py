@@ -108,6 +108,9 @@ def test_bad_actor_is_outvoted_and_the_job_completes(cluster: Devstack) -> None:
     }
     assert proposals[bad.peer_id] != winner
     assert {rid for peer, rid in proposals.items() if peer != bad.peer_id} == {winner}
+    # The published CID is the verified hash.
+    (shard,) = answer["shards"]
+    assert shard["cid"] == winner and sorted(shard["providers"]) == sorted(honest), shard
     # The accepted result is the honest one: its stdout says what the job printed.
     assert runs[bad.peer_id]["stdout_preview"] != "verified\n"
     assert {run["stdout_preview"] for run in honest.values()} == {"verified\n"}
@@ -124,9 +127,11 @@ def test_confidence_the_bad_actor_denies_ends_error_with_the_reason(cluster: Dev
     answer = run_until_bad_actor_runs(cluster, spec, completed_with_one_result)
     record = answer["job"]
     assert record["state"] == "error", record
+    # No re-run either: only 2 of the 5 nodes have not run the job.
     assert record["reason"] == (
         "verification accepted no result: 3 proposals: the largest group of equal"
-        " results has 2, confidence needs 3"
+        " results has 2, confidence needs 3; a re-run needs 3 nodes that have not run"
+        " this shard, and only 2 of the 5 have not"
     ), record["reason"]
     runs = executions(describe_job(cluster.api(0), record["job"]["id"]))
     assert {run["state"] for run in runs.values()} == {"results_rejected"}, runs
@@ -146,6 +151,31 @@ def test_submit_from_the_cli_with_the_deterministic_verifier(cluster: Devstack) 
     assert status.count("(bad actor)") == 1, status
     bad = cluster.run("submit", "--verifier", "majority", "busybox", "--", "true")
     assert bad.returncode == 2 and "--verifier" in bad.stderr, bad.stderr
+
+
+@pytest.mark.timeout(600)
+def test_no_winner_reruns_on_fresh_nodes_then_ends_error(cluster: Devstack) -> None:
+    """Every run of this job prints something else, so no attempt can have a winner."""
+    spec = {
+        "image": "busybox:latest",
+        "command": ["cat", "/proc/sys/kernel/random/uuid"],
+        "verifier": "deterministic",
+        "deal": {"concurrency": 2},
+    }
+    response = httpx.post(f"{cluster.api(0)}/api/v1/jobs", json=spec, timeout=30)
+    assert response.status_code == 201, response.text
+    answer = wait_job_end(cluster.api(0), response.json()["id"], JOB_TIMEOUT_S)
+    record = answer["job"]
+    assert record["state"] == "error", record
+    assert record["reason"] == (
+        "verification accepted no result: 2 proposals, 2 different results"
+        " (after 1 re-run(s) on fresh nodes)"
+    ), record["reason"]
+    reruns = [e for e in answer["events"] if e["kind"] == "rerun"]
+    assert len(reruns) == 1 and reruns[0]["shard"] == 0, reruns
+    proposers = [e["node"] for e in record["executions"] if e["state"] == "results_rejected"]
+    assert len(proposers) == 4 == len(set(proposers)), record["executions"]
+    assert answer["shards"] == [{"shard": 0, "cid": None, "providers": [], "locations": []}]
 
 
 # -- step mode (DESIGN §10) ---------------------------------------------------------
