@@ -260,6 +260,8 @@ class Requester:
     async def _on_proposed(
         self, open_job: _OpenJob, shard: _Shard, sender: str, message: messages.ResultsProposed
     ) -> None:
+        if sender in shard.errors:
+            return  # it failed, or answered after the deadline: its run no longer counts
         try:
             result_id = self._unsealer.open(message.sealed_result).decode()
         except (SealError, UnicodeDecodeError) as exc:
@@ -414,8 +416,13 @@ class Requester:
             with trio.move_on_after(deadline):
                 await open_job.changed.wait_until(shard.settled)
             if not shard.settled():
+                # Verify what came in time; the silent nodes count as failed runs.
                 missing = sorted(shard.accepted - shard.proposals.keys() - shard.errors.keys())
-                raise _JobFailed(f"no results from {', '.join(missing)} within {deadline:.0f}s")
+                late = f"no results within {deadline:.0f}s"
+                for node in missing:
+                    await self._on_error(open_job, shard, node, late)
+                if not shard.proposals:
+                    raise _JobFailed(f"no results from {', '.join(missing)} within {deadline:.0f}s")
 
             await self._set_state(open_job, shard, JobState.VERIFYING, "verifying")
             if not shard.proposals:

@@ -117,10 +117,13 @@ def labelled_containers(peer_ids: set[str]) -> list[str]:
     """Names of containers (running or not) labelled as started by one of ``peer_ids``."""
     client = docker_client()
     try:
+        # One listing call: `containers.list` inspects each container after listing,
+        # which fails if another cluster's container goes away in between.
+        found = client.api.containers(all=True, filters={"label": CONTAINER_LABEL})
         return [
-            f"{c.name} ({c.status}, node {c.labels.get(CONTAINER_LABEL)})"
-            for c in client.containers.list(all=True, filters={"label": CONTAINER_LABEL})
-            if c.labels.get(CONTAINER_LABEL) in peer_ids
+            f"{'/'.join(c.get('Names') or [])} ({c.get('State')}, node {node})"
+            for c in found
+            if (node := (c.get("Labels") or {}).get(CONTAINER_LABEL)) in peer_ids
         ]
     finally:
         client.close()
