@@ -172,9 +172,14 @@ def _down_uninterrupted(state_dir: Path) -> None:
 
 @contextlib.contextmanager
 def bench_cluster(
-    nodes: int, reuse: Path | None = None, *, bidder: str = DEFAULT_BIDDER
+    nodes: int,
+    reuse: Path | None = None,
+    *,
+    bidder: str = DEFAULT_BIDDER,
+    slots: int | None = None,
 ) -> Iterator[BenchCluster]:
-    """A ready devstack for the bench's duration.
+    """A ready devstack for the bench's duration (``slots`` shards at once per node;
+    None: as many as the machine has cores).
 
     With ``reuse``, the live devstack recorded there (left running afterwards).
     Otherwise ``nodes`` fresh nodes in a new temporary state dir, taken down and
@@ -197,7 +202,7 @@ def bench_cluster(
         try:
             say(f"starting {nodes} nodes in {state_dir}")
             started = time.monotonic()
-            options = UpOptions(nodes=nodes, state_dir=state_dir, bidder=bidder)
+            options = UpOptions(nodes=nodes, state_dir=state_dir, bidder=bidder, slots=slots)
             cluster = launcher.up(options, say=say)
             ready_s = time.monotonic() - started
             forks = [_boottime_started(n.pid) for n in cluster.nodes]
@@ -653,10 +658,12 @@ def add_bench_parser(parser: argparse.ArgumentParser) -> None:
     )
     p.set_defaults(bench_func=bench_cluster_cost)
 
-    from devstack import bench_bids, bench_load
+    from devstack import bench_bids, bench_load, bench_publish, bench_shards
 
     bench_bids.add_parser(sub, positive)
     bench_load.add_parser(sub)
+    bench_publish.add_parser(sub)
+    bench_shards.add_parser(sub)
 
 
 def run(args: argparse.Namespace) -> int:

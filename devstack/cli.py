@@ -85,8 +85,65 @@ def cmd_up(args: argparse.Namespace) -> int:
     if args.detach:
         print("detached; stop it with `devstack down`")
         return 0
+    if sys.stdin.isatty() and sys.stdout.isatty():
+        return _up_tui(args)
     print("Ctrl+C (or `devstack down`) stops it")
     launcher.wait_foreground(args.state_dir)
+    return 0
+
+
+def _up_tui(args: argparse.Namespace) -> int:
+    """Open the TUI in its own process (``python -m tui --ask-stop``) over the cluster
+    this launcher started; stop the cluster if the user says so on quitting, else leave
+    it running. If the TUI fails, stay in the foreground as without it."""
+    import signal
+    import subprocess
+
+    from devstack import cluster as launcher
+    from tui import STOP_CLUSTER_EXIT
+
+    argv = [sys.executable, "-m", "tui", "--state-dir", str(args.state_dir), "--ask-stop"]
+    if args.refresh is not None:
+        argv += ["--refresh", str(args.refresh)]
+
+    def on_term(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    tui = subprocess.Popen(argv)
+    try:
+        code = tui.wait()
+    except KeyboardInterrupt:
+        tui.terminate()
+        tui.wait()
+        code = STOP_CLUSTER_EXIT
+    if code == STOP_CLUSTER_EXIT:
+        cluster = st.load(args.state_dir)
+        print("stopping the devstack ...")
+        launcher.down(args.state_dir)
+        print(f"stopped {len(cluster.nodes) if cluster else 0} nodes")
+        return 0
+    if code == 0:
+        print("the devstack keeps running: `devstack tui` shows it again, `devstack down` stops it")
+        return 0
+    print(
+        f"the TUI exited with status {code}; the devstack keeps running."
+        " Ctrl+C (or `devstack down`) stops it",
+        file=sys.stderr,
+    )
+    launcher.wait_foreground(args.state_dir)
+    return 0
+
+
+def cmd_tui(args: argparse.Namespace) -> int:
+    _cluster(args)  # a clear error if no devstack is running
+    from tui.app import TuiFailed, run_tui
+
+    try:
+        run_tui(args.state_dir, refresh=args.refresh)
+    except TuiFailed as exc:
+        print(f"devstack tui: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -426,6 +483,16 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 # -- parser ----------------------------------------------------------------------
 
 
+def _add_refresh_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--refresh",
+        type=positive(float),
+        default=None,
+        metavar="SECONDS",
+        help="seconds between the TUI's polls of every node (default 1, 2 above 20 nodes)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="devstack", description="A local py-bacalhau cluster.")
     parser.add_argument(
@@ -460,6 +527,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="this many nodes (the last ones) forge their results, to show the verifier",
     )
+    _add_refresh_arg(p)
+
+    p = add("tui", cmd_tui, "watch the running devstack in the terminal UI")
+    _add_refresh_arg(p)
 
     add("down", cmd_down, "stop every node and remove every container of the devstack")
 

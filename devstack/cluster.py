@@ -250,7 +250,8 @@ async def wait_ready(cluster: ClusterState, timeout: float, say: Callable[[str],
             waiting = [e for e in cluster.nodes if e.index not in done]
             answers = await asyncio.gather(*(health(e) for e in waiting))
             for entry, answer in zip(waiting, answers, strict=True):
-                if answer and answer["ready"]:
+                # A lone node has no gossip peers to wait for: it is its whole network.
+                if answer and (answer["ready"] or (n == 1 and answer["ok"])):
                     mesh.add(entry.index)
                     if answer["network_size"] >= n:
                         done.add(entry.index)
