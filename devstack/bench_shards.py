@@ -46,7 +46,12 @@ from node.content.tarball import path_entries, tar_stream
 from node.sharding import INPUTS_ROOT
 
 IMAGE = "busybox"
-DEFAULT_WORK = 'for f in /inputs/*.txt; do wc -w "$f"; sha256sum "$f"; done'
+# Per file: its word count, its SHA-256 and how many distinct words it has (a sort:
+# the part of the work that costs CPU).
+DEFAULT_WORK = (
+    'for f in /inputs/*.txt; do wc -w "$f"; sha256sum "$f";'
+    ' echo "$(tr -s \' \' \'\\n\' < "$f" | sort -u | wc -l) $f"; done'
+)
 GLOB = f"{INPUTS_ROOT}/*.txt"
 JOB_TIMEOUT_S = 600.0
 SEED = 2022
@@ -113,12 +118,14 @@ def coverage(stdouts: Sequence[str], names: Sequence[str]) -> list[str]:
 
 def expected_lines(contents: Mapping[str, bytes]) -> Counter[tuple[str, ...]]:
     """What the default work prints for ``contents`` (name -> bytes), each line as its
-    whitespace-separated fields: the word count and the SHA-256 of every file."""
+    whitespace-separated fields: the word count, the SHA-256 and the number of
+    distinct words of every file."""
     lines: Counter[tuple[str, ...]] = Counter()
     for name, data in contents.items():
         path = f"{INPUTS_ROOT}/{name}"
         lines[(str(len(data.split())), path)] += 1
         lines[(hashlib.sha256(data).hexdigest(), path)] += 1
+        lines[(str(len(set(data.split()))), path)] += 1
     return lines
 
 
@@ -345,7 +352,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--files", type=positive(int), default=40, help="input files (default 40)")
     p.add_argument("--batch", type=positive(int), default=4, help="files per shard (default 4)")
     p.add_argument("--repeat", type=positive(int), default=3, help="runs per size (default 3)")
-    p.add_argument("--file-kb", type=positive(int), default=256, help="KiB per file (256)")
+    p.add_argument("--file-kb", type=positive(int), default=1024, help="KiB per file (1024)")
     p.add_argument(
         "--work",
         default=DEFAULT_WORK,

@@ -166,12 +166,14 @@ def test_spread() -> None:
 
 
 def default_work_output(names: Sequence[str], contents: dict[str, bytes]) -> str:
-    """What ``for f in ...; do wc -w "$f"; sha256sum "$f"; done`` prints (busybox)."""
+    """What the default work prints (busybox): per file ``wc -w``, ``sha256sum`` and the
+    count of distinct words."""
     lines = []
     for name in names:
         data = contents[name]
         lines.append(f"{len(data.split())} /inputs/{name}")
         lines.append(f"{hashlib.sha256(data).hexdigest()}  /inputs/{name}")
+        lines.append(f"{len(set(data.split()))} /inputs/{name}")
     return "\n".join(lines) + "\n"
 
 
