@@ -14,11 +14,10 @@ from collections.abc import Awaitable, Callable
 from node.content import ContentError, parse_cid
 from node.content.exchange import Exchange, FetchError
 from node.content.store import BlockNotFound
-from node.models import JobSpec, SpecError
+from node.models import MAX_SHARDS, JobSpec, SpecError
 from node.sharding import InputError, list_entries, plan_shards
 
 INPUT_FETCH_TIMEOUT_S = 120.0
-MAX_SHARDS = 1000
 
 
 async def count_shards(

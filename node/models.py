@@ -36,6 +36,7 @@ MAX_ARG_LEN = 8192
 MAX_CPU = 1024.0
 MAX_MEMORY = 1 << 50
 MAX_INPUTS = 64
+MAX_SHARDS = 1000
 # A spec must fit in one JobAnnounced, whatever its parts.
 MAX_SPEC_BYTES = 64 * 1024
 
@@ -138,7 +139,7 @@ class Job(msgspec.Struct, frozen=True):
     requester: str
     spec: JobSpec
     created_at: float
-    shards: int = 1
+    shards: Annotated[int, msgspec.Meta(ge=1, le=MAX_SHARDS)] = 1
 
 
 class Execution(msgspec.Struct):

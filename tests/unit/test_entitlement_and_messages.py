@@ -32,6 +32,7 @@ from node.messages import (
 from node.models import (
     MAX_CPU,
     MAX_MEMORY,
+    MAX_SHARDS,
     Deal,
     Job,
     JobSpec,
@@ -218,7 +219,14 @@ specs = st.builds(
     publisher=text,
     network=st.booleans(),
 )
-jobs = st.builds(Job, id=text, requester=text, spec=specs, created_at=floats, shards=int64)
+jobs = st.builds(
+    Job,
+    id=text,
+    requester=text,
+    spec=specs,
+    created_at=floats,
+    shards=st.integers(min_value=1, max_value=MAX_SHARDS),
+)
 
 message_strategies: dict[type, st.SearchStrategy[Any]] = {
     messages.JobAnnounced: st.builds(
@@ -621,3 +629,12 @@ def test_any_bytes_decode_or_raise_spec_error(body: bytes) -> None:
         assert exc.field and exc.message
     else:
         assert validate_spec(spec) is spec
+
+
+@pytest.mark.parametrize("shards", [0, -1, MAX_SHARDS + 1, 1 << 40])
+def test_an_announce_of_an_impossible_number_of_shards_is_malformed(shards: int) -> None:
+    """A node never iterates over a forged shard count: decoding refuses it."""
+    forged = msgspec.msgpack.decode(encode(messages.JobAnnounced(job_id=JOB_ID, job=JOB)))
+    forged["job"]["shards"] = shards
+    with pytest.raises(MessageError, match="shards"):
+        decode(msgspec.msgpack.encode(forged))
