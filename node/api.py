@@ -36,6 +36,7 @@ from node.content.exchange import (
 )
 from node.content.store import BlockNotFound
 from node.content.tarball import dag_entries, import_archive, tar_stream
+from node.executors.base import ExecutorError
 from node.models import JobRecord, JobState, SpecError, decode_spec, shard_results
 from node.requester import NotAtGate
 from node.results import ResultNotFound
@@ -228,6 +229,14 @@ def build_app(node: Node) -> Starlette:
             }
         )
 
+    async def images(request: Request) -> Response:
+        """The Docker images this node can run jobs in (a job names one of these)."""
+        try:
+            tags = await node.docker.images()
+        except ExecutorError as exc:
+            raise ApiError(503, "docker_unavailable", str(exc)) from None
+        return json_response({"node": node.node_id, "images": tags})
+
     async def job_events(request: Request) -> Response:
         job_id = request.path_params["job_id"]
         await job_or_404(job_id)
@@ -353,6 +362,7 @@ def build_app(node: Node) -> Starlette:
         Route("/api/v1/jobs/{job_id}", describe),
         Route("/api/v1/jobs/{job_id}/events", job_events),
         Route("/api/v1/jobs/{job_id}/step", step, methods=["POST"]),
+        Route("/api/v1/images", images),
         Route("/api/v1/results/{result_id}", result),
         Route("/api/v1/content", add_content, methods=["POST"]),
         Route("/api/v1/content/{cid}", get_content),

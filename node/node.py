@@ -136,12 +136,13 @@ class Node:
         self.requester: Requester
         self.compute: Compute
         self.exchange: Exchange
+        self.docker: DockerExecutor
 
     # -- lifecycle -------------------------------------------------------------
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         config = self.config
-        docker = DockerExecutor()
+        docker = self.docker = DockerExecutor()
         executors: dict[str, Executor] = {"docker": docker, "noop": NoopExecutor()}
         publishers = make_publishers(
             self.results, self.blocks, api_url=config.api_url, scratch=config.data_dir / "scratch"

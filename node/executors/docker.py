@@ -200,6 +200,22 @@ class DockerExecutor(Executor):
             self._image_cache.pop(ref, None)
         return found
 
+    def _images_sync(self) -> list[str]:
+        client = self._get_client()
+        try:
+            images = client.api.images()  # one call; tags only, no per-image inspect
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise _daemon_error(exc) from exc
+        tags = {tag for image in images for tag in image.get("RepoTags") or []}
+        return sorted(tags - {"<none>:<none>"})
+
+    async def images(self) -> list[str]:
+        """The tags of the images this node has locally, sorted (what jobs may name).
+
+        Raises :class:`ExecutorError` if the daemon cannot be reached.
+        """
+        return await self._thread(self._images_sync)
+
     # -- one run ------------------------------------------------------------------
 
     def _create_and_start(

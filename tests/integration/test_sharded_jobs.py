@@ -176,3 +176,11 @@ def test_inputs_and_sharding_rules_are_checked_at_submit(
     assert all(j["job"]["spec"]["image"] != "busybox" or j["job"]["spec"]["command"] != ["true"]
                for j in jobs["jobs"])  # fmt: skip
     describe_job(api, jobs["jobs"][0]["job"]["id"])  # the node still answers
+
+
+@pytest.mark.timeout(120)
+def test_every_node_lists_the_images_it_can_run(cluster5: Devstack) -> None:
+    for api in cluster5.apis:
+        answer = httpx.get(f"{api}/api/v1/images", timeout=30)
+        assert answer.status_code == 200, answer.text
+        assert "busybox:latest" in answer.json()["images"], answer.json()
