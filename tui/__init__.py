@@ -1,1 +1,8 @@
-"""The Textual TUI (talks to nodes only through their HTTP API)."""
+"""The Textual TUI (talks to nodes only through their HTTP API).
+
+``devstack up`` opens it (``python -m tui --ask-stop``) once the cluster is ready;
+``devstack tui`` attaches it to a running cluster. See :mod:`tui.app`.
+"""
+
+STOP_CLUSTER_EXIT = 3
+"""Exit status of ``python -m tui --ask-stop`` when the user asked to stop the cluster."""

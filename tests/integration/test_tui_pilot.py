@@ -1,0 +1,367 @@
+"""The TUI driven by Textual's pilot against a real 3-node devstack.
+
+Each test runs the real app (``BacalhauApp`` over a ``ClusterSource`` on the
+cluster's state directory, polling over HTTP) at 120x40 and waits on what the screen
+shows, with deadlines; nothing here sleeps to synchronise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+from textual import events
+from textual.command import CommandList, CommandPalette
+from textual.pilot import Pilot
+
+from tests.conftest import Devstack, docker_client, running_devstack
+from tui.app import BacalhauApp
+from tui.format import MISSING
+from tui.messages import JobSelected
+from tui.screens.confirm_stop import ConfirmStopScreen
+from tui.screens.help import HelpScreen
+from tui.screens.jobs import JobsScreen
+from tui.screens.nodes import NodesScreen
+from tui.source import ClusterSource, NodeStatus
+from tui.widgets.job_table import JobTable
+from tui.widgets.node_table import NodeTable
+
+pytestmark = [pytest.mark.slow]
+
+SIZE = (120, 40)
+T = TypeVar("T")
+
+
+@pytest.fixture(scope="module")
+def cluster3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devstack]:
+    docker_client().close()
+    with running_devstack(tmp_path_factory.mktemp("tui3"), 3) as stack:
+        yield stack
+
+
+class RecordingApp(BacalhauApp):
+    """The app, remembering the JobSelected messages that reached it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.selected_jobs: list[str] = []
+
+    def on_job_selected(self, message: JobSelected) -> None:
+        # (Textual then calls BacalhauApp.on_job_selected too: handlers run up the MRO.)
+        self.selected_jobs.append(message.job_id)
+
+
+def _app(stack: Devstack, refresh: float = 0.5, **kwargs: Any) -> RecordingApp:
+    return RecordingApp(ClusterSource(stack.state_dir), refresh=refresh, **kwargs)
+
+
+async def until(pilot: Pilot[Any], predicate: Callable[[], T], timeout: float, what: str) -> T:
+    """Let the app run until ``predicate()`` is truthy; its value. Fails after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}; last {value!r}")
+        await pilot.pause(0.1)
+
+
+def run(test: Callable[[], Awaitable[None]]) -> None:
+    asyncio.run(test())
+
+
+def _nodes_table(app: BacalhauApp) -> NodeTable:
+    return app.screen.query_one(NodeTable)
+
+
+def _live_figures(table: NodeTable) -> bool:
+    """Every node row shows a CPU % and an RSS."""
+    rows = table.records.values()
+    return len(rows) == 3 and all(
+        r.status is NodeStatus.UP
+        and table.cell_text(r.peer_id, "cpu") != MISSING
+        and table.cell_text(r.peer_id, "rss").endswith(("M", "G"))
+        for r in rows
+    )
+
+
+@pytest.mark.timeout(120)
+def test_nodes_view_shows_every_node_live(cluster3: Devstack) -> None:
+    async def go() -> None:
+        app = _app(cluster3)
+        async with app.run_test(size=SIZE) as pilot:
+            assert isinstance(app.screen, NodesScreen)
+            table = _nodes_table(app)
+            await until(pilot, lambda: _live_figures(table), 30, "3 rows with CPU and RSS")
+            assert table.row_count == 3
+            assert cluster3.state is not None
+            assert table.visible_keys == [n.peer_id for n in cluster3.state.nodes]
+            # the rate columns need two rounds, then every node has them
+            await until(
+                pilot,
+                lambda: all(table.cell_text(k, "waits") != MISSING for k in table.visible_keys),
+                30,
+                "lock wait rates",
+            )
+            # the figures move in place: the same rows, refreshed
+            rounds = app.source.statistics().rounds
+            await until(pilot, lambda: app.source.statistics().rounds >= rounds + 2, 30, "polls")
+            assert table.row_count == 3
+            summary = app.snapshot.summary if app.snapshot else None
+            assert summary is not None and summary.up == 3 and summary.rss_bytes
+            first = table.visible_keys[0]
+            print(f"\nnode-0: {[table.cell_text(first, c.key) for c in table.RECORD_COLUMNS]}")
+
+    run(go)
+
+
+@pytest.mark.timeout(180)
+def test_jobs_view_shows_a_submitted_job_to_completion(cluster3: Devstack) -> None:
+    async def go() -> None:
+        app = _app(cluster3)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("j")
+            assert isinstance(app.screen, JobsScreen)
+            assert app.source.watch_jobs
+            table = app.screen.query_one(JobTable)
+            async with httpx.AsyncClient(timeout=10) as http:
+                answer = await http.post(
+                    f"{cluster3.api(1)}/api/v1/jobs",
+                    json={"image": "busybox", "command": ["echo", "from the tui test"]},
+                )
+            assert answer.status_code == 201, answer.text
+            job_id = answer.json()["id"]
+            await until(pilot, lambda: job_id in table.records, 30, f"job {job_id} listed")
+            await until(
+                pilot,
+                lambda: table.cell_text(job_id, "state") == "completed",
+                120,
+                f"job {job_id} completed on screen",
+            )
+            assert table.cell_text(job_id, "requester") == "node-1"
+            assert table.cell_text(job_id, "total") != MISSING
+            assert table.cell_text(job_id, "concurrency") == "1"
+
+            # enter on its row posts JobSelected (no job screen exists yet: nothing opens)
+            table.focus()
+            table.move_cursor(row=table.visible_keys.index(job_id))
+            await pilot.press("enter")
+            await until(pilot, lambda: app.selected_jobs, 5, "JobSelected")
+            assert app.selected_jobs == [job_id]
+
+            # esc goes back home, and the jobs list stops being polled
+            await pilot.press("escape")
+            assert isinstance(app.screen, NodesScreen)
+            assert not app.source.watch_jobs
+
+    run(go)
+
+
+@pytest.mark.timeout(120)
+def test_filter_narrows_the_rows(cluster3: Devstack) -> None:
+    async def go() -> None:
+        app = _app(cluster3)
+        async with app.run_test(size=SIZE) as pilot:
+            table = _nodes_table(app)
+            await until(pilot, lambda: table.row_count == 3, 30, "3 rows")
+            await pilot.press("slash")
+            await pilot.press(*"node-1")
+            assert cluster3.state is not None
+            node1 = cluster3.state.nodes[1].peer_id
+            await until(pilot, lambda: table.visible_keys == [node1], 5, "the filter")
+            assert "1 of 3" in str(table.border_title)
+            # typing does not trigger the app's keys ("q" would quit, "j" switch view)
+            await pilot.press("backspace", *" q j")
+            assert isinstance(app.screen, NodesScreen) and app.is_running
+            await pilot.press("escape")  # clears and closes the filter
+            await until(pilot, lambda: table.row_count == 3, 5, "every row back")
+            assert table.has_focus
+            # typed fast (all the keys queued at once, as a terminal delivers a paste or a
+            # quick typist): every key after "/" goes to the filter line
+            for key, char in [("slash", "/"), ("n", "n"), ("o", "o"), ("d", "d"), ("e", "e")]:
+                app.post_message(events.Key(key, char))
+            await until(pilot, lambda: table.filter_text == "node", 5, "the fast-typed filter")
+            assert isinstance(app.screen, NodesScreen)
+            await pilot.press("escape")
+            await until(pilot, lambda: table.row_count == 3, 5, "every row back")
+            # one more round keeps them all
+            rounds = app.source.statistics().rounds
+            await until(pilot, lambda: app.source.statistics().rounds > rounds, 10, "a poll")
+            assert table.row_count == 3
+
+    run(go)
+
+
+@pytest.mark.timeout(120)
+def test_sort_help_palette_theme_and_quit(cluster3: Devstack) -> None:
+    async def go() -> None:
+        app = _app(cluster3, ask_stop_on_quit=True)
+        async with app.run_test(size=SIZE) as pilot:
+            table = _nodes_table(app)
+            await until(pilot, lambda: _live_figures(table), 30, "live rows")
+            # sort by RSS, largest first, with the keys; then reverse
+            while table.sort_column != "rss":
+                await pilot.press("greater_than_sign")
+            assert table.sort_reverse  # figures sort largest first
+            rss = {k: table.records[k].rss_bytes or 0 for k in table.visible_keys}
+            assert list(rss.values()) == sorted(rss.values(), reverse=True)
+            await pilot.press("r")
+            assert not table.sort_reverse
+            # a click on a header sorts by it
+            await pilot.click(NodeTable, offset=(2, 1))  # row 0 is the border
+            assert table.sort_column == "node"
+
+            await pilot.press("question_mark")
+            assert isinstance(app.screen, HelpScreen)
+            await pilot.press("escape")
+            assert isinstance(app.screen, NodesScreen)
+
+            await pilot.press("ctrl+p")
+            await until(pilot, lambda: isinstance(app.screen, CommandPalette), 5, "the palette")
+            await pilot.press(*"Jobs view")
+            commands = app.screen.query_one(CommandList)
+            await until(
+                pilot,
+                lambda: (
+                    commands.option_count
+                    and "Jobs view" in str(commands.get_option_at_index(0).prompt)
+                ),
+                5,
+                "the command found",
+            )
+            await pilot.press("enter")
+            await until(pilot, lambda: isinstance(app.screen, JobsScreen), 5, "the jobs view")
+            await pilot.press("n")
+
+            dark = app.current_theme.dark
+            await pilot.press("ctrl+t")
+            assert app.current_theme.dark is not dark
+
+            await pilot.press("q")
+            assert isinstance(app.screen, ConfirmStopScreen)
+            await pilot.press("escape")  # stay
+            assert app.is_running and isinstance(app.screen, NodesScreen)
+            await pilot.press("q")
+            await pilot.press("n")  # leave the cluster running
+        assert app.return_value is False
+
+    run(go)
+
+
+@pytest.mark.timeout(120)
+def test_key_presses_are_answered_quickly_while_polling(cluster3: Devstack) -> None:
+    """Two measures, both while the app polls every second: pilot.press + pause (which
+    also waits until the process looks idle, so it includes poll rounds that happen to
+    run), and key to effect: a key event posted as the terminal driver posts it, timed
+    until the view it switches to is current or the cursor has moved."""
+
+    async def go() -> None:
+        app = _app(cluster3, refresh=1.0)  # the default for a small cluster
+        async with app.run_test(size=SIZE) as pilot:
+            table = _nodes_table(app)
+            await until(pilot, lambda: _live_figures(table), 30, "live rows")
+            rounds_before = app.source.statistics().rounds
+
+            pressed, cpu = [], []
+            presses = [("j", JobsScreen), ("n", NodesScreen)] * 10 + [("down", NodesScreen)] * 10
+            for key, screen in presses:
+                started, started_cpu = time.perf_counter(), time.process_time()
+                await pilot.press(key)
+                await pilot.pause()
+                pressed.append(time.perf_counter() - started)
+                cpu.append(time.process_time() - started_cpu)
+                assert isinstance(app.screen, screen)
+
+            # How long the event loop is ever blocked: what a key press can wait for.
+            lags: list[float] = []
+            probing = True
+
+            async def probe() -> None:
+                while probing:
+                    started = time.perf_counter()
+                    await asyncio.sleep(0.005)
+                    lags.append(time.perf_counter() - started - 0.005)
+
+            prober = asyncio.create_task(probe())
+
+            async def timed(key: str, char: str | None, done: Callable[[], bool]) -> float:
+                started = time.perf_counter()
+                app.post_message(events.Key(key, char))  # as the terminal driver does
+                while not done():
+                    assert time.perf_counter() - started < 10, f"key {key} had no effect"
+                    await asyncio.sleep(0.001)
+                return time.perf_counter() - started
+
+            effect = []
+            for i in range(30):
+                await asyncio.sleep(0.11 + 0.05 * (i % 4))  # spread over the poll rounds
+                if i < 20:
+                    key, mode = ("j", "jobs") if i % 2 == 0 else ("n", "nodes")
+                    effect.append(await timed(key, key, lambda m=mode: app.current_mode == m))
+                else:
+                    table, row = _nodes_table(app), _nodes_table(app).cursor_row
+                    key = "up" if row == table.row_count - 1 else "down"
+                    effect.append(await timed(key, None, lambda t=table, r=row: t.cursor_row != r))
+            probing = False
+            await prober
+            rounds = app.source.statistics().rounds - rounds_before
+
+        def ms(values: list[float], q: float) -> float:
+            return sorted(values)[min(len(values) - 1, int(len(values) * q))] * 1000
+
+        print(
+            f"\n{len(pressed)} pilot presses (view switches, cursor moves) while polling:"
+            f" press+pause median {ms(pressed, 0.5):.0f} ms, max {ms(pressed, 1):.0f} ms;"
+            f" CPU of this process per press median {ms(cpu, 0.5):.0f} ms,"
+            f" max {ms(cpu, 1):.0f} ms"
+        )
+        print(
+            f"{len(effect)} keys, key to effect: median {ms(effect, 0.5):.1f} ms,"
+            f" p90 {ms(effect, 0.9):.1f} ms, max {ms(effect, 1):.1f} ms; event loop blocked"
+            f" at most {ms(lags, 1):.0f} ms (p99 {ms(lags, 0.99):.1f} ms); {rounds} poll rounds"
+        )
+        assert rounds >= 2, "the app did not poll during the presses"
+        # Wall times include whatever else this shared 2-core machine runs (other
+        # devstacks and their tests): bounds are generous, and the CPU per press (ours,
+        # though a poll round or a garbage collection may share its window) is bounded too.
+        assert ms(pressed, 0.5) < 500
+        assert ms(cpu, 0.9) < 150, "1 key press in 10 cost over 150 ms of CPU"
+        assert ms(effect, 0.5) < 100, "half the keys took over 100 ms to take effect"
+        assert ms(effect, 0.9) < 250
+
+    run(go)
+
+
+@pytest.mark.timeout(120)
+def test_a_stopped_node_shows_down(cluster3: Devstack) -> None:
+    """Last in the module: it stops node 2 of the shared cluster."""
+
+    async def go() -> None:
+        app = _app(cluster3)
+        async with app.run_test(size=SIZE) as pilot:
+            table = _nodes_table(app)
+            await until(pilot, lambda: _live_figures(table), 30, "live rows")
+            assert cluster3.state is not None
+            node2 = cluster3.state.nodes[2]
+            os.kill(node2.pid, signal.SIGTERM)  # a node process this test's cluster started
+            await until(
+                pilot,
+                lambda: table.cell_text(node2.peer_id, "status") in ("down", "unreachable"),
+                30,
+                "node-2 not up",
+            )
+            await until(
+                pilot, lambda: table.cell_text(node2.peer_id, "status") == "down", 30, "down"
+            )
+            assert table.cell_text(node2.peer_id, "cpu") == MISSING
+            assert app.snapshot is not None and app.snapshot.summary.down == 1
+            assert app.is_running
+
+    run(go)
