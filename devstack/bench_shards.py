@@ -50,7 +50,7 @@ IMAGE = "busybox"
 # the part of the work that costs CPU).
 DEFAULT_WORK = (
     'for f in /inputs/*.txt; do wc -w "$f"; sha256sum "$f";'
-    ' echo "$(tr -s \' \' \'\\n\' < "$f" | sort -u | wc -l) $f"; done'
+    " echo \"$(tr -s ' ' '\\n' < \"$f\" | sort -u | wc -l) $f\"; done"
 )
 GLOB = f"{INPUTS_ROOT}/*.txt"
 JOB_TIMEOUT_S = 600.0
