@@ -11,7 +11,7 @@ import enum
 import re
 import time
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
 
@@ -165,7 +165,8 @@ class JobEvent(msgspec.Struct, frozen=True):
     at: float
     node: str = ""
     shard: int | None = None
-    detail: dict[str, str | int | float | bool | None] = msgspec.field(default_factory=dict)
+    # JSON values: a step-mode gate records the proposals and votes it holds as mappings.
+    detail: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
 class JobRecord(msgspec.Struct):

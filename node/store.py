@@ -83,7 +83,7 @@ _EXECUTION_COLUMNS = (
     "stdout_preview, reason"
 )
 
-_Detail = dict[str, str | int | float | bool | None]
+_Detail = dict[str, Any]
 _job_decoder = msgspec.json.Decoder(Job)
 _detail_decoder = msgspec.json.Decoder(_Detail)
 _encoder = msgspec.json.Encoder()

@@ -209,6 +209,9 @@ def test_step_mode_waits_at_each_gate_until_stepped(cluster: Devstack) -> None:
     assert len(gate["proposals"]) == 3 and sum(gate["votes"].values()) == 3, gate
     assert set(gate["accepted"]) | set(gate["rejected"]) == set(gate["proposals"]), gate
     assert not requester_kinds(answer) & {"results_accepted", "results_rejected", "publishing"}
+    # The event log holds the gate too, with what was behind it.
+    (gate_event,) = [e for e in answer["events"] if e["kind"] == "gate"]
+    assert gate_event["detail"]["votes"] == gate["votes"], gate_event
     assert at("verdict") is not None  # still there: it waits for the user
 
     stepped = httpx.post(f"{api}/api/v1/jobs/{job_id}/step", timeout=30)
