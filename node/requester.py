@@ -673,7 +673,10 @@ class Requester:
             open_job.state = state
         else:
             shard.state = state
-            open_job.state = min((s.state for s in open_job.shards), key=_PROGRESS.index)
+            # Only the job's own "completed" event completes it: a poller that sees the
+            # state must find that event too.
+            states = [s.state for s in open_job.shards]
+            open_job.state = min([*states, JobState.PUBLISHING], key=_PROGRESS.index)
         if reason is not None:
             detail["reason"] = reason
         index = None if shard is None else shard.index
