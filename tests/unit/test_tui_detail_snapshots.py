@@ -1,0 +1,140 @@
+"""Snapshots (pytest-textual-snapshot) of the job view and the submit form at 120x40.
+
+The cluster is the one ``tui_fake`` replays, with jobs captured from a real devstack
+on node-0 (``tui_fake_jobs``): a sharded step-mode job at its verdict gate, a
+step-mode job at its publish gate, a job whose runs disagreed (ended ``error``), a
+sharded job completed; the form as it opens and with a value the API refuses.
+Clocks are fixed, so the figures are the same every run. ``pytest --snapshot-update``
+rewrites them after a deliberate change; look at the SVGs under ``__snapshots__/``
+before committing them.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from textual.pilot import Pilot
+
+from tests.unit.tui_fake import NOW
+from tests.unit.tui_fake_jobs import FakeJobsCluster, job_id, warmed_up
+from tui.api import NodeApi
+from tui.app import BacalhauApp
+from tui.screens import job as job_screen
+from tui.screens.job import JobScreen
+from tui.screens.submit import SubmitScreen
+from tui.source import ClusterSource
+from tui.widgets.timeline import TimelineTable
+
+pytestmark = pytest.mark.timeout(120)
+
+SIZE = (120, 40)
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeJobsCluster]:
+    """The fake cluster; the screens' own API clients reach it too."""
+    cluster = FakeJobsCluster()
+
+    def connect(api: str, timeout: float = 10.0) -> NodeApi:
+        return NodeApi(httpx.AsyncClient(base_url=api, transport=cluster.transport()))
+
+    monkeypatch.setattr(job_screen, "connect", connect)
+    yield cluster
+
+
+def _app(fake: FakeJobsCluster) -> BacalhauApp:
+    ticks = itertools.count()
+    source = ClusterSource(
+        targets=fake.targets(),
+        transport=fake.transport(),
+        clock=lambda: NOW,
+        timer=lambda: next(ticks) * 0.004,
+    )
+    # A refresh too long to come round during a test: the job view asks once.
+    return BacalhauApp(source, refresh=60.0)
+
+
+async def _first_round(pilot: Pilot[Any]) -> None:
+    app = pilot.app
+    assert isinstance(app, BacalhauApp)
+    while app.source.statistics().rounds < 1 or not warmed_up(app):
+        await pilot.pause(0.05)
+
+
+async def _open_job(pilot: Pilot[Any], job: str) -> JobScreen:
+    await _first_round(pilot)
+    screen = JobScreen(job_id(job))
+    await pilot.app.push_screen(screen)
+    while screen.describe is None or not screen.query_one(TimelineTable).row_count:
+        await pilot.pause(0.05)
+    await pilot.pause()
+    return screen
+
+
+def test_job_sharded_at_the_verdict_gate(snap_compare: Any, fake: FakeJobsCluster) -> None:
+    async def before(pilot: Pilot[Any]) -> None:
+        await _open_job(pilot, "sharded")
+
+    assert snap_compare(_app(fake), terminal_size=SIZE, run_before=before)
+
+
+def test_job_at_the_publish_gate(snap_compare: Any, fake: FakeJobsCluster) -> None:
+    async def before(pilot: Pilot[Any]) -> None:
+        screen = await _open_job(pilot, "step")
+        # enter opens the verdict gate: the view follows the job to its publish gate
+        await pilot.press("enter")
+        while not screen.gates or screen.gates[0].name != "publish":
+            await pilot.pause(0.05)
+        pilot.app.clear_notifications()
+        await pilot.pause()
+
+    assert snap_compare(_app(fake), terminal_size=SIZE, run_before=before)
+
+
+def test_job_whose_runs_disagreed(snap_compare: Any, fake: FakeJobsCluster) -> None:
+    async def before(pilot: Pilot[Any]) -> None:
+        fake.stage[job_id("split")] = 1  # ended error
+        await _open_job(pilot, "split")
+
+    assert snap_compare(_app(fake), terminal_size=SIZE, run_before=before)
+
+
+def test_job_sharded_completed_filtered(snap_compare: Any, fake: FakeJobsCluster) -> None:
+    async def before(pilot: Pilot[Any]) -> None:
+        fake.stage[job_id("sharded")] = 2  # completed
+        await _open_job(pilot, "sharded")
+        await pilot.press("slash", *"shard 1", "enter")
+
+    assert snap_compare(_app(fake), terminal_size=SIZE, run_before=before)
+
+
+def test_submit_form(snap_compare: Any, fake: FakeJobsCluster) -> None:
+    async def before(pilot: Pilot[Any]) -> None:
+        await _first_round(pilot)
+        screen = SubmitScreen()
+        await pilot.app.push_screen(screen)
+        while screen.values().image != "busybox:latest":
+            await pilot.pause(0.05)
+        await pilot.pause()
+
+    assert snap_compare(_app(fake), terminal_size=SIZE, run_before=before)
+
+
+def test_submit_form_refuses_a_bad_value(snap_compare: Any, fake: FakeJobsCluster) -> None:
+    async def before(pilot: Pilot[Any]) -> None:
+        await _first_round(pilot)
+        screen = SubmitScreen()
+        await pilot.app.push_screen(screen)
+        while screen.values().image != "busybox:latest":
+            await pilot.pause(0.05)
+        await pilot.press(*"echo hello", "tab", "tab", *"4", "ctrl+s")
+        while not screen.errors():
+            await pilot.pause(0.05)
+        await pilot.pause()
+        assert fake.submitted == []
+
+    assert snap_compare(_app(fake), terminal_size=SIZE, run_before=before)

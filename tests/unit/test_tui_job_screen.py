@@ -1,0 +1,180 @@
+"""The job view and the submit form driven by the pilot over the replayed cluster
+(``tui_fake_jobs``): which node they ask, what the keys do, what a refusal shows.
+The real-cluster versions are in ``tests/integration/test_tui_job_submit.py``."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+from textual.pilot import Pilot
+
+from tests.unit.tui_fake import NOW
+from tests.unit.tui_fake_jobs import FakeJobsCluster, job_id, warmed_up
+from tui.api import NodeApi
+from tui.app import BacalhauApp
+from tui.screens import job as job_screen
+from tui.screens.job import JobScreen
+from tui.screens.submit import SubmitScreen
+from tui.source import ClusterSource
+from tui.widgets.gate_panel import GatePanel
+from tui.widgets.timeline import TimelineTable
+
+pytestmark = pytest.mark.timeout(60)
+T = TypeVar("T")
+
+
+class NotingApp(BacalhauApp):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.notes: list[tuple[str, str]] = []
+
+    def notify(self, message: str, *args: Any, **kwargs: Any) -> None:
+        self.notes.append((message, str(kwargs.get("severity", "information"))))
+        super().notify(message, *args, **kwargs)
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeJobsCluster]:
+    cluster = FakeJobsCluster()
+
+    def connect(api: str, timeout: float = 10.0) -> NodeApi:
+        return NodeApi(httpx.AsyncClient(base_url=api, transport=cluster.transport()))
+
+    monkeypatch.setattr(job_screen, "connect", connect)
+    yield cluster
+
+
+def _app(fake: FakeJobsCluster) -> NotingApp:
+    ticks = itertools.count()
+    source = ClusterSource(
+        targets=fake.targets(),
+        transport=fake.transport(),
+        clock=lambda: NOW,
+        timer=lambda: next(ticks) * 0.004,
+    )
+    return NotingApp(source, refresh=60.0)
+
+
+async def until(pilot: Pilot[Any], predicate: Callable[[], T], timeout: float = 10) -> T:
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        assert time.monotonic() < deadline, f"timed out; last {value!r}"
+        await pilot.pause(0.02)
+    return value
+
+
+async def _open(pilot: Pilot[Any], job: str, **kwargs: Any) -> JobScreen:
+    app = pilot.app
+    assert isinstance(app, BacalhauApp)
+    await until(pilot, lambda: app.snapshot is not None and warmed_up(app))
+    screen = JobScreen(job_id(job), **kwargs)
+    await app.push_screen(screen)
+    await until(pilot, lambda: screen.query_one(TimelineTable).row_count)
+    return screen
+
+
+def test_the_requester_is_found_by_asking_the_nodes(fake: FakeJobsCluster) -> None:
+    async def go() -> None:
+        app = _app(fake)
+        async with app.run_test(size=(120, 40)) as pilot:
+            screen = await _open(pilot, "simple")
+            asked = [r for r in fake.requests if "/api/v1/jobs/" in r]
+            # every node asked once (node-1 and node-2 do not know it), then node-0 followed
+            assert sorted(asked[:3]) == [
+                f"node{i}.test/api/v1/jobs/{job_id('simple')}" for i in range(3)
+            ]
+            assert asked[3].startswith("node0.test")
+            assert "completed" in screen.query_one("#job-header").text
+            assert not screen.query_one(GatePanel).display
+
+    asyncio.run(go())
+
+
+def test_the_gate_key_steps_and_a_409_is_a_notice(fake: FakeJobsCluster) -> None:
+    async def go() -> None:
+        app = _app(fake)
+        async with app.run_test(size=(120, 40)) as pilot:
+            screen = await _open(pilot, "step", requester=fake.targets()[0].peer_id)
+            # the requester was named: nobody else is asked
+            assert not [
+                r for r in fake.requests if r.startswith(("node1", "node2")) and "jobs/" in r
+            ]
+            panel = screen.query_one(GatePanel)
+            assert panel.display and "verdict" in panel.text and "3 votes" in panel.text
+
+            # enter in the filter line closes the filter; it does not open the gate
+            await pilot.press("slash", *"node-1", "enter")
+            assert fake.steps == []
+            assert screen.query_one(TimelineTable).filter_text == "node-1"
+
+            await pilot.press("enter")
+            await until(pilot, lambda: [g.name for g in screen.gates] == ["publish"])
+            assert "publish bafy" in panel.text
+            await pilot.press("x")
+            await until(pilot, lambda: not screen.gates and not panel.display)
+            assert fake.steps == [job_id("step")] * 2
+            assert [m for m, _ in app.notes if m.startswith("opened")] == [
+                "opened the verdict gate of shard 0",
+                "opened the publish gate of shard 0",
+            ]
+            # no gate: the key is off; asked anyway, the 409 is a warning
+            assert screen.check_action("open_gate", ()) is None
+            screen.action_open_gate()
+            await until(pilot, lambda: any("not waiting" in m for m, _ in app.notes))
+            assert "warning" in {s for m, s in app.notes if "not waiting" in m}
+
+    asyncio.run(go())
+
+
+def test_a_job_nobody_knows_says_so(fake: FakeJobsCluster) -> None:
+    async def go() -> None:
+        app = _app(fake)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await until(pilot, lambda: app.snapshot is not None and warmed_up(app))
+            screen = JobScreen("00000000-0000-0000-0000-000000000000")
+            await app.push_screen(screen)
+            await until(
+                pilot,
+                lambda: "no node of the cluster knows" in screen.query_one("#job-header").text,
+            )
+            assert screen.describe is None
+
+    asyncio.run(go())
+
+
+def test_a_refusal_from_the_node_is_shown_under_its_field(fake: FakeJobsCluster) -> None:
+    async def go() -> None:
+        app = _app(fake)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await until(pilot, lambda: app.snapshot is not None and warmed_up(app))
+            await pilot.press("s")
+            form = await until(pilot, lambda: isinstance(app.screen, SubmitScreen) and app.screen)
+            await until(pilot, lambda: form.values().image == "busybox:latest")
+            fake.refuse = (
+                400,
+                {"error": "invalid_spec", "message": "nobody holds it", "field": "inputs[1].cid"},
+            )
+            cid = "bafybeiar63jncc22ktivr2vc6uvlrxmvl4exk7ogbfogbz66pbkeyiswpe"
+            form.query_one("#inputs").value = f"{cid}:/inputs/a {cid}:/inputs/b"  # type: ignore[attr-defined]
+            await pilot.press(*"echo hi", "ctrl+s")
+            errors = await until(pilot, form.errors)
+            assert errors == {"inputs": f"input 2 ({cid}:/inputs/b): nobody holds it"}
+            assert fake.submitted == []
+
+            # accepted: a notice with the id, the form closes and the job view opens
+            fake.refuse = None
+            form.query_one("#inputs").value = ""  # type: ignore[attr-defined]
+            await pilot.press("ctrl+s")
+            screen = await until(pilot, lambda: isinstance(app.screen, JobScreen) and app.screen)
+            assert screen.job_id == job_id("simple")
+            assert fake.submitted[0]["command"] == ["echo", "hi"]
+            assert any(job_id("simple") in m for m, _ in app.notes)
+            assert not form.is_attached
+
+    asyncio.run(go())
