@@ -206,7 +206,8 @@ def _ms(ns: float) -> str:
     return f"{ns / 1e6:.1f}"
 
 
-def _top(counter: Counter[str]) -> str:
+def top_site(counter: Counter[str]) -> str:
+    """The most frequent call site of ``counter`` as ``site (count)``; ``-`` if none."""
     if not counter:
         return "-"
     site, count = counter.most_common(1)[0]
@@ -238,8 +239,8 @@ def format_contention(found: ClusterContention, top: int = DEFAULT_TOP) -> str:
                 _ms(m.worst_p99_wait_ns),
                 _ms(m.max_wait_ns),
                 _ms(m.max_hold_ns),
-                _top(m.waiters),
-                _top(m.holders),
+                top_site(m.waiters),
+                top_site(m.holders),
             ]
             for m in contended
         ]

@@ -82,17 +82,22 @@ def profile_nodes(
     """CPU-profile the nodes ``refs`` name at once and save each; errors as :func:`_each_node`."""
 
     def one(client: NodeClient, node: str, base: Path) -> SavedProfile:
-        answer = client.profile(seconds)
-        paths = (
-            base.with_suffix(".html"),
-            base.with_suffix(".txt"),
-            base.with_suffix(".speedscope.json"),
-        )
-        for path, key in zip(paths, ("html", "text", "speedscope"), strict=True):
-            path.write_text(answer[key])
-        return SavedProfile(node, answer["samples"], paths, tuple(answer["top"]))
+        return save_profile(node, client.profile(seconds), base)
 
     return _each_node(cluster, refs, out_dir, one)
+
+
+def save_profile(node: str, answer: dict[str, Any], base: Path) -> SavedProfile:
+    """Write ``node``'s ``/api/v1/debug/profile`` answer as ``BASE.html``, ``BASE.txt``
+    and ``BASE.speedscope.json``; ``base`` is ``DIR/NODE-TIMESTAMP``."""
+    paths = (
+        base.with_suffix(".html"),
+        base.with_suffix(".txt"),
+        base.with_suffix(".speedscope.json"),
+    )
+    for path, key in zip(paths, ("html", "text", "speedscope"), strict=True):
+        path.write_text(answer[key])
+    return SavedProfile(node, answer["samples"], paths, tuple(answer["top"]))
 
 
 def memory_profile_nodes(

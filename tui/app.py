@@ -22,7 +22,6 @@ whether to stop the cluster; the app's return value says what was answered.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import importlib
 import time
@@ -41,8 +40,10 @@ from tui.messages import JobSelected, NodeSelected
 from tui.screens.confirm_stop import ConfirmStopScreen
 from tui.screens.help import HelpScreen
 from tui.screens.jobs import JobsScreen
+from tui.screens.locks import LocksScreen
 from tui.screens.nodes import NodesScreen
 from tui.source import ClusterSnapshot, ClusterSource
+from tui.waiting import wait_for_wake
 
 MIN_REFRESH_S = 0.2
 MAX_REFRESH_S = 60.0
@@ -68,6 +69,7 @@ class View:
 VIEWS: tuple[View, ...] = (
     View("nodes", "n", "Nodes", "Every node: CPU, memory, contention, latency", NodesScreen),
     View("jobs", "j", "Jobs", "Every job requested on any node", JobsScreen),
+    View("locks", "l", "Locks", "The cluster's most contended locks and loop stalls", LocksScreen),
 )
 HOME = VIEWS[0].mode
 
@@ -83,6 +85,12 @@ class BacalhauApp(App[bool]):
         Path(__file__).with_name("app.tcss"),
         NodesScreen.CSS_PATH,
         JobsScreen.CSS_PATH,
+        LocksScreen.CSS_PATH,
+        # The detail screens' too, by path: their modules load on first use.
+        *(
+            Path(__file__).with_name("screens") / f"{name}.tcss"
+            for name in ("job", "node", "submit")
+        ),
     ]
     TITLE = "py-bacalhau devstack"
     MODES: ClassVar[dict[str, str | Callable[[], Screen[Any]]]] = {
@@ -97,6 +105,7 @@ class BacalhauApp(App[bool]):
             Binding(view.key, f"switch_mode('{view.mode}')", view.title, tooltip=view.description)
             for view in VIEWS
         ),
+        Binding("s", "submit", "Submit", tooltip="Submit a job: the form"),
         Binding("escape", "back", "Back", show=False),
         Binding("ctrl+t", "toggle_theme", "Light/dark", show=False),
     ]
@@ -152,9 +161,7 @@ class BacalhauApp(App[bool]):
                 started = time.monotonic()
                 self.snapshot = await self.source.poll()
                 delay = self.refresh_interval - (time.monotonic() - started)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), max(0.05, delay))
-                self._wake.clear()
+                await wait_for_wake(self._wake, max(0.05, delay))
 
     def poll_now(self) -> None:
         """Start the next round now instead of at the next refresh."""
@@ -196,6 +203,15 @@ class BacalhauApp(App[bool]):
         elif self.current_mode != HOME:
             await self.switch_mode(HOME)
 
+    def action_submit(self) -> None:
+        """Open the submit form over the current screen."""
+        # Imported when asked: the form checks specs with node.models, whose import (trio
+        # and the content code) costs ~0.3 s that the TUI's start need not pay.
+        from tui.screens.submit import SubmitScreen
+
+        if not isinstance(self.screen, SubmitScreen):
+            self.push_screen(SubmitScreen())
+
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen(self.screen))
@@ -210,6 +226,11 @@ class BacalhauApp(App[bool]):
                 f"{view.description} (key {view.key})",
                 lambda mode=view.mode: self.run_action(f"switch_mode('{mode}')"),
             )
+        yield SystemCommand(
+            "Submit a job",
+            "Image, command, deal, verifier, publisher, step mode, inputs, sharding (key s)",
+            self.action_submit,
+        )
         yield SystemCommand("Help", "The keys and columns of this view (key ?)", self.action_help)
         yield SystemCommand(
             "Light / dark", "Switch between the light and the dark theme", self.action_toggle_theme

@@ -41,6 +41,7 @@ import httpx
 import msgspec
 
 from devstack import state as st
+from tui.api import ssl_context
 
 #: A job's states that are final (``node.models.JobState.terminal``; not imported, as
 #: ``node.models`` pulls in the node's runtime).
@@ -592,6 +593,7 @@ class ClusterSource:
         client = self._clients.get(api)
         if client is None:
             client = self._clients[api] = httpx.AsyncClient(
+                verify=ssl_context(),
                 base_url=api,
                 timeout=httpx.Timeout(self._timeout, connect=min(1.0, self._timeout)),
                 limits=httpx.Limits(max_connections=4, keepalive_expiry=_KEEPALIVE_S),

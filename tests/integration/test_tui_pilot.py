@@ -26,6 +26,7 @@ from tui.format import MISSING
 from tui.messages import JobSelected
 from tui.screens.confirm_stop import ConfirmStopScreen
 from tui.screens.help import HelpScreen
+from tui.screens.job import JobScreen
 from tui.screens.jobs import JobsScreen
 from tui.screens.nodes import NodesScreen
 from tui.source import ClusterSource, NodeStatus
@@ -149,12 +150,15 @@ def test_jobs_view_shows_a_submitted_job_to_completion(cluster3: Devstack) -> No
             assert table.cell_text(job_id, "total") != MISSING
             assert table.cell_text(job_id, "concurrency") == "1"
 
-            # enter on its row posts JobSelected (no job screen exists yet: nothing opens)
+            # enter on its row posts JobSelected and opens the job's view; esc closes it
             table.focus()
             table.move_cursor(row=table.visible_keys.index(job_id))
             await pilot.press("enter")
             await until(pilot, lambda: app.selected_jobs, 5, "JobSelected")
             assert app.selected_jobs == [job_id]
+            await until(pilot, lambda: isinstance(app.screen, JobScreen), 5, "the job view")
+            await pilot.press("escape")
+            await until(pilot, lambda: isinstance(app.screen, JobsScreen), 5, "the jobs view")
 
             # esc goes back home, and the jobs list stops being polled
             await pilot.press("escape")

@@ -24,7 +24,6 @@ nothing. Polling stops once the job has ended and its answer stopped changing.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, cast
@@ -50,6 +49,7 @@ from tui.jobview import (
     timeline,
 )
 from tui.source import NodeTarget
+from tui.waiting import wait_for_wake
 from tui.widgets.filter_input import FilterInput
 from tui.widgets.gate_panel import GatePanel
 from tui.widgets.job_panels import JobHeader, ResultsPanel, header_text, results_text
@@ -235,9 +235,7 @@ class JobScreen(Screen[None]):
                     elif await self._ask(api):
                         return
                 self._show_header()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), delay)
-                self._wake.clear()
+                await wait_for_wake(self._wake, delay)
         finally:
             if api is not None:
                 await api.aclose()

@@ -1,0 +1,353 @@
+"""The node and locks views over documents captured from a real 3-node devstack.
+
+Snapshots (pytest-textual-snapshot, 120x40, fixed clocks, UTC): the node view of
+node-0 (figures, locks, call sites, stalls, log tail) and the locks view.
+``pytest --snapshot-update`` rewrites them after a deliberate change; look at the
+SVGs under ``__snapshots__/`` before committing them.
+
+Pilot tests on the same fake (:mod:`tests.unit.tui_fake_locks`): ``p`` profiles
+and saves the files, a busy node says so, the log is followed, and each view asks
+the nodes only while it is shown. :class:`~tui.screens.locks.ContentionPoller`'s
+concurrency bound is checked against a slow transport.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+from rich.console import Console
+from textual.pilot import Pilot
+
+from tests.unit.tui_fake import NOW, target
+from tests.unit.tui_fake_locks import PROFILE, FakeContentionCluster, write_state
+from tui.api import NodeApi
+from tui.app import BacalhauApp
+from tui.format import MISSING
+from tui.screens.help import HelpScreen, key_rows
+from tui.screens.locks import ContentionPoller, LocksScreen
+from tui.screens.node import NodeScreen
+from tui.screens.nodes import NodesScreen
+from tui.screens.profile_prompt import ProfilePrompt
+from tui.source import ClusterSource
+from tui.widgets.lock_table import LockTable, NodeLockTable
+from tui.widgets.profile_panel import CallTree, ProfilePanel, TopFrames
+
+pytestmark = pytest.mark.timeout(120)
+
+SIZE = (120, 40)
+T = TypeVar("T")
+
+
+@pytest.fixture
+def utc() -> Iterator[None]:
+    """Log times in UTC, so the snapshots do not depend on the machine's zone."""
+    old = os.environ.get("TZ")
+    os.environ["TZ"] = "UTC"
+    time.tzset()
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["TZ"]
+        else:
+            os.environ["TZ"] = old
+        time.tzset()
+
+
+class FakeApp(BacalhauApp):
+    """The app with its node and locks views on a :class:`FakeContentionCluster`."""
+
+    def __init__(self, fake: FakeContentionCluster, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fake = fake
+        self.clock: Callable[[], float] = lambda: NOW  # the views' clock (rates need a real one)
+
+    def open_node(self, peer_id: str) -> None:
+        self.push_screen(NodeScreen(peer_id, connect=self.fake.connect, clock=self.clock))
+
+
+class FakeLocksScreen(LocksScreen):
+    """The locks view on the app's fake cluster and clock."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        app = self.app
+        assert isinstance(app, FakeApp)
+        self._connect, self._clock = app.fake.connect, lambda: app.clock()
+
+
+FakeApp.MODES = {**BacalhauApp.MODES, "locks": FakeLocksScreen}
+
+
+def _app(state_dir: Path, refresh: float = 60.0) -> FakeApp:
+    write_state(state_dir)
+    fake = FakeContentionCluster()
+    # Every view asks for the same round: which view asks first (the app mounts them all
+    # once at start) must not change what the snapshots show.
+    fake.locks_round = 1
+    ticks = itertools.count()
+    source = ClusterSource(
+        state_dir,
+        transport=fake.transport(),
+        clock=lambda: NOW,
+        timer=lambda: next(ticks) * 0.004,
+    )
+    return FakeApp(fake, source, refresh=refresh)
+
+
+async def until(pilot: Pilot[Any], predicate: Callable[[], T], what: str, timeout: float = 20) -> T:
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}; last {value!r}")
+        await pilot.pause(0.05)
+    return value
+
+
+async def _rounds(pilot: Pilot[Any], count: int) -> None:
+    """Let the app poll ``count`` rounds in all (the first starts by itself)."""
+    app = pilot.app
+    assert isinstance(app, BacalhauApp)
+    await until(pilot, lambda: app.source.statistics().rounds >= 1, "a first round")
+    while (done := app.source.statistics().rounds) < count:
+        app.poll_now()
+        await until(pilot, lambda: app.source.statistics().rounds > done, "a round")
+
+
+async def _open_node0(pilot: Pilot[Any]) -> NodeScreen:
+    app = pilot.app
+    await _rounds(pilot, 2)
+    await until(pilot, lambda: isinstance(app.screen, NodesScreen), "the nodes view")
+    await pilot.press("enter")  # the cursor is on node-0
+    screen = await until(
+        pilot, lambda: app.screen if isinstance(app.screen, NodeScreen) else None, "node-0"
+    )
+    await until(pilot, lambda: screen.contention is not None, "its locks")
+    await until(pilot, lambda: len(screen.log_shown) >= 13, "its log")
+    return screen
+
+
+def test_node_view(snap_compare: Any, tmp_path: Path, utc: None) -> None:
+    async def before(pilot: Pilot[Any]) -> None:
+        screen = await _open_node0(pilot)
+        while len(screen._rss) < 3:  # figures over a few rounds
+            await _rounds(pilot, pilot.app.source.statistics().rounds + 1)
+        await pilot.pause()
+
+    assert snap_compare(_app(tmp_path), terminal_size=SIZE, run_before=before)
+
+
+def test_locks_view(snap_compare: Any, tmp_path: Path) -> None:
+    async def before(pilot: Pilot[Any]) -> None:
+        app = pilot.app
+        assert isinstance(app, FakeApp)
+        await _rounds(pilot, 2)
+        await pilot.press("l")
+        screen = await until(
+            pilot, lambda: app.screen if isinstance(app.screen, LocksScreen) else None, "locks"
+        )
+        await until(pilot, lambda: screen.found is not None, "the first round")
+        await pilot.pause()
+
+    assert snap_compare(_app(tmp_path), terminal_size=SIZE, run_before=before)
+
+
+def run(coroutine: Any) -> None:
+    asyncio.run(coroutine)
+
+
+def shown(widget: Any) -> str:
+    """The text a Static shows."""
+    console = Console(width=200, record=True, color_system=None)
+    console.print(widget.content)
+    return console.export_text()
+
+
+def test_node_view_shows_locks_sites_and_stalls(tmp_path: Path) -> None:
+    async def go() -> None:
+        app = _app(tmp_path)
+        async with app.run_test(size=SIZE) as pilot:
+            screen = await _open_node0(pilot)
+            table = screen.query_one(NodeLockTable)
+            assert table.visible_keys[0].startswith("libp2p.yamux.write@")
+            assert table.cell_text(table.visible_keys[0], "contended") == "71"
+            sites = shown(screen.query_one("#node-sites-text"))
+            assert "yamux.py:874 in _write_frame" in sites
+            await pilot.press("down")  # the sites follow the cursor
+            second = table.visible_keys[1]
+            await until(
+                pilot,
+                lambda: second.split("@")[0] in shown(screen.query_one("#node-sites-text")),
+                "the next lock's sites",
+            )
+            stalls = shown(screen.query_one("#node-stalls-text"))
+            assert "stalls (steps over 20 ms)" in stalls and "worst: " in stalls
+            assert "Locks 8 · 1 waited for" in str(table.border_title)
+            # ? lists the view's own keys
+            await pilot.press("question_mark")
+            assert isinstance(app.screen, HelpScreen)
+            keys = dict(key_rows(screen))
+            assert keys["p"] == "Profile" and keys["t"] == "Log/profile" and keys["m"] == "Maximize"
+            await pilot.press("escape")
+            assert app.screen is screen
+            # m maximizes the focused pane, esc restores it before going back
+            await pilot.press("m")
+            assert screen.maximized is table
+            await pilot.press("escape")
+            assert screen.maximized is None and app.screen is screen
+            # a node that stops answering: its last figures stay, the error shows
+            app.fake.failing.add("node0.test")
+            app.poll_now()
+            await until(pilot, lambda: "boom" in str(table.border_subtitle), "the error")
+            assert table.row_count == 8
+            await pilot.press("escape")
+            assert isinstance(app.screen, NodesScreen)
+
+    run(go())
+
+
+def test_p_profiles_saves_and_shows_the_call_tree(tmp_path: Path) -> None:
+    async def go() -> None:
+        app = _app(tmp_path)
+        async with app.run_test(size=SIZE) as pilot:
+            screen = await _open_node0(pilot)
+            # esc on the question asks nothing
+            await pilot.press("p")
+            await until(pilot, lambda: isinstance(app.screen, ProfilePrompt), "the question")
+            await pilot.press("escape")
+            assert app.screen is screen and app.fake.profiles_asked == []
+            # 3 seconds: the default 10 is selected, typing replaces it
+            await pilot.press("p")
+            await until(pilot, lambda: isinstance(app.screen, ProfilePrompt), "the question")
+            await pilot.press("3", "enter")
+            panel = screen.query_one(ProfilePanel)
+            await until(pilot, lambda: panel.result is not None, "the profile")
+            assert app.fake.profiles_asked == ["3"]
+            result = panel.result
+            assert result is not None and result.samples == PROFILE["samples"]
+            assert [p.parent for p in result.paths] == [tmp_path / "profiles"] * 3
+            assert result.html is not None and result.html.read_text() == PROFILE["html"]
+            assert result.speedscope is not None and result.speedscope.exists()
+            assert result.paths[1].read_text() == PROFILE["text"]
+            assert result.html.name.startswith("node-0-")
+            tree = screen.query_one(CallTree)
+            lines = tree.lines()
+            assert lines[0].startswith("2.001s run")
+            assert any("Yamux._handle_incoming_with_ready_signal" in line for line in lines)
+            assert any("[21 frames hidden]" in line for line in lines)
+            assert screen.query_one(TopFrames).row_count == len(PROFILE["top"])
+            paths = shown(screen.query_one("#profile-paths"))
+            assert str(result.html) in paths and str(result.speedscope) in paths
+            # t switches between the log and the profile
+            await pilot.press("t")
+            assert screen.query_one("#node-tabs").active == "node-log-tab"  # type: ignore[attr-defined]
+            # a node that is already profiling says so
+            app.fake.busy = True
+            await pilot.press("p")
+            await until(pilot, lambda: isinstance(app.screen, ProfilePrompt), "the question")
+            await pilot.press("enter")  # 3 again: the last duration asked
+            await until(
+                pilot,
+                lambda: "already running" in shown(screen.query_one("#profile-status")),
+                "the refusal",
+            )
+            assert app.fake.profiles_asked == ["3", "3"] and not screen.profiling
+
+    run(go())
+
+
+def test_the_log_is_followed_and_polling_stops_when_hidden(tmp_path: Path) -> None:
+    async def go() -> None:
+        app = _app(tmp_path, refresh=0.2)
+        app.clock = time.time
+        async with app.run_test(size=SIZE) as pilot:
+            screen = await _open_node0(pilot)
+            assert screen.log_file == tmp_path / "logs" / "node-0.log"
+            with screen.log_file.open("a") as f:
+                f.write('{"ts": 1.0, "level": "info", "logger": "node.x", "pid": 1, "msg": "hi"}\n')
+                f.write("half a li")
+            await until(pilot, lambda: screen.log_shown[-1].endswith('"msg": "hi"}'), "new line")
+            with screen.log_file.open("a") as f:
+                f.write("ne\n")
+            await until(pilot, lambda: screen.log_shown[-1] == "half a line", "the whole line")
+            assert len(screen.log_shown) == 15
+            # asked every refresh while shown ...
+            served = app.fake.locks_served.get("node0.test", 0)
+            await until(
+                pilot, lambda: app.fake.locks_served.get("node0.test", 0) > served + 1, "polls"
+            )
+            # ... and no more once gone
+            await pilot.press("escape")
+            await pilot.pause(0.3)
+            served = app.fake.locks_served["node0.test"]
+            rounds = app.source.statistics().rounds
+            await until(pilot, lambda: app.source.statistics().rounds >= rounds + 3, "rounds")
+            assert app.fake.locks_served["node0.test"] == served
+
+            # the locks view asks every node while shown, and only then
+            await pilot.press("l")
+            locks = await until(
+                pilot, lambda: app.screen if isinstance(app.screen, LocksScreen) else None, "it"
+            )
+            await until(
+                pilot, lambda: locks.found is not None and locks.found.interval_s, "two rounds"
+            )
+            table = locks.query_one(LockTable)
+            top = table.visible_keys[0]
+            assert top.startswith("libp2p.yamux.write@")
+            assert table.cell_text(top, "nodes") == "3/3"
+            assert table.cell_text(top, "rate") != MISSING
+            assert "3/3 nodes answered" in str(table.border_subtitle)
+            app.fake.failing.add("node2.test")
+            await until(
+                pilot, lambda: "2/3 nodes answered" in str(table.border_subtitle), "an error"
+            )
+            assert "node-2: boom" in str(table.border_subtitle)
+            assert table.cell_text(top, "nodes") == "2/2"  # the merge of those who answered
+            await app.switch_mode("nodes")
+            await pilot.pause(0.3)
+            served = dict(app.fake.locks_served)
+            rounds = app.source.statistics().rounds
+            await until(pilot, lambda: app.source.statistics().rounds >= rounds + 3, "rounds")
+            assert app.fake.locks_served == served
+
+    run(go())
+
+
+def test_poller_keeps_to_its_concurrency_bound() -> None:
+    async def go() -> None:
+        fake = FakeContentionCluster()
+        now = 0
+        most = 0
+
+        async def slow(request: httpx.Request) -> httpx.Response:
+            nonlocal now, most
+            now += 1
+            most = max(most, now)
+            try:
+                await asyncio.sleep(0.02)
+            finally:
+                now -= 1
+            return fake.handler(request)
+
+        def connect(api: str, timeout: float = 10.0) -> NodeApi:
+            return NodeApi(httpx.AsyncClient(base_url=api, transport=httpx.MockTransport(slow)))
+
+        targets = [target(node) for node in list(fake.by_host.values()) * 4]
+        poller = ContentionPoller(connect, max_concurrency=3)
+        try:
+            result = await poller.poll(targets)
+        finally:
+            await poller.aclose()
+        assert result.asked == 12 and len(result.reports) == 12 and not result.errors
+        assert most == poller.max_in_flight == 3
+
+    run(go())

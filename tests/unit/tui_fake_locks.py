@@ -1,0 +1,107 @@
+"""More of a real devstack replayed, for the TUI's node and locks views (beside ``tui_fake``).
+
+:class:`FakeContentionCluster` serves what :class:`~tests.unit.tui_fake.FakeCluster`
+does and, on top: ``GET /api/v1/debug/locks`` (each node's locks and stalls, taken
+from its two captured stats rounds: the first request gets round 0, every later one
+round 1, or always :attr:`~FakeContentionCluster.locks_round` if set) and
+``POST /api/v1/debug/profile`` (node-0's answer captured on a real devstack while
+jobs ran, in ``data/tui/node_extra.json``; 409 while
+:attr:`~FakeContentionCluster.busy`). :func:`write_state` makes a devstack state
+directory naming these nodes, with the captured log lines in node-0's log file.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from devstack import state as st
+from tests.unit.tui_fake import CLUSTER, FakeCluster
+from tui.api import NodeApi
+
+EXTRA: dict[str, Any] = json.loads(
+    (Path(__file__).parent / "data" / "tui" / "node_extra.json").read_text()
+)
+PROFILE: dict[str, Any] = EXTRA["profile"]
+LOG_LINES: list[str] = EXTRA["log"]
+
+
+def locks_document(node: dict[str, Any], round_: int) -> dict[str, Any]:
+    """Node ``node``'s ``/api/v1/debug/locks`` answer as of its stats round ``round_``."""
+    stats = node["stats"][round_]
+    return {
+        "node": node["peer_id"],
+        "lock_warn_ms": stats["lock_warn_ms"],
+        "locks": stats["locks"],
+        "stalls": stats["stalls"],
+    }
+
+
+class FakeContentionCluster(FakeCluster):
+    """FakeCluster plus the debug endpoints; counts and can refuse them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.locks_served: dict[str, int] = {}
+        self.profiles_asked: list[str] = []
+        self.busy = False
+        self.locks_round: int | None = None  # serve this round to every request instead
+
+    def handler(self, request: httpx.Request) -> httpx.Response:
+        host, path = request.url.host, request.url.path
+        if host in self.failing or host in self.slow or host not in self.by_host:
+            return super().handler(request)
+        node = self.by_host[host]
+        if path == "/api/v1/debug/locks":
+            self.requests.append(f"{host}{path}")
+            served = self.locks_served.get(host, 0)
+            self.locks_served[host] = served + 1
+            round_ = min(served, 1) if self.locks_round is None else self.locks_round
+            return httpx.Response(200, json=locks_document(node, round_))
+        if path == "/api/v1/debug/profile" and request.method == "POST":
+            self.requests.append(f"{host}{path}")
+            self.profiles_asked.append(request.url.params["seconds"])
+            if self.busy:
+                return httpx.Response(
+                    409, json={"error": "busy", "message": "a profile is already running"}
+                )
+            answer = dict(PROFILE, node=node["peer_id"], seconds=int(request.url.params["seconds"]))
+            return httpx.Response(200, json=answer)
+        return super().handler(request)
+
+    def connect(self, api: str, timeout: float = 10.0) -> NodeApi:
+        """A :class:`NodeApi` on this fake, as ``NodeApi.connect`` makes a real one."""
+        return NodeApi(httpx.AsyncClient(base_url=api, transport=self.transport()))
+
+
+def write_state(state_dir: Path, log_lines: list[str] | None = None) -> st.ClusterState:
+    """A ``cluster.json`` in ``state_dir`` for the captured nodes (APIs on the fake's
+    hosts), node-0's log file holding ``log_lines`` (the captured ones by default)."""
+    logs = state_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    nodes = []
+    for node in CLUSTER["nodes"]:
+        log_file = logs / f"{node['name']}.log"
+        lines = (LOG_LINES if log_lines is None else log_lines) if node["index"] == 0 else []
+        log_file.write_text("".join(f"{line}\n" for line in lines))
+        nodes.append(
+            st.NodeEntry(
+                index=node["index"],
+                pid=2**22 + node["index"],  # above pid_max: no process of anyone's
+                started=0.0,
+                peer_id=node["peer_id"],
+                multiaddr=f"/ip4/127.0.0.1/tcp/{4000 + node['index']}",
+                api=f"http://node{node['index']}.test",
+                swarm_port=4000 + node["index"],
+                api_port=5000 + node["index"],
+                data_dir=str(state_dir / "data" / node["name"]),
+                log_file=str(log_file),
+                bad_actor=node["bad_actor"],
+            )
+        )
+    cluster = st.ClusterState(launcher_pid=2**22, launcher_started=0.0, created_at=0.0, nodes=nodes)
+    st.save(state_dir, cluster)
+    return cluster
