@@ -242,6 +242,14 @@ def running_devstack(
 
 
 @pytest.fixture(scope="module")
+def cluster3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devstack]:
+    """A 3-node devstack shared by one test module (the TUI's pilot tests)."""
+    docker_client().close()
+    with running_devstack(tmp_path_factory.mktemp("devstack3"), 3) as stack:
+        yield stack
+
+
+@pytest.fixture(scope="module")
 def cluster5(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devstack]:
     """A 5-node devstack shared by one test module (real processes, libp2p, Docker)."""
     docker_client().close()

@@ -11,10 +11,8 @@ deadlines; nothing here sleeps to synchronise.
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
@@ -22,7 +20,8 @@ from textual.pilot import Pilot
 from textual.widgets import Input, Select, Switch
 
 from node.content.importer import add_bytes
-from tests.conftest import Devstack, docker_client, get_json, running_devstack
+from tests.conftest import Devstack, get_json
+from tests.tui_pilot import SIZE, run, until
 from tui.app import HOME, VIEWS, BacalhauApp
 from tui.screens.job import JobScreen
 from tui.screens.jobs import JobsScreen
@@ -34,16 +33,6 @@ from tui.widgets.job_table import JobTable
 from tui.widgets.run_table import RunTable
 
 pytestmark = [pytest.mark.slow]
-
-SIZE = (120, 40)
-T = TypeVar("T")
-
-
-@pytest.fixture(scope="module")
-def cluster3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devstack]:
-    docker_client().close()
-    with running_devstack(tmp_path_factory.mktemp("tui-submit"), 3) as stack:
-        yield stack
 
 
 class RecordingApp(BacalhauApp):
@@ -60,22 +49,6 @@ class RecordingApp(BacalhauApp):
 
 def _app(stack: Devstack) -> RecordingApp:
     return RecordingApp(ClusterSource(stack.state_dir), refresh=0.5)
-
-
-async def until(pilot: Pilot[Any], predicate: Callable[[], T], timeout: float, what: str) -> T:
-    """Let the app run until ``predicate()`` is truthy; its value. Fails after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}; last {value!r}")
-        await pilot.pause(0.1)
-
-
-def run(test: Callable[[], Awaitable[None]]) -> None:
-    asyncio.run(test())
 
 
 def _ready(app: BacalhauApp) -> bool:

@@ -10,17 +10,15 @@ jobs made the nodes' locks contended.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
-from collections.abc import Awaitable, Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
 from textual.pilot import Pilot
 
-from tests.conftest import Devstack, docker_client, running_devstack, wait_job_end
+from tests.conftest import Devstack, wait_job_end
+from tests.tui_pilot import SIZE, run, until
 from tui.app import BacalhauApp
 from tui.screens.locks import LocksScreen
 from tui.screens.node import NodeScreen
@@ -35,35 +33,9 @@ from tui.widgets.stall_table import StallTable
 
 pytestmark = [pytest.mark.slow]
 
-SIZE = (120, 40)
-T = TypeVar("T")
-
-
-@pytest.fixture(scope="module")
-def cluster3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devstack]:
-    docker_client().close()
-    with running_devstack(tmp_path_factory.mktemp("tui-node-locks"), 3) as stack:
-        yield stack
-
 
 def _app(stack: Devstack, refresh: float = 0.5) -> BacalhauApp:
     return BacalhauApp(ClusterSource(stack.state_dir), refresh=refresh)
-
-
-async def until(pilot: Pilot[Any], predicate: Callable[[], T], timeout: float, what: str) -> T:
-    """Let the app run until ``predicate()`` is truthy; its value. Fails after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}; last {value!r}")
-        await pilot.pause(0.1)
-
-
-def run(test: Callable[[], Awaitable[None]]) -> None:
-    asyncio.run(test())
 
 
 async def _open_node(pilot: Pilot[Any], stack: Devstack, index: int) -> NodeScreen:

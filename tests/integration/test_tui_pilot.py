@@ -11,16 +11,16 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any
 
 import httpx
 import pytest
 from textual import events
 from textual.command import CommandList, CommandPalette
-from textual.pilot import Pilot
 
-from tests.conftest import Devstack, docker_client, running_devstack
+from tests.conftest import Devstack
+from tests.tui_pilot import SIZE, run, until
 from tui.app import BacalhauApp
 from tui.format import MISSING
 from tui.messages import JobSelected
@@ -34,16 +34,6 @@ from tui.widgets.job_table import JobTable
 from tui.widgets.node_table import NodeTable
 
 pytestmark = [pytest.mark.slow]
-
-SIZE = (120, 40)
-T = TypeVar("T")
-
-
-@pytest.fixture(scope="module")
-def cluster3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devstack]:
-    docker_client().close()
-    with running_devstack(tmp_path_factory.mktemp("tui3"), 3) as stack:
-        yield stack
 
 
 class RecordingApp(BacalhauApp):
@@ -60,22 +50,6 @@ class RecordingApp(BacalhauApp):
 
 def _app(stack: Devstack, refresh: float = 0.5, **kwargs: Any) -> RecordingApp:
     return RecordingApp(ClusterSource(stack.state_dir), refresh=refresh, **kwargs)
-
-
-async def until(pilot: Pilot[Any], predicate: Callable[[], T], timeout: float, what: str) -> T:
-    """Let the app run until ``predicate()`` is truthy; its value. Fails after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}; last {value!r}")
-        await pilot.pause(0.1)
-
-
-def run(test: Callable[[], Awaitable[None]]) -> None:
-    asyncio.run(test())
 
 
 def _nodes_table(app: BacalhauApp) -> NodeTable:

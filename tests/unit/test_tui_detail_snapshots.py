@@ -11,22 +11,22 @@ before committing them.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 from textual.pilot import Pilot
 
-from tests.unit.tui_fake import NOW
-from tests.unit.tui_fake_jobs import FakeJobsCluster, job_id, warmed_up
-from tui.api import NodeApi
+from tests.unit.tui_fake_jobs import (
+    FakeJobsCluster,
+    fake_source,
+    job_id,
+    serve_job_screens,
+    warmed_up,
+)
 from tui.app import BacalhauApp
-from tui.screens import job as job_screen
 from tui.screens.job import JobScreen
 from tui.screens.submit import SubmitScreen
-from tui.source import ClusterSource
 from tui.widgets.timeline import TimelineTable
 
 pytestmark = pytest.mark.timeout(120)
@@ -38,22 +38,12 @@ SIZE = (120, 40)
 def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeJobsCluster]:
     """The fake cluster; the screens' own API clients reach it too."""
     cluster = FakeJobsCluster()
-
-    def connect(api: str, timeout: float = 10.0) -> NodeApi:
-        return NodeApi(httpx.AsyncClient(base_url=api, transport=cluster.transport()))
-
-    monkeypatch.setattr(job_screen, "connect", connect)
+    serve_job_screens(cluster, monkeypatch)
     yield cluster
 
 
 def _app(fake: FakeJobsCluster) -> BacalhauApp:
-    ticks = itertools.count()
-    source = ClusterSource(
-        targets=fake.targets(),
-        transport=fake.transport(),
-        clock=lambda: NOW,
-        timer=lambda: next(ticks) * 0.004,
-    )
+    source = fake_source(fake)
     # A refresh too long to come round during a test: the job view asks once.
     return BacalhauApp(source, refresh=60.0)
 

@@ -5,23 +5,23 @@ The real-cluster versions are in ``tests/integration/test_tui_job_submit.py``.""
 from __future__ import annotations
 
 import asyncio
-import itertools
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
-import httpx
 import pytest
 from textual.pilot import Pilot
 
-from tests.unit.tui_fake import NOW
-from tests.unit.tui_fake_jobs import FakeJobsCluster, job_id, warmed_up
-from tui.api import NodeApi
+from tests.unit.tui_fake_jobs import (
+    FakeJobsCluster,
+    fake_source,
+    job_id,
+    serve_job_screens,
+    warmed_up,
+)
 from tui.app import BacalhauApp
-from tui.screens import job as job_screen
 from tui.screens.job import JobScreen
 from tui.screens.submit import SubmitScreen
-from tui.source import ClusterSource
 from tui.widgets.gate_panel import GatePanel
 from tui.widgets.timeline import TimelineTable
 
@@ -41,23 +41,14 @@ class NotingApp(BacalhauApp):
 
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeJobsCluster]:
+    """The fake cluster; the screens' own API clients reach it too."""
     cluster = FakeJobsCluster()
-
-    def connect(api: str, timeout: float = 10.0) -> NodeApi:
-        return NodeApi(httpx.AsyncClient(base_url=api, transport=cluster.transport()))
-
-    monkeypatch.setattr(job_screen, "connect", connect)
+    serve_job_screens(cluster, monkeypatch)
     yield cluster
 
 
 def _app(fake: FakeJobsCluster) -> NotingApp:
-    ticks = itertools.count()
-    source = ClusterSource(
-        targets=fake.targets(),
-        transport=fake.transport(),
-        clock=lambda: NOW,
-        timer=lambda: next(ticks) * 0.004,
-    )
+    source = fake_source(fake)
     return NotingApp(source, refresh=60.0)
 
 

@@ -16,6 +16,7 @@ answers ``GET /api/v1/images`` and ``POST /api/v1/jobs`` (recording the specs).
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ import httpx
 
 from tests.unit.tui_fake import CLUSTER, NOW, FakeCluster
 from tui.app import HOME, VIEWS, BacalhauApp
+from tui.source import ClusterSource
 
 DATA = Path(__file__).parent / "data" / "tui" / "describes.json"
 CREATED_AGO = 30.0
@@ -142,3 +144,25 @@ class FakeJobsCluster(FakeCluster):
                 )
             return httpx.Response(200, json=DESCRIBES[stages[at]])
         return super().handler(request)
+
+
+def serve_job_screens(cluster: FakeJobsCluster, monkeypatch: Any) -> None:
+    """Point the job view's own API clients at ``cluster`` (``monkeypatch``: pytest's)."""
+    from tui.api import NodeApi
+    from tui.screens import job as job_screen
+
+    def connect(api: str, timeout: float = 10.0) -> NodeApi:
+        return NodeApi(httpx.AsyncClient(base_url=api, transport=cluster.transport()))
+
+    monkeypatch.setattr(job_screen, "connect", connect)
+
+
+def fake_source(cluster: FakeJobsCluster) -> ClusterSource:
+    """A source over ``cluster`` whose clocks stand still (deterministic screens)."""
+    ticks = itertools.count()
+    return ClusterSource(
+        targets=cluster.targets(),
+        transport=cluster.transport(),
+        clock=lambda: NOW,
+        timer=lambda: next(ticks) * 0.004,
+    )
