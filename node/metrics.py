@@ -473,6 +473,7 @@ def _node_families(s: NodeStatistics) -> Iterator[Metric]:
 _LOCK_FIGURES: tuple[tuple[_Family, str, str, Callable[[LockStatistics], float]], ...] = (
     (_C, "bacalhau_lock_acquisitions", "acquisitions.", lambda s: s.acquisitions),
     (_C, "bacalhau_lock_contended", "acquisitions that waited.", lambda s: s.contended),
+    (_C, "bacalhau_lock_slow_waits", "waits past --lock-warn-ms.", lambda s: s.slow_waits),
     (_C, "bacalhau_lock_wait_seconds", "time waited.", lambda s: s.total_wait_ns * _NS),
     (_G, "bacalhau_lock_wait_max_seconds", "longest wait.", lambda s: s.max_wait_ns * _NS),
     (_G, "bacalhau_lock_hold_max_seconds", "longest hold.", lambda s: s.max_hold_ns * _NS),

@@ -147,6 +147,7 @@ class LockStatistics:
     max_hold_ns: int
     top_waiters: tuple[tuple[str, int], ...]
     top_holders: tuple[tuple[str, int], ...]
+    slow_waits: int = 0  # waits longer than the registry's warn_ms (each one warned)
 
 
 @final
@@ -167,6 +168,7 @@ class LockRecorder:
         "max_hold_ns",
         "max_wait_ns",
         "name",
+        "slow_waits",
         "top",
         "total_wait_ns",
         "waiters",
@@ -179,6 +181,7 @@ class LockRecorder:
         self.top = top
         self.acquisitions = 0
         self.contended = 0
+        self.slow_waits = 0
         self.total_wait_ns = 0
         self.max_wait_ns = 0
         self.max_hold_ns = 0
@@ -211,6 +214,7 @@ class LockRecorder:
         """Add ``other``'s counts into this recorder (``other`` is left untouched)."""
         self.acquisitions += other.acquisitions
         self.contended += other.contended
+        self.slow_waits += other.slow_waits
         self.total_wait_ns += other.total_wait_ns
         self.max_wait_ns = max(self.max_wait_ns, other.max_wait_ns)
         self.max_hold_ns = max(self.max_hold_ns, other.max_hold_ns)
@@ -222,7 +226,7 @@ class LockRecorder:
 
     def clear(self) -> None:
         """Forget everything recorded so far."""
-        self.acquisitions = self.contended = 0
+        self.acquisitions = self.contended = self.slow_waits = 0
         self.total_wait_ns = self.max_wait_ns = self.max_hold_ns = 0
         self.waits.clear()
         self.waiters.clear()
@@ -245,6 +249,7 @@ class LockRecorder:
             max_hold_ns=self.max_hold_ns,
             top_waiters=tuple(Counter(dict(self.waiters)).most_common(self.top)),
             top_holders=tuple(Counter(dict(self.holders)).most_common(self.top)),
+            slow_waits=self.slow_waits,
         )
 
 
@@ -448,6 +453,7 @@ class _InstrumentedLock:
         self._recorder.record_wait(wait, waiter, holder)
         self._holder = site
         if wait > self._registry._warn_ns:
+            self._recorder.slow_waits += 1
             _warn_wait(self._registry, self._name, self.created_at, wait, waiter, holder)
         # Started after logging so the instrumentation's own cost is not blamed on the caller.
         self._start = _perf_ns()

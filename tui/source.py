@@ -99,6 +99,7 @@ class _Phases(msgspec.Struct, gc=False):
 class _Lock(msgspec.Struct, gc=False):
     contended: int
     max_wait_ns: int
+    slow_waits: int = 0  # waits past the node's --lock-warn-ms
 
 
 class _Stalls(msgspec.Struct, gc=False):
@@ -227,7 +228,7 @@ class NodeRow:
     open_jobs: int | None = None  # jobs this node requested, not ended
     completed: int | None = None  # jobs this node requested that completed, since it started
     failed: int | None = None  # ... that ended ``error``
-    lock_waits_per_s: float | None = None  # contended lock acquisitions per s, last interval
+    lock_waits_per_s: float | None = None  # lock waits past the threshold per s, last interval
     worst_wait_ms: float | None = None  # longest single lock wait since the node started
     lock_warn_ms: float | None = None  # the node's warning threshold for waits and holds
     stalls: int | None = None  # event-loop steps over the stall threshold, since start
@@ -436,7 +437,7 @@ def node_row(target: NodeTarget, stats: StatsDocument, state: _NodeState) -> Nod
     p95 = total.p95_ms if total.window else None
     state.latency.append(p50)
 
-    contended = sum(lock.contended for lock in stats.locks)
+    contended = sum(lock.slow_waits for lock in stats.locks)
     stall_count = stats.stalls.stalls if stats.stalls is not None else None
     dt = stats.at - state.prev_at if state.prev_at is not None else None
     waits_rate = _rate(contended, state.prev_contended, dt)

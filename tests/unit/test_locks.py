@@ -102,6 +102,7 @@ async def test_trio_contended_wait_and_hold_are_recorded_and_warned(
     assert stats.name == "trio-contended"
     assert stats.acquisitions == 2
     assert stats.contended == 1
+    assert stats.slow_waits == 1  # the wait passed the registry's warn_ms
     assert MIN_NS <= stats.max_wait_ns < MAX_NS
     assert stats.total_wait_ns == stats.max_wait_ns == stats.p99_wait_ns == stats.mean_wait_ns
     assert MIN_NS <= stats.max_hold_ns < MAX_NS
@@ -235,6 +236,7 @@ def test_thread_contended_wait_and_hold_are_recorded_and_warned(
     stats = only(registry)
     assert stats.acquisitions == 2
     assert stats.contended == 1
+    assert stats.slow_waits == 1  # the wait passed the registry's warn_ms
     assert MIN_NS <= stats.max_wait_ns < MAX_NS
     assert MIN_NS <= stats.max_hold_ns < MAX_NS
     waiter_site = site("thread-waiter", "waiter")
@@ -322,6 +324,7 @@ def test_thread_rlock_counts_only_the_outermost_acquisition(
     stats = only(registry)
     assert stats.acquisitions == 2
     assert stats.contended == 1
+    assert stats.slow_waits == 1  # the wait passed the registry's warn_ms
     assert MIN_NS <= stats.max_wait_ns < MAX_NS
     assert MIN_NS <= stats.max_hold_ns < MAX_NS
     assert stats.top_waiters == ((site("rlock-waiter", "waiter"), 1),)

@@ -191,10 +191,12 @@ def test_node_row_from_captured_stats() -> None:
 
 def test_rates_are_counter_deltas_over_the_nodes_clock() -> None:
     node = CLUSTER["nodes"][1]
-    first = node["stats"][0]
+    first = copy.deepcopy(node["stats"][0])
+    first["locks"][0]["slow_waits"] = 4  # waits past --lock-warn-ms, as a node counts them
     later = copy.deepcopy(first)
     later["at"] = first["at"] + 2.0
-    later["locks"][0]["contended"] += 10
+    later["locks"][0]["slow_waits"] += 10
+    later["locks"][0]["contended"] += 50  # waits under the threshold do not count
     later["stalls"]["stalls"] += 3
     state = _state()
     node_row(target(node), _doc(first), state)

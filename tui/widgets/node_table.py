@@ -170,8 +170,8 @@ NODE_COLUMNS: tuple[RecordColumn[NodeRow], ...] = (
         lambda r, now: _rate_cell(r.lock_waits_per_s),
         sort=lambda r: r.lock_waits_per_s,
         justify="right",
-        help="contended acquisitions of its instrumented locks per second, last interval"
-        " (every wait: the API counts no waits over the threshold on their own)",
+        help="waits on its instrumented locks longer than its --lock-warn-ms, per second,"
+        " last interval",
         descending_first=True,
     ),
     RecordColumn(
