@@ -12,19 +12,16 @@ directory naming these nodes, with the captured log lines in node-0's log file.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from devstack import state as st
-from tests.unit.tui_fake import CLUSTER, FakeCluster
+from tests.unit.tui_fake import CLUSTER, FakeCluster, load_captured
 from tui.api import NodeApi
 
-EXTRA: dict[str, Any] = json.loads(
-    (Path(__file__).parent / "data" / "tui" / "node_extra.json").read_text()
-)
+EXTRA: dict[str, Any] = load_captured(Path(__file__).parent / "data" / "tui" / "node_extra.json")
 PROFILE: dict[str, Any] = EXTRA["profile"]
 LOG_LINES: list[str] = EXTRA["log"]
 
