@@ -241,6 +241,22 @@ def running_devstack(
         stack.down_and_check()
 
 
+@pytest.fixture
+def utc() -> Iterator[None]:
+    """Local time is UTC for the test (log times, so screens do not depend on the zone)."""
+    old = os.environ.get("TZ")
+    os.environ["TZ"] = "UTC"
+    time.tzset()
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["TZ"]
+        else:
+            os.environ["TZ"] = old
+        time.tzset()
+
+
 @pytest.fixture(scope="module")
 def cluster3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devstack]:
     """A 3-node devstack shared by one test module (the TUI's pilot tests)."""

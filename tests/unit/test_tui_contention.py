@@ -6,10 +6,7 @@ and follower, and how log lines and figures read."""
 from __future__ import annotations
 
 import json
-import os
 import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -330,21 +327,6 @@ def test_parse_inverts_pyinstruments_renderer(
 
 
 # -- the log --------------------------------------------------------------------------
-
-
-@pytest.fixture
-def utc() -> Iterator[None]:
-    old = os.environ.get("TZ")
-    os.environ["TZ"] = "UTC"
-    time.tzset()
-    try:
-        yield
-    finally:
-        if old is None:
-            del os.environ["TZ"]
-        else:
-            os.environ["TZ"] = old
-        time.tzset()
 
 
 def test_log_lines_read_as_time_level_logger_message(utc: None) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from textual.pilot import Pilot
 
+from tests.tui_pilot import SIZE
 from tests.unit.tui_fake_jobs import (
     FakeJobsCluster,
     fake_source,
@@ -30,8 +31,6 @@ from tui.screens.submit import SubmitScreen
 from tui.widgets.timeline import TimelineTable
 
 pytestmark = pytest.mark.timeout(120)
-
-SIZE = (120, 40)
 
 
 @pytest.fixture

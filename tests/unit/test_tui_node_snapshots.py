@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,6 +25,7 @@ import pytest
 from rich.console import Console
 from textual.pilot import Pilot
 
+from tests.tui_pilot import SIZE
 from tests.unit.tui_fake import NOW, target
 from tests.unit.tui_fake_locks import PROFILE, FakeContentionCluster, write_state
 from tui.api import NodeApi
@@ -42,24 +42,7 @@ from tui.widgets.profile_panel import CallTree, ProfilePanel, TopFrames
 
 pytestmark = pytest.mark.timeout(120)
 
-SIZE = (120, 40)
 T = TypeVar("T")
-
-
-@pytest.fixture
-def utc() -> Iterator[None]:
-    """Log times in UTC, so the snapshots do not depend on the machine's zone."""
-    old = os.environ.get("TZ")
-    os.environ["TZ"] = "UTC"
-    time.tzset()
-    try:
-        yield
-    finally:
-        if old is None:
-            del os.environ["TZ"]
-        else:
-            os.environ["TZ"] = old
-        time.tzset()
 
 
 class FakeApp(BacalhauApp):

@@ -13,14 +13,13 @@ from typing import Any
 import pytest
 from textual.pilot import Pilot
 
+from tests.tui_pilot import SIZE
 from tests.unit.tui_fake import NOW, FakeCluster
 from tui.app import BacalhauApp
 from tui.source import ClusterSource
 from tui.widgets.job_table import JobTable
 
 pytestmark = pytest.mark.timeout(120)
-
-SIZE = (120, 40)
 
 
 def _app(**kwargs: Any) -> BacalhauApp:

@@ -129,6 +129,12 @@ class SubmitScreen(ModalScreen[str | None]):
             classes="field",
         )
 
+    @classmethod
+    def _choice(cls, name: str, choices: tuple[str, ...], default: str) -> Vertical:
+        """A field picking one of ``choices`` (the node's own names), ``default`` first."""
+        select = Select([(c, c) for c in choices], value=default, allow_blank=False, id=name)
+        return cls._field(name, name, select)
+
     @staticmethod
     def _row(*fields: Vertical) -> ComposeResult:
         """Fields side by side, then the line each one's error appears on (under the row,
@@ -156,16 +162,7 @@ class SubmitScreen(ModalScreen[str | None]):
                         id="node",
                     ),
                 ),
-                self._field(
-                    "engine",
-                    "engine",
-                    Select(
-                        [(e, e) for e in ENGINE_CHOICES],
-                        value="docker",
-                        allow_blank=False,
-                        id="engine",
-                    ),
-                ),
+                self._choice("engine", ENGINE_CHOICES, "docker"),
             )
             yield from self._row(
                 self._field(
@@ -188,26 +185,8 @@ class SubmitScreen(ModalScreen[str | None]):
                 self._field(
                     "confidence", "confidence", Input("0", type="integer", id="confidence")
                 ),
-                self._field(
-                    "verifier",
-                    "verifier",
-                    Select(
-                        [(v, v) for v in VERIFIER_CHOICES],
-                        value="noop",
-                        allow_blank=False,
-                        id="verifier",
-                    ),
-                ),
-                self._field(
-                    "publisher",
-                    "publisher",
-                    Select(
-                        [(p, p) for p in PUBLISHER_CHOICES],
-                        value="ipfs",
-                        allow_blank=False,
-                        id="publisher",
-                    ),
-                ),
+                self._choice("verifier", VERIFIER_CHOICES, "noop"),
+                self._choice("publisher", PUBLISHER_CHOICES, "ipfs"),
                 self._field("step", "step mode", Switch(False, id="step")),
             )
             yield from self._row(
