@@ -23,17 +23,18 @@ from node.badactor import forge_results
 from node.bandstep import BandStep
 from node.bidder import Bidder
 from node.capacity import Capacity
-from node.content import ContentError, parse_cid
+from node.content import ContentError
 from node.content.exchange import Exchange, FetchError
 from node.content.store import BlockNotFound
 from node.context import NodeContext
 from node.executors.base import Executor, ExecutorError
+from node.jobinputs import mounts_of, shard_plan
 from node.messages import Ack, Message
 from node.models import Execution, ExecutionState, Job, JobState
 from node.publishers import Publisher, PublishError
 from node.results import ResultStore
 from node.sealing import seal
-from node.sharding import InputError, list_entries, plan_shards, write_inputs
+from node.sharding import InputError, write_inputs
 from node.transport import TransportError
 
 log = logging.getLogger(__name__)
@@ -386,15 +387,14 @@ class Compute:
         exchange = self.exchange
         if exchange is None:
             raise InputsUnavailable("this node's block exchange is not running yet")
-        mounts = [(source.path, parse_cid(source.cid)) for source in spec.inputs]
+        mounts = mounts_of(spec)
         providers = [job.requester] if job.requester != self._ctx.node_id else []
         try:
             for _, cid in mounts:
                 await exchange.fetch(cid, providers, timeout=INPUT_FETCH_TIMEOUT_S)
+            plan = await shard_plan(spec, exchange, mounts)
             selected = None
-            if spec.sharding is not None:
-                entries = await exchange.in_thread(list_entries, mounts, exchange.store.get)
-                plan = plan_shards(entries, spec.sharding.glob_pattern, spec.sharding.batch_size)
+            if plan is not None:
                 if index >= len(plan):
                     raise InputError(f"the inputs make {len(plan)} shards, not {index + 1}")
                 selected = plan[index]

@@ -1,4 +1,6 @@
-"""What a requester does with a job's inputs at submit: fetch them, count the shards.
+"""A job's inputs: fetched at submit by its requester (which counts the shards), and
+the plan of which entries each shard gets, made alike by the requester and every
+compute node.
 
 The requester keeps a full copy of every input tree, so the compute nodes that
 run the job fetch from it (DESIGN §7: inputs mount read-only at /inputs), and it
@@ -11,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from node.content import ContentError, parse_cid
+from node.content import Cid, ContentError, parse_cid
 from node.content.exchange import Exchange, FetchError
 from node.content.store import BlockNotFound
 from node.models import MAX_SHARDS, JobSpec, SpecError
@@ -34,9 +36,8 @@ async def count_shards(
     Raises :class:`SpecError` naming the input that cannot be had, or the sharding
     rule that matches nothing or makes more than :data:`MAX_SHARDS` shards.
     """
-    mounts = []
-    for i, source in enumerate(spec.inputs):
-        cid = parse_cid(source.cid)
+    mounts = mounts_of(spec)
+    for i, (source, (_, cid)) in enumerate(zip(spec.inputs, mounts, strict=True)):
         providers = await providers_of(source.cid)
         try:
             await exchange.fetch(cid, providers, timeout=timeout)
@@ -49,17 +50,32 @@ async def count_shards(
             raise SpecError(
                 f"inputs[{i}].cid", f"cannot fetch {source.cid} {where}: {exc}"
             ) from None
-        mounts.append((source.path, cid))
-    if spec.sharding is None:
-        return 1
     try:
-        entries = await exchange.in_thread(list_entries, mounts, exchange.store.get)
-        plan = plan_shards(entries, spec.sharding.glob_pattern, spec.sharding.batch_size)
+        plan = await shard_plan(spec, exchange, mounts)
     except (InputError, ContentError) as exc:
         raise SpecError("sharding.glob_pattern", str(exc)) from None
+    if plan is None:
+        return 1
     if len(plan) > MAX_SHARDS:
         raise SpecError(
             "sharding.batch_size",
             f"{len(plan)} shards; at most {MAX_SHARDS}: raise the batch size",
         )
     return len(plan)
+
+
+def mounts_of(spec: JobSpec) -> list[tuple[str, Cid]]:
+    """The spec's inputs as (mount path, root CID) pairs, in order."""
+    return [(source.path, parse_cid(source.cid)) for source in spec.inputs]
+
+
+async def shard_plan(
+    spec: JobSpec, exchange: Exchange, mounts: list[tuple[str, Cid]]
+) -> list[tuple[str, ...]] | None:
+    """Each shard's input entries (:func:`node.sharding.plan_shards`) from the trees in
+    ``exchange``'s store; None for a job without sharding. Raises InputError or
+    ContentError (a tree that cannot be read, a glob that matches nothing)."""
+    if spec.sharding is None:
+        return None
+    entries = await exchange.in_thread(list_entries, mounts, exchange.store.get)
+    return plan_shards(entries, spec.sharding.glob_pattern, spec.sharding.batch_size)
