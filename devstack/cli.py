@@ -24,6 +24,7 @@ from node.argtypes import add_instrument_args, positive
 from node.bidder import BIDDERS, DEFAULT_BIDDER
 from node.content import ContentError
 from node.publishers import PUBLISHERS
+from node.requester import DEFAULT_DISPATCH, DISPATCHES
 from node.sharding import INPUTS_ROOT, InputError, parse_input_arg
 from node.verifiers import VERIFIERS
 
@@ -69,6 +70,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         nodes=args.nodes,
         state_dir=args.state_dir,
         bidder=args.bidder,
+        dispatch=args.dispatch,
         slots=args.slots,
         lock_warn_ms=args.lock_warn_ms,
         stall_ms=args.stall_ms,
@@ -161,7 +163,8 @@ def cmd_down(args: argparse.Namespace) -> int:
 def cmd_restart(args: argparse.Namespace) -> int:
     from devstack import cluster as launcher
 
-    entry = launcher.restart_node(args.state_dir, args.node)
+    overrides = args.node_options[1:] if args.node_options[:1] == ["--"] else args.node_options
+    entry = launcher.restart_node(args.state_dir, args.node, overrides)
     print(f"restarted {entry.name} (pid {entry.pid}) at {entry.api}")
     return 0
 
@@ -519,6 +522,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_BIDDER,
         help=f"bidder of every node (default {DEFAULT_BIDDER})",
     )
+    p.add_argument(
+        "--dispatch",
+        choices=DISPATCHES,
+        default=DEFAULT_DISPATCH,
+        help="how requesters find bidders: offers to ranked nodes, gossip as the fallback"
+        f" (offer), or gossip alone (default {DEFAULT_DISPATCH})",
+    )
     p.add_argument("--slots", type=_positive, default=None, help="shards each node runs at once")
     add_instrument_args(p)
     p.add_argument(
@@ -536,6 +546,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("restart", cmd_restart, "stop one node and start it again on the same data")
     p.add_argument("node", help="index, node-N or part of a peer id")
+    p.add_argument(
+        "node_options",
+        nargs=argparse.REMAINDER,
+        metavar="-- OPTION ...",
+        help="more `bacalhau-node run` options for this node, after --, e.g. -- --cpu 0.5",
+    )
 
     p = add("status", cmd_status, "health, peers and jobs of every node")
     p.add_argument("--json", action="store_true")

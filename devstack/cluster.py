@@ -21,7 +21,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +30,7 @@ import httpx
 from devstack import state as st
 from devstack.state import ClusterState, NodeEntry
 from node.bidder import DEFAULT_BIDDER
+from node.requester import DEFAULT_DISPATCH
 from profiles.locks import DEFAULT_WARN_MS
 from profiles.stalls import DEFAULT_THRESHOLD_MS
 
@@ -47,6 +48,7 @@ class UpOptions:
     nodes: int
     state_dir: Path
     bidder: str = DEFAULT_BIDDER
+    dispatch: str = DEFAULT_DISPATCH
     slots: int | None = None
     lock_warn_ms: float = DEFAULT_WARN_MS
     stall_ms: float = DEFAULT_THRESHOLD_MS
@@ -111,8 +113,8 @@ def up(options: UpOptions, say: Callable[[str], None] = print) -> ClusterState:
 
     # Import once in the launcher so every fork shares it (DESIGN §14).
     from node.cli import run_node
-    from node.identity import load_or_create_key, peer_id_of
     from node.node import NodeConfig
+    from node.p2p.identity import load_or_create_key, peer_id_of
 
     ports = free_ports(3 * options.nodes)
     rng = random.Random()
@@ -152,6 +154,7 @@ def up(options: UpOptions, say: Callable[[str], None] = print) -> ClusterState:
             direct_port=entry.direct_port,
             peers=tuple(entry.peers),
             bidder=options.bidder,
+            dispatch=options.dispatch,
             slots=options.slots,
             lock_warn_ms=options.lock_warn_ms,
             stall_ms=options.stall_ms,
@@ -169,6 +172,10 @@ def up(options: UpOptions, say: Callable[[str], None] = print) -> ClusterState:
         created_at=time.time(),
         nodes=entries,
         bidder=options.bidder,
+        dispatch=options.dispatch,
+        slots=options.slots,
+        lock_warn_ms=options.lock_warn_ms,
+        stall_ms=options.stall_ms,
     )
     st.save(state_dir, cluster)
     say(f"forked {options.nodes} nodes in {time.monotonic() - t0:.1f}s; waiting for the mesh")
@@ -344,13 +351,14 @@ def down(state_dir: Path, say: Callable[[str], None] = print) -> bool:
     return True
 
 
-def restart_node(state_dir: Path, ref: str) -> NodeEntry:
-    """Stop one node and start it again as a fresh ``bacalhau-node`` process (same data dir)."""
+def restart_node(state_dir: Path, ref: str, overrides: Sequence[str] = ()) -> NodeEntry:
+    """Stop one node and start it again as a fresh ``bacalhau-node`` process (same data
+    dir, same options as at ``up``); ``overrides`` are more ``bacalhau-node run``
+    options for this node alone, e.g. ``("--cpu", "0.5")``."""
     cluster = st.load(state_dir)
     if cluster is None:
         raise ClusterError("no devstack is running; start one with `devstack up`")
     entry = st.find_node(cluster, ref)
-    stop_pids({entry.pid: entry.started})
     argv = [
         sys.executable,
         "-m",
@@ -364,15 +372,27 @@ def restart_node(state_dir: Path, ref: str) -> NodeEntry:
         str(entry.api_port),
         "--bidder",
         cluster.bidder,
+        "--dispatch",
+        cluster.dispatch,
         "--log-file",
         entry.log_file,
     ]
+    for flag, value in (
+        ("--slots", cluster.slots),
+        ("--lock-warn-ms", cluster.lock_warn_ms),
+        ("--stall-ms", cluster.stall_ms),
+    ):
+        if value is not None:
+            argv += [flag, str(value)]
     if entry.bad_actor:
         argv.append("--bad-actor")
     if entry.direct_port:  # 0 in a state file from before it was recorded
         argv += ["--direct-port", str(entry.direct_port)]
     for peer in entry.peers or [n.multiaddr for n in cluster.nodes if n is not entry][:1]:
         argv += ["--peer", peer]
+    argv += list(overrides)
+    _check_node_argv(argv[3:])
+    stop_pids({entry.pid: entry.started})
     with open(Path(entry.log_file).with_suffix(".stderr"), "ab") as err:
         proc = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err, start_new_session=True
@@ -381,6 +401,23 @@ def restart_node(state_dir: Path, ref: str) -> NodeEntry:
     entry.started = st.process_started(proc.pid) or time.time()
     st.save(state_dir, cluster)
     return entry
+
+
+def _check_node_argv(argv: list[str]) -> None:
+    """Raise :class:`ClusterError` if ``bacalhau-node`` would refuse ``argv``."""
+    import io
+
+    from node.cli import build_parser
+
+    errors = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(errors):
+            build_parser().parse_args(argv)
+    except SystemExit:
+        said = errors.getvalue().strip().splitlines()
+        raise ClusterError(
+            f"bacalhau-node refuses these options: {said[-1] if said else argv}"
+        ) from None
 
 
 def wait_foreground(state_dir: Path, say: Callable[[str], None] = print) -> None:

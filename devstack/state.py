@@ -47,6 +47,11 @@ class ClusterState(msgspec.Struct):
     nodes: list[NodeEntry]
     bidder: str = "hash-space"
     detached: bool = False
+    # What every node was started with, so `devstack restart` starts it alike.
+    dispatch: str = "offer"
+    slots: int | None = None
+    lock_warn_ms: float | None = None
+    stall_ms: float | None = None
 
 
 def default_state_dir() -> Path:

@@ -27,17 +27,17 @@ from starlette.responses import FileResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from node.content import ContentError, parse_cid
-from node.content.exchange import (
+from node.content.store import BlockNotFound
+from node.content.tarball import dag_entries, import_archive, tar_stream
+from node.executors.base import ExecutorError
+from node.models import JobRecord, JobState, SpecError, decode_spec, shard_results
+from node.p2p.exchange import (
     FetchError,
     FetchTimeout,
     NotProvided,
     ProvidersUnreachable,
     parse_providers,
 )
-from node.content.store import BlockNotFound
-from node.content.tarball import dag_entries, import_archive, tar_stream
-from node.executors.base import ExecutorError
-from node.models import JobRecord, JobState, SpecError, decode_spec, shard_results
 from node.requester import NotAtGate
 from node.results import ResultNotFound
 from profiles.cpu import MAX_SECONDS, ProfileBusy, profile_cpu

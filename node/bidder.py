@@ -123,6 +123,16 @@ def rendezvous_ranks(job_id: str, shard: int, members: Sequence[str]) -> list[in
     return ranks
 
 
+def offer_order(job_id: str, shard: int, members: Sequence[str]) -> list[str]:
+    """``members`` from the lowest rendezvous rank to the highest: the order in which a
+    requester offers the shard (DESIGN §4), the same order in which the hash-space
+    bidder's bands let nodes bid. Raises ValueError as :func:`rendezvous_ranks`."""
+    ordered = [""] * len(members)
+    for member, rank in zip(members, rendezvous_ranks(job_id, shard, members), strict=True):
+        ordered[rank] = member
+    return ordered
+
+
 class HashSpaceBidder(Bidder):
     """DESIGN §6: the ``c`` lowest-ranked nodes bid at once; each later band of
     ``c`` covers the busy or missing nodes of the bands before it."""

@@ -14,7 +14,7 @@ from node import logs
 from node.argtypes import add_instrument_args, positive
 from node.bidder import BIDDERS, DEFAULT_BIDDER, DEFAULT_STEP_S
 from node.node import Node, NodeConfig
-from node.requester import BID_WINDOW_S, MAX_BID_ROUNDS
+from node.requester import BID_WINDOW_S, DEFAULT_DISPATCH, DISPATCHES, MAX_BID_ROUNDS
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     run.add_argument("--bidder", choices=sorted(BIDDERS), default=DEFAULT_BIDDER)
     run.add_argument(
+        "--dispatch",
+        choices=DISPATCHES,
+        default=DEFAULT_DISPATCH,
+        help="offer jobs to ranked nodes, gossip as the fallback (offer), or gossip alone",
+    )
+    run.add_argument(
         "--bid-step", type=float, default=DEFAULT_STEP_S, help="seconds between bidding bands"
     )
     run.add_argument(
@@ -79,6 +85,7 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
         peers=tuple(args.peer),
         host=args.host,
         bidder=args.bidder,
+        dispatch=args.dispatch,
         bid_step=args.bid_step,
         bid_window=args.bid_window,
         bid_rounds=args.bid_rounds,

@@ -1,8 +1,12 @@
-"""The compute role: bids on announced jobs, runs accepted shards, proposes and publishes.
+"""The compute role: bids on offered and announced jobs, runs accepted shards,
+proposes and publishes.
 
-A node bids only when it has the job's engine and image; the bidder decides
-when. A full node waits its turn for a slot (until bidding closes or the round's
-window ends) rather than dropping the job, so a burst of jobs queues instead of
+A node bids only when it has the job's engine and image and room for it. An
+offered shard (``JobOffered``) is answered at once, in the offer's own ack: a
+bid if a slot is free now, else a decline with the reason, so the requester can
+offer the next node. On a gossiped shard the bidder decides when to bid, and a
+full node waits its turn for a slot (until bidding closes or the round's window
+ends) rather than dropping the job, so a burst of jobs queues instead of
 failing. A bid holds a slot until the requester answers or the answer is
 overdue; a run holds it until its container is gone. Results are proposed to
 the requester and published only once the requester accepts them.
@@ -13,7 +17,9 @@ from __future__ import annotations
 import logging
 import shutil
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import trio
@@ -24,18 +30,18 @@ from node.bandstep import BandStep
 from node.bidder import Bidder
 from node.capacity import Capacity
 from node.content import ContentError
-from node.content.exchange import Exchange, FetchError
 from node.content.store import BlockNotFound
 from node.context import NodeContext
 from node.executors.base import Executor, ExecutorError
 from node.jobinputs import mounts_of, shard_plan
 from node.messages import Ack, Message
 from node.models import Execution, ExecutionState, Job, JobState
+from node.p2p.exchange import Exchange, FetchError
+from node.p2p.transport import TransportError
 from node.publishers import Publisher, PublishError
 from node.results import ResultStore
 from node.sealing import seal
 from node.sharding import InputError, write_inputs
-from node.transport import TransportError
 
 log = logging.getLogger(__name__)
 
@@ -144,9 +150,7 @@ class Compute:
                     self._ctx.transport.count_dropped("gossip_bad_addrs")
                     log.info("announce of job %s: %s", job.id, exc)
                     return
-            known = self._known[job.id] = _KnownJob(job)
-            while len(self._known) > MAX_KNOWN_JOBS:
-                self._known.popitem(last=False)
+            known = self._remember(job)
         eligible: bool | None = None  # whether this node can run the job at all
         for index in indices:
             shard = self._heard(known, index, announce)
@@ -220,13 +224,8 @@ class Compute:
             shard.pending = False
             return
         shard.pending = False
-        shard.bid = True
-        shard.answered = trio.Event()
+        self._stand_bid(job, shard)
         ctx = self._ctx
-        if job.requester != ctx.node_id:
-            await ctx.db(ctx.store.put_job, job, role="compute", state=JobState.BIDDING)
-        await self._record(job, index, ExecutionState.BID, "bid")
-        self.bids_sent += 1
         try:
             ack = await ctx.transport.send(job.requester, messages.Bid(job_id=job.id, shard=index))
         except TransportError as exc:
@@ -241,15 +240,81 @@ class Compute:
             self.capacity.release(job.id, index)
             await self._record(job, index, ExecutionState.REJECTED, "bid_refused", reason=ack.error)
             return
+        await self._await_answer(job, shard)
+
+    def _stand_bid(self, job: Job, shard: _KnownShard) -> None:
+        """This node bids on ``shard`` (its slot is reserved): note it, and queue its
+        records without waiting (they land before any later record of the job)."""
+        shard.bid = True
+        shard.answered = trio.Event()
+        ctx = self._ctx
+        if job.requester != ctx.node_id:
+            ctx.db_soon(ctx.store.put_job, job, role="compute", state=JobState.BIDDING)
+        ctx.db_soon(self._record_call(job, shard.index, ExecutionState.BID, "bid"))
+        self.bids_sent += 1
+
+    async def _await_answer(self, job: Job, shard: _KnownShard) -> None:
+        """Hold the bid's slot until the requester answers, or give it back once the
+        answer is overdue (``answer_by``, which a later round may push back)."""
         shard.answer_by = trio.current_time() + shard.window + ANSWER_GRACE_S
         while not shard.answered.is_set() and trio.current_time() < shard.answer_by:
             with trio.move_on_at(shard.answer_by):
                 await shard.answered.wait()
         if not shard.answered.is_set():
-            self.capacity.release(job.id, index)
+            self.capacity.release(job.id, shard.index)
             await self._record(
-                job, index, ExecutionState.ERROR, "error", reason="no answer to our bid"
+                job, shard.index, ExecutionState.ERROR, "error", reason="no answer to our bid"
             )
+
+    # -- offers ----------------------------------------------------------------
+
+    async def on_offered(self, offer: messages.JobOffered) -> Ack:
+        """Answer an offer at once: a :class:`~node.messages.Bid` if this node can run
+        the shard and has a slot free now (reserved for it), else an
+        :class:`~node.messages.OfferDeclined` saying why. The sender was checked to be
+        the job's requester."""
+        job, index = offer.job, offer.shard
+        if not 0 <= index < job.shards:
+            self._ctx.transport.count_dropped("direct_bad_shard")
+            return Ack(False, f"job {job.id} has no shard {index}")
+        known = self._known.get(job.id)
+        if known is None:
+            known = self._remember(job)
+        shard = known.shards.get(index)
+        if shard is None:
+            now = trio.current_time()
+            shard = known.shards[index] = _KnownShard(index, offer.window, 0, now)
+        elif shard.bid:  # a retried offer: the bid stands
+            return Ack(True, answer=messages.Bid(job_id=job.id, shard=index))
+
+        def decline(reason: messages.DeclineReason, detail: str = "") -> Ack:
+            answer = messages.OfferDeclined(
+                job_id=job.id, shard=index, reason=reason, detail=detail
+            )
+            return Ack(True, answer=answer)
+
+        if shard.result_id is not None or shard.accepted:
+            return decline("ran_before")
+        spec = job.spec
+        executor = self._executors.get(spec.engine)
+        if executor is None:
+            return decline("no_image", f"no {spec.engine!r} engine on this node")
+        if not self.capacity.fits_ever(spec.resources):
+            return decline("too_big", f"{spec.resources} exceeds what this node offers")
+        if not await executor.has_image(spec.image):
+            return decline("no_image", f"no image {spec.image!r} on this node")
+        if not self.capacity.try_reserve(job.id, index, spec.resources):
+            return decline("full")
+        shard.window = offer.window
+        self._stand_bid(job, shard)
+        self._ctx.spawn(self._await_answer, job, shard)
+        return Ack(True, answer=messages.Bid(job_id=job.id, shard=index))
+
+    def _remember(self, job: Job) -> _KnownJob:
+        known = self._known[job.id] = _KnownJob(job)
+        while len(self._known) > MAX_KNOWN_JOBS:
+            self._known.popitem(last=False)
+        return known
 
     async def _reserve_slot(self, job: Job, shard: _KnownShard) -> bool:
         """Reserve the job's resources, waiting in line for them until bidding
@@ -442,6 +507,17 @@ class Compute:
     ) -> None:
         """Record this node's step on ``shard``; on a job it did not request, move the
         job's state too."""
+        await self._ctx.db(self._record_call(job, shard, state, kind, **fields))
+
+    def _record_call(
+        self,
+        job: Job,
+        shard: int | None,
+        state: ExecutionState | None,
+        kind: str,
+        **fields: object,
+    ) -> Callable[[], None]:
+        """The store call :meth:`_record` makes, ready to run."""
         ctx = self._ctx
         event = ctx.event(job.id, kind, shard=shard, role="compute", **fields)
         execution = None
@@ -455,7 +531,7 @@ class Compute:
                 **fields,
             )
         job_state = _COMPUTE_JOB_STATE.get(kind) if job.requester != ctx.node_id else None
-        await ctx.db(ctx.store.record, event, state=job_state, execution=execution)
+        return partial(ctx.store.record, event, state=job_state, execution=execution)
 
 
 class InputsUnavailable(Exception):

@@ -14,13 +14,13 @@ from typing import Any, TypeVar
 
 import trio
 
-from node.membership import Membership
 from node.messages import Message
 from node.metrics import PhaseLatencies
 from node.models import JobEvent, now
+from node.p2p.membership import Membership
+from node.p2p.transport import Transport, TransportError
 from node.store import Store
 from node.storequeue import StoreQueue
-from node.transport import Transport, TransportError
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -40,6 +40,11 @@ class NodeContext:
     async def db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a store call in the store's worker thread (batched with others waiting)."""
         return await self.store_queue.call(fn, *args, **kwargs)
+
+    def db_soon(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        """Queue a store write without waiting for it; it lands in order with every
+        other store call (:meth:`~node.storequeue.StoreQueue.call_soon`)."""
+        self.store_queue.call_soon(fn, *args, **kwargs)
 
     def event(self, job_id: str, kind: str, *, shard: int | None = None, **detail: Any) -> JobEvent:
         return JobEvent(

@@ -14,9 +14,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from node.content import Cid, ContentError, parse_cid
-from node.content.exchange import Exchange, FetchError
 from node.content.store import BlockNotFound
 from node.models import MAX_SHARDS, JobSpec, SpecError
+from node.p2p.exchange import Exchange, FetchError
 from node.sharding import InputError, list_entries, plan_shards
 
 INPUT_FETCH_TIMEOUT_S = 120.0

@@ -1,15 +1,19 @@
 """The wire protocol's messages and who may send each (DESIGN §4).
 
-Gossip (topic ``bacalhau/jobs/1``) carries :class:`JobAnnounced` and
-:class:`BiddingClosed`. Everything else travels on the direct stream protocol
-``/bacalhau/job/1.0.0``. Messages are msgpack-encoded
-tagged msgspec structs; :func:`decode` validates the schema and raises
-:class:`MessageError` for anything malformed.
+A requester offers each shard straight to chosen nodes (:class:`JobOffered`); the
+offered node answers in the offer's own reply, with a :class:`Bid` or an
+:class:`OfferDeclined`. Gossip (topic ``bacalhau/jobs/1``) is the fallback and
+carries :class:`JobAnnounced` and :class:`BiddingClosed`. Everything else travels
+on the direct protocol ``/bacalhau/job/1.0.0`` (warm streams,
+:mod:`node.p2p.streams`), where every message gets an :class:`Ack`. Messages are
+msgpack-encoded tagged msgspec structs; :func:`decode` validates the schema and
+raises :class:`MessageError` for anything malformed.
 """
 
 from __future__ import annotations
 
 import enum
+from typing import Literal
 
 import msgspec
 
@@ -41,6 +45,29 @@ class JobAnnounced(_Message, tag="JobAnnounced"):
     round: int = 0
     window: float = 5.0
     shards: list[int] | None = None
+
+
+class JobOffered(_Message, tag="JobOffered"):
+    """One shard offered to one node, which answers at once in the reply: a
+    :class:`Bid` (it holds a slot for it) or an :class:`OfferDeclined`. ``window``:
+    how long the bid waits for the requester's answer."""
+
+    job: Job
+    shard: int = 0
+    window: float = 5.0
+
+
+DeclineReason = Literal["full", "no_image", "too_big", "ran_before", "unknown_job"]
+
+
+class OfferDeclined(_Message, tag="OfferDeclined"):
+    """Why an offered node will not bid: ``full`` (no free slot now), ``no_image``
+    (it has not got the job's engine or image), ``too_big`` (more CPU or memory than
+    it has), ``ran_before`` (it ran this shard already), ``unknown_job``."""
+
+    shard: int = 0
+    reason: DeclineReason = "full"
+    detail: str = ""
 
 
 class BiddingClosed(_Message, tag="BiddingClosed"):
@@ -98,7 +125,9 @@ class Cancelled(_Message, tag="Cancelled"):
 
 
 Message = (
-    JobAnnounced
+    JobOffered
+    | OfferDeclined
+    | JobAnnounced
     | BiddingClosed
     | Bid
     | BidAccepted
@@ -113,6 +142,8 @@ Message = (
 
 GOSSIP_TYPES: tuple[type, ...] = (JobAnnounced, BiddingClosed)
 DIRECT_TYPES: tuple[type, ...] = (
+    JobOffered,
+    OfferDeclined,
     Bid,
     BidAccepted,
     BidRejected,
@@ -129,11 +160,12 @@ class Sender(enum.Enum):
     """Who may send a message type (DESIGN §4's entitlement table)."""
 
     REQUESTER = "the job's requester"
-    BIDDER = "the bidding node itself"
+    BIDDER = "the node itself, for a shard it was offered or saw announced"
     ACCEPTED = "a node whose bid on that shard was accepted"
 
 
 ENTITLED: dict[type, Sender] = {
+    JobOffered: Sender.REQUESTER,
     JobAnnounced: Sender.REQUESTER,
     BiddingClosed: Sender.REQUESTER,
     BidAccepted: Sender.REQUESTER,
@@ -142,6 +174,7 @@ ENTITLED: dict[type, Sender] = {
     ResultsRejected: Sender.REQUESTER,
     Cancelled: Sender.REQUESTER,
     Bid: Sender.BIDDER,
+    OfferDeclined: Sender.BIDDER,
     ResultsProposed: Sender.ACCEPTED,
     ResultsPublished: Sender.ACCEPTED,
     ComputeError: Sender.ACCEPTED,
@@ -166,10 +199,12 @@ def decode(data: bytes) -> Message:
 
 
 class Ack(msgspec.Struct, frozen=True):
-    """The reply to every direct message: accepted, or why not."""
+    """The reply to every direct message: accepted, or why not. The reply to a
+    :class:`JobOffered` carries the offered node's ``answer``."""
 
     ok: bool
     error: str = ""
+    answer: Bid | OfferDeclined | None = None
 
 
 _ack_decoder = msgspec.msgpack.Decoder(Ack)

@@ -45,8 +45,8 @@ from profiles.stalls import StallStatistics
 
 if TYPE_CHECKING:
     from node.compute import ComputeStatistics
+    from node.p2p.transport import TransportStatistics
     from node.requester import RequesterStatistics
-    from node.transport import TransportStatistics
 
 log = logging.getLogger(__name__)
 

@@ -26,17 +26,13 @@ from node.bandstep import BandStep
 from node.bidder import DEFAULT_BIDDER, DEFAULT_STEP_S, make_bidder
 from node.capacity import Capacity
 from node.compute import Compute
-from node.content.exchange import Exchange
 from node.content.store import BlockStore
 from node.context import NodeContext
 from node.entitlement import check_sender
 from node.executors.base import Executor
 from node.executors.docker import DockerExecutor
 from node.executors.noop import NoopExecutor
-from node.identity import load_or_create_key, peer_id_of
-from node.instrumentation import contention_report, instrument_libp2p_locks
 from node.jobinputs import count_shards
-from node.membership import MEMBERS_PROTOCOL, Membership, decode_exchange, encode_exchange
 from node.messages import Ack, Message
 from node.metrics import (
     NodeStatistics,
@@ -46,20 +42,32 @@ from node.metrics import (
     node_registry,
 )
 from node.models import Job, JobSpec, SpecError, validate_spec
+from node.p2p import compat
+from node.p2p.exchange import Exchange
+from node.p2p.identity import load_or_create_key, peer_id_of
+from node.p2p.membership import MEMBERS_PROTOCOL, Membership, decode_exchange, encode_exchange
+from node.p2p.transport import Transport, TransportError
 from node.publishers import make_publishers
-from node.requester import BID_WINDOW_S, MAX_BID_ROUNDS, Requester
+from node.requester import (
+    BID_WINDOW_S,
+    DEFAULT_DISPATCH,
+    MAX_BID_ROUNDS,
+    Dispatch,
+    Requester,
+)
 from node.results import ResultStore
 from node.sealing import Unsealer
 from node.store import Store
 from node.storequeue import StoreQueue
-from node.transport import Transport, TransportError
 from profiles.locks import DEFAULT_WARN_MS, REGISTRY, ThreadLock
+from profiles.report import contention_report
 from profiles.stalls import DEFAULT_THRESHOLD_MS, StallDetector
 
 log = logging.getLogger(__name__)
 
 _TO_REQUESTER = (
     messages.Bid,
+    messages.OfferDeclined,
     messages.ResultsProposed,
     messages.ResultsPublished,
     messages.ComputeError,
@@ -80,6 +88,7 @@ class NodeConfig:
     peers: tuple[str, ...] = ()
     host: str = "127.0.0.1"
     bidder: str = DEFAULT_BIDDER
+    dispatch: Dispatch = DEFAULT_DISPATCH
     bid_step: float = DEFAULT_STEP_S
     slots: int | None = None  # default: a slot per core
     cpu: float | None = None  # cores offered; default: all
@@ -106,7 +115,7 @@ class Node:
         self.node_id = peer_id_of(self._key)
         # One node per process: the lock registry and the loop are the process's.
         REGISTRY.warn_ms = config.lock_warn_ms
-        instrument_libp2p_locks()
+        compat.apply(REGISTRY)
         self.stalls = StallDetector(config.stall_ms)
         self.phases = PhaseLatencies()
         self.sampler = ResourceSampler()
@@ -168,6 +177,7 @@ class Node:
                     Unsealer(self._key),
                     bid_window=config.bid_window,
                     max_rounds=config.bid_rounds,
+                    dispatch=config.dispatch,
                 )
                 self.compute = Compute(
                     self.ctx,
@@ -276,6 +286,7 @@ class Node:
             "addrs": self.transport.addrs,
             "direct_addrs": self.transport.direct_addrs,
             "bidder": self._bidder.name,
+            "dispatch": self.requester.dispatch,
             "bad_actor": self.config.bad_actor,
             "network_size": self.membership.size,
             "peers": {"connected": t.connected_peers, "topic": t.topic_peers, "mesh": t.mesh_peers},
@@ -329,22 +340,11 @@ class Node:
         return self.compute.requester_of(job_id)
 
     def _gossip_check(self, sender: str, message: Message) -> str | None:
-        match message:
-            case messages.JobAnnounced():
-                try:
-                    validate_spec(message.job.spec)
-                except SpecError:
-                    return "invalid_spec"
-                known = self._known_requester(message.job_id)
-                if known is not None and known != message.job.requester:
-                    return "not_requester"  # a re-announce of someone else's job
-                requester = message.job.requester
-            case messages.BiddingClosed():
-                # Unknown here (its announce may still be on its way): the signer
-                # must be the requester the close names (``check_sender``).
-                requester = self._known_requester(message.job_id)
-            case _:
-                requester = None
+        if isinstance(message, messages.JobAnnounced) and not _valid_spec(message.job.spec):
+            return "invalid_spec"
+        # A close can come before its announce (gossip paths differ): unknown here, its
+        # signer must be the requester it names (``check_sender``).
+        requester = self._known_requester(message.job_id)
         return check_sender(message, sender, requester=requester)
 
     async def _on_gossip(self, sender: str, message: Message) -> None:
@@ -355,14 +355,21 @@ class Node:
                 self.compute.on_bidding_closed(message)
 
     async def _on_direct(self, sender: str, message: Message) -> Ack:
-        job_id = message.job_id
+        job_id, shard = message.job_id, getattr(message, "shard", 0)
         to_requester = isinstance(message, _TO_REQUESTER)
+        bidders: frozenset[str] | None = None
         if to_requester:
             requester = self.node_id if self.requester.owns(job_id) else None
-            accepted = self.requester.accepted(job_id, getattr(message, "shard", 0))
+            accepted = self.requester.accepted(job_id, shard)
+            bidders = self.requester.bidders(job_id, shard)
         else:
             requester, accepted = self.compute.requester_of(job_id), frozenset()
-        reason = check_sender(message, sender, requester=requester, accepted=accepted)
+        if isinstance(message, messages.JobOffered) and not _valid_spec(message.job.spec):
+            reason: str | None = "invalid_spec"
+        else:
+            reason = check_sender(
+                message, sender, requester=requester, accepted=accepted, bidders=bidders
+            )
         if reason is not None:
             self.transport.count_dropped(f"direct_{reason}")
             log.info(
@@ -371,7 +378,17 @@ class Node:
             return Ack(False, reason)
         if to_requester:
             return await self.requester.on_message(sender, message)
+        if isinstance(message, messages.JobOffered):
+            return await self.compute.on_offered(message)
         return await self.compute.on_message(sender, message)
+
+
+def _valid_spec(spec: JobSpec) -> bool:
+    try:
+        validate_spec(spec)
+    except SpecError:
+        return False
+    return True
 
 
 def _record(stats: Any) -> dict[str, Any]:

@@ -1,22 +1,30 @@
-"""The requester role: owns the jobs submitted to this node, from announce to verdict.
+"""The requester role: owns the jobs submitted to this node, from dispatch to verdict.
 
-A job is announced once on gossip; then each of its shards runs its own course
-at the same time as the others: hold the bids until ``max(concurrency, min_bids)``
-have come, accept the first ``concurrency`` and reject the rest, wait for their
-proposals (sealed to this node's key) or errors, ask the job's verifier, tell
-each compute node the verdict, and wait for the accepted results to be
-published. A shard whose verification finds no winner runs again on nodes that
-have not run it, up to :data:`MAX_RERUNS` times. The job completes when every
-shard has; the first shard that fails ends the job ``error`` with a reason a
-user can read. Every step is an event in the store.
+Each shard of a job runs its own course at the same time as the others. Its bids
+come first (DESIGN §4): with ``offer`` dispatch (the default) the requester offers
+the shard straight to the ``c = max(concurrency, min_bids)`` best-ranked live
+nodes it believes have room (:mod:`node.offers`); each answers at once, with a
+bid or a reason to decline, and a decline, a failure to deliver or a slow answer
+makes it offer the next node. Only when offers run out does it gossip the shard
+(``JobAnnounced``, then ``Rebid`` rounds), and ``gossip`` dispatch does that from
+the start. It holds the bids until ``c`` have come, accepts the first
+``concurrency`` and rejects the rest, waits for their proposals (sealed to this
+node's key) or errors, asks the job's verifier, tells each compute node the
+verdict, and waits for the accepted results to be published. A shard whose
+verification finds no winner runs again on nodes that have not run it, up to
+:data:`MAX_RERUNS` times. The job completes when every shard has; the first
+shard that fails ends the job ``error`` with a reason a user can read. Every step
+is an event in the store, and the job's last event counts the messages it cost,
+by kind (every direct message of a job has its requester at one end).
 """
 
 from __future__ import annotations
 
 import logging
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 import trio
 
@@ -34,6 +42,8 @@ from node.models import (
     new_job_id,
     now,
 )
+from node.offers import OfferHints, OfferHintStatistics
+from node.p2p.transport import TransportError
 from node.sealing import SealError, Unsealer
 from node.verifiers import VERIFIERS, Proposal, Verdict
 
@@ -48,6 +58,14 @@ RESULTS_GRACE_S = 30.0
 PUBLISH_TIMEOUT_S = 60.0
 # Fresh runs of a shard after its verification found no winner.
 MAX_RERUNS = 1
+# An offer unanswered this long: offer the next node as well (the first may still bid).
+OFFER_PATIENCE_S = 1.0
+# Offers of a shard beyond c, per attempt, before it falls back to gossip.
+EXTRA_OFFERS = 8
+
+Dispatch = Literal["offer", "gossip"]
+DISPATCHES: tuple[Dispatch, ...] = ("offer", "gossip")
+DEFAULT_DISPATCH: Dispatch = "offer"
 
 # A job is as far along as its least advanced shard.
 _PROGRESS = (
@@ -79,7 +97,9 @@ class RequesterStatistics:
     """The jobs this node requested: ``open_jobs`` not ended yet; ``completed`` and
     ``failed`` (ended ``error``) since the node started; ``bids_received`` on them,
     retries of a bid counted once; ``reruns``: shards run again for want of a winner;
-    ``unsealable``: proposals this node could not open (not sealed to its key)."""
+    ``unsealable``: proposals this node could not open (not sealed to its key);
+    ``offers`` sent, ``offers_declined``, ``offers_undelivered`` (no answer came),
+    ``gossip_fallbacks``: shards gossiped after their offers ran out."""
 
     open_jobs: int
     bids_received: int
@@ -87,6 +107,12 @@ class RequesterStatistics:
     failed: int
     reruns: int
     unsealable: int
+    dispatch: str = DEFAULT_DISPATCH
+    offers: int = 0
+    offers_declined: int = 0
+    offers_undelivered: int = 0
+    gossip_fallbacks: int = 0
+    hints: OfferHintStatistics | None = None
 
 
 @dataclass
@@ -102,6 +128,8 @@ class _Shard:
     held: list[str] = field(default_factory=list)  # bids waiting for min_bids, in order
     decided: bool = False  # enough bids came: later ones are answered at once
     accepted: set[str] = field(default_factory=set)
+    offered: set[str] = field(default_factory=set)  # offered in this attempt
+    announced: bool = False  # gossiped: any node may bid
     proposals: dict[str, str] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
     results_accepted: set[str] = field(default_factory=set)
@@ -121,6 +149,7 @@ class _Shard:
         self.attempt += 1
         self.bidders, self.held, self.decided = set(), [], False
         self.accepted, self.proposals, self.errors = set(), {}, {}
+        self.offered, self.announced = set(), False
         self.waited = 0.0
 
 
@@ -132,6 +161,8 @@ class _OpenJob:
     state: JobState = JobState.BIDDING
     changed: _Signal = field(default_factory=_Signal)
     reached: set[Phase] = field(default_factory=set)  # phases observed, once each
+    # Messages of this job through this node: "out.Kind", "in.Kind", "gossip.Kind".
+    messages: Counter[str] = field(default_factory=Counter)
 
     @property
     def concurrency(self) -> int:
@@ -160,7 +191,11 @@ class Requester:
         bid_window: float = BID_WINDOW_S,
         max_rounds: int = MAX_BID_ROUNDS,
         max_reruns: int = MAX_RERUNS,
+        dispatch: Dispatch = DEFAULT_DISPATCH,
+        hints: OfferHints | None = None,
     ) -> None:
+        if dispatch not in DISPATCHES:
+            raise ValueError(f"dispatch must be one of {', '.join(DISPATCHES)}, got {dispatch!r}")
         if max_rounds < 1:
             raise ValueError(f"max_rounds must be at least 1, got {max_rounds}")
         if max_reruns < 0:
@@ -170,7 +205,10 @@ class Requester:
         self._bid_window = bid_window
         self._max_rounds = max_rounds
         self._max_reruns = max_reruns
+        self.dispatch: Dispatch = dispatch
+        self._hints = hints or OfferHints()
         self._open: dict[str, _OpenJob] = {}
+        self._offers: Counter[str] = Counter()
         self._bids_received = 0
         self._reruns = 0
         self._unsealable = 0
@@ -187,6 +225,15 @@ class Requester:
         found = open_job.shard(shard) if open_job else None
         return frozenset(found.accepted) if found else frozenset()
 
+    def bidders(self, job_id: str, shard: int) -> frozenset[str] | None:
+        """Who may bid on ``shard`` of ``job_id`` (or decline it): the nodes it was
+        offered to, or None (anyone) once it was gossiped or if it is not open here."""
+        open_job = self._open.get(job_id)
+        found = open_job.shard(shard) if open_job else None
+        if found is None or found.announced:
+            return None
+        return frozenset(found.offered)
+
     def statistics(self) -> RequesterStatistics:
         return RequesterStatistics(
             open_jobs=len(self._open),
@@ -195,6 +242,12 @@ class Requester:
             failed=self._ended[JobState.ERROR],
             reruns=self._reruns,
             unsealable=self._unsealable,
+            dispatch=self.dispatch,
+            offers=self._offers["sent"],
+            offers_declined=self._offers["declined"],
+            offers_undelivered=self._offers["undelivered"],
+            gossip_fallbacks=self._offers["fallbacks"],
+            hints=self._hints.statistics(),
         )
 
     async def resume(self) -> None:
@@ -234,9 +287,12 @@ class Requester:
         shard = open_job.shard(getattr(message, "shard", 0))
         if shard is None:
             return Ack(False, f"job {message.job_id} has no shard {message.shard}")
+        open_job.messages[f"in.{type(message).__name__}"] += 1
         match message:
             case messages.Bid():
                 self._on_bid(open_job, shard, sender)
+            case messages.OfferDeclined():
+                pass  # an answer counts only in its offer's ack: nothing to do
             case messages.ResultsProposed():
                 await self._on_proposed(open_job, shard, sender, message)
             case messages.ResultsPublished():
@@ -331,7 +387,7 @@ class Requester:
             open_job, shard, bidder, ExecutionState.ACCEPTED, "bid_accepted"
         )
         accept = messages.BidAccepted(job_id=open_job.job.id, shard=shard.index)
-        if not await self._ctx.send(bidder, accept):
+        if not await self._send(open_job, bidder, accept):
             shard.accepted.discard(bidder)
             await self._record_execution(
                 open_job,
@@ -352,7 +408,7 @@ class Requester:
             open_job, shard, bidder, ExecutionState.REJECTED, "bid_rejected", reason=reason
         )
         reject = messages.BidRejected(job_id=open_job.job.id, shard=shard.index, reason=reason)
-        await self._ctx.send(bidder, reject)
+        await self._send(open_job, bidder, reject)
 
     # -- the job's course ------------------------------------------------------
 
@@ -371,15 +427,18 @@ class Requester:
             self._reach(open_job, "total")
 
     async def _run_course(self, open_job: _OpenJob) -> None:
-        """Announce the job, run every shard's course at once, complete when all have.
+        """Dispatch the job, run every shard's course at once, complete when all have.
         Raises :class:`_JobFailed` with the first shard's failure (the others stop)."""
         job = open_job.job
-        await self._announce(open_job, None, window=self._bid_window)
+        if self.dispatch == "gossip":
+            await self._announce(open_job, None, window=self._bid_window)
+            for shard in open_job.shards:
+                shard.announced = True
         await self._set_state(
             open_job,
             None,
             JobState.BIDDING,
-            "announced",
+            "announced" if self.dispatch == "gossip" else "offered",
             window=self._bid_window,
             round=0,
             shards=job.shards,
@@ -400,16 +459,21 @@ class Requester:
                 nursery.start_soon(course, shard)
         if failure is not None:
             raise failure
-        await self._set_state(open_job, None, JobState.COMPLETED, "completed")
+        await self._set_state(
+            open_job, None, JobState.COMPLETED, "completed", messages=dict(open_job.messages)
+        )
 
     async def _run_shard(self, open_job: _OpenJob, shard: _Shard) -> None:
         """Bid, run, verify and publish one shard; again on fresh nodes while its
         verification finds no winner and re-runs are left."""
         ctx, job = self._ctx, open_job.job
         while True:
-            await self._collect_bids(open_job, shard)
-            closed = messages.BiddingClosed(job_id=job.id, requester=ctx.node_id, shard=shard.index)
-            await ctx.transport.publish(messages.JOBS_TOPIC, closed)
+            await self._gather_bids(open_job, shard)
+            if shard.announced:  # else no node but the offered ones heard of it
+                closed = messages.BiddingClosed(
+                    job_id=job.id, requester=ctx.node_id, shard=shard.index
+                )
+                await self._gossip(open_job, closed)
             await self._set_state(open_job, shard, JobState.RUNNING, "bidding_closed")
 
             deadline = job.spec.timeout + RESULTS_GRACE_S
@@ -451,6 +515,15 @@ class Requester:
             )
         await self._publish(open_job, shard, verdict)
 
+    async def _gossip(self, open_job: _OpenJob, message: Message) -> None:
+        open_job.messages[f"gossip.{type(message).__name__}"] += 1
+        await self._ctx.transport.publish(message)
+
+    async def _send(self, open_job: _OpenJob, peer: str, message: Message) -> bool:
+        """A direct message of ``open_job`` to ``peer``, counted; whether it was acked."""
+        open_job.messages[f"out.{type(message).__name__}"] += 1
+        return await self._ctx.send(peer, message)
+
     async def _announce(self, open_job: _OpenJob, shard: _Shard | None, window: float) -> None:
         """Gossip the job: to every shard (round 0), or a later round of one shard."""
         ctx, job = self._ctx, open_job.job
@@ -462,18 +535,142 @@ class Requester:
             window=window,
             shards=None if shard is None else [shard.index],
         )
-        await ctx.transport.publish(messages.JOBS_TOPIC, announce)
+        if shard is not None:
+            shard.announced = True
+        await self._gossip(open_job, announce)
 
-    async def _collect_bids(self, open_job: _OpenJob, shard: _Shard) -> None:
-        """Wait for ``c`` accepted bids, announcing a later round with a doubled window
-        each time one passes without them (the first round of the first attempt was
-        the job's own announce).
+    async def _gather_bids(self, open_job: _OpenJob, shard: _Shard) -> None:
+        """Get ``concurrency`` accepted bids on ``shard``: by offers, then by gossip if
+        they run out (``offer`` dispatch), or by gossip alone.
+
+        Raises :class:`_JobFailed` with the reason when gossip's rounds pass too.
+        """
+        if self.dispatch == "offer":
+            if await self._offer(open_job, shard):
+                return
+            self._offers["fallbacks"] += 1
+            await self._set_state(
+                open_job,
+                shard,
+                JobState.BIDDING,
+                "gossip_fallback",
+                offered=len(shard.offered),
+                accepted=len(shard.accepted),
+            )
+        # The job's own announce was the first round of its first attempt's bidding.
+        announced = self.dispatch == "gossip" and shard.attempt == 0
+        await self._collect_bids(open_job, shard, first_round_announced=announced)
+
+    async def _offer(self, open_job: _OpenJob, shard: _Shard) -> bool:
+        """Offer ``shard`` to the best-ranked live nodes believed to have room, ``c``
+        at a time: each decline, undelivered offer, or answer slower than
+        :data:`OFFER_PATIENCE_S` brings an offer to the next, up to ``c`` +
+        :data:`EXTRA_OFFERS` offers. Whether ``concurrency`` bids were accepted.
+
+        Offers still in flight when this returns run on in the node's nursery: a late
+        bid is then held or rejected like any other, so its slot is freed.
+        """
+        job = open_job.job
+        candidates = deque(
+            self._hints.candidates(
+                job.id,
+                shard.index,
+                job.spec,
+                self._ctx.membership.members(),
+                exclude=shard.tried | shard.offered,
+            )
+        )
+        budget = open_job.wanted + EXTRA_OFFERS
+        in_flight = 0
+
+        def enough() -> bool:
+            return len(shard.accepted) >= open_job.concurrency
+
+        def offer_next() -> None:
+            nonlocal budget, in_flight
+            if candidates and budget > 0 and not enough():
+                budget -= 1
+                in_flight += 1
+                self._ctx.spawn(offer, candidates.popleft())
+
+        async def offer(peer: str) -> None:
+            nonlocal in_flight
+            answered = trio.Event()
+
+            async def patience() -> None:
+                with trio.move_on_after(OFFER_PATIENCE_S):
+                    await answered.wait()
+                if not answered.is_set():
+                    offer_next()
+
+            self._ctx.spawn(patience)
+            try:
+                bid = await self._send_offer(open_job, shard, peer)
+            finally:
+                answered.set()
+                in_flight -= 1
+            if not bid:
+                offer_next()
+            open_job.changed.notify()
+
+        for _ in range(open_job.wanted):
+            offer_next()
+        await open_job.changed.wait_until(
+            lambda: enough() or (in_flight == 0 and not (candidates and budget > 0))
+        )
+        return enough()
+
+    async def _send_offer(self, open_job: _OpenJob, shard: _Shard, peer: str) -> bool:
+        """Offer ``shard`` to ``peer`` and take its answer; whether it bid."""
+        job = open_job.job
+        shard.offered.add(peer)
+        self._offers["sent"] += 1
+        offer = messages.JobOffered(
+            job_id=job.id, job=job, shard=shard.index, window=self._bid_window
+        )
+        open_job.messages["out.JobOffered"] += 1
+        try:
+            ack = await self._ctx.transport.send(peer, offer)
+        except TransportError as exc:
+            self._offers["undelivered"] += 1
+            self._hints.unreachable(peer)
+            log.info("offer of job %s shard %d to %s: %s", job.id, shard.index, peer, exc)
+            return False
+        answer = ack.answer
+        if answer is None or answer.job_id != job.id or answer.shard != shard.index:
+            self._offers["undelivered"] += 1
+            if ack.ok:
+                self._ctx.transport.count_dropped("direct_bad_answer")
+            log.info("offer of job %s to %s refused: %s", job.id, peer, ack.error or answer)
+            return False
+        open_job.messages[f"in.{type(answer).__name__}"] += 1
+        if isinstance(answer, messages.OfferDeclined):
+            self._offers["declined"] += 1
+            self._hints.declined(peer, answer.reason, job.spec)
+            why = answer.reason + (f": {answer.detail}" if answer.detail else "")
+            await self._set_state(
+                open_job, shard, shard.state, "offer_declined", peer=peer, reason=why
+            )
+            return False
+        self._hints.bid(peer)
+        if self._open.get(job.id) is not open_job:  # the job ended meanwhile
+            self._ctx.spawn(self._reject_bid, open_job, shard, peer, "the job has ended")
+        else:
+            self._on_bid(open_job, shard, peer)
+        return True
+
+    async def _collect_bids(
+        self, open_job: _OpenJob, shard: _Shard, *, first_round_announced: bool
+    ) -> None:
+        """Wait for ``c`` accepted bids, announcing a round (a later one with a doubled
+        window each time one passes without them) unless ``first_round_announced``
+        (the job's own announce was the first).
 
         Raises :class:`_JobFailed` with the reason once ``max_rounds`` windows passed.
         """
         window = self._bid_window
         for round_ in range(self._max_rounds):
-            if round_ > 0 or shard.attempt > 0:
+            if round_ > 0 or not first_round_announced:
                 shard.round += 1
                 await self._announce(open_job, shard, window)
                 await self._set_state(
@@ -592,7 +789,8 @@ class Requester:
             await self._record_execution(
                 open_job, shard, node, ExecutionState.RESULTS_ACCEPTED, "results_accepted"
             )
-            await self._ctx.send(node, messages.ResultsAccepted(job_id=job_id, shard=shard.index))
+            accept = messages.ResultsAccepted(job_id=job_id, shard=shard.index)
+            await self._send(open_job, node, accept)
         else:
             await self._record_execution(
                 open_job,
@@ -603,19 +801,26 @@ class Requester:
                 reason=rejected,
             )
             reject = messages.ResultsRejected(job_id=job_id, shard=shard.index, reason=rejected)
-            await self._ctx.send(node, reject)
+            await self._send(open_job, node, reject)
 
     async def _fail(self, open_job: _OpenJob, reason: str) -> None:
         log.info("job %s failed: %s", open_job.job.id, reason)
         with trio.CancelScope(shield=True):
-            await self._set_state(open_job, None, JobState.ERROR, "error", reason=reason)
+            await self._set_state(
+                open_job,
+                None,
+                JobState.ERROR,
+                "error",
+                reason=reason,
+                messages=dict(open_job.messages),
+            )
             cancel = messages.Cancelled(job_id=open_job.job.id, reason=reason)
             told: set[str] = set()
             for shard in open_job.shards:
                 self._answer_held(open_job, shard, reason)
                 told |= shard.accepted - shard.published.keys()
             for node in told:
-                self._ctx.spawn(self._ctx.send, node, cancel)
+                self._ctx.spawn(self._send, open_job, node, cancel)
 
     def _too_few_bids_reason(self, open_job: _OpenJob, shard: _Shard) -> str:
         spec, got = open_job.job.spec, len(shard.bidders - shard.tried)

@@ -13,10 +13,8 @@ the sealed bytes makes opening fail.
 from __future__ import annotations
 
 import functools
+from typing import TYPE_CHECKING
 
-from libp2p.crypto.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from libp2p.crypto.keys import KeyPair
-from libp2p.peer.id import ID
 from nacl.bindings import (
     crypto_sign_ed25519_pk_to_curve25519,
     crypto_sign_ed25519_sk_to_curve25519,
@@ -24,6 +22,11 @@ from nacl.bindings import (
 )
 from nacl.exceptions import CryptoError
 from nacl.public import PrivateKey, PublicKey, SealedBox
+
+from node.p2p.identity import NotEd25519, ed25519_public_key, ed25519_seed
+
+if TYPE_CHECKING:
+    from libp2p.crypto.keys import KeyPair
 
 
 class SealError(ValueError):
@@ -50,12 +53,13 @@ class Unsealer:
     __slots__ = ("_box",)
 
     def __init__(self, key_pair: KeyPair) -> None:
-        private = key_pair.private_key
-        if not isinstance(private, Ed25519PrivateKey):
-            raise SealError(f"cannot unseal with a {private.get_type().name} key; ed25519 only")
-        # libp2p keeps the 32-byte seed (a nacl SigningKey); the curve25519 conversion
-        # wants libsodium's 64-byte secret key, which the seed expands to.
-        _, secret = crypto_sign_seed_keypair(bytes(private.impl))
+        try:
+            seed = ed25519_seed(key_pair)
+        except NotEd25519 as exc:
+            raise SealError(f"cannot unseal with {exc}") from None
+        # The curve25519 conversion wants libsodium's 64-byte secret key, which the
+        # 32-byte seed expands to.
+        _, secret = crypto_sign_seed_keypair(seed)
         self._box = SealedBox(PrivateKey(crypto_sign_ed25519_sk_to_curve25519(secret)))
 
     def open(self, sealed: bytes) -> bytes:
@@ -76,20 +80,13 @@ class Unsealer:
 @functools.lru_cache(maxsize=1024)
 def _curve_public_key(peer_id: str) -> bytes:
     # Cached: a requester is sealed to many times, and a failure (not cached) is cheap.
-    what = f"peer id {peer_id!r}"
     try:
-        pid = ID.from_base58(peer_id)
-    except ValueError as exc:
-        raise SealError(f"{what}: not base58") from exc
-    key = pid.extract_public_key()
-    if key is None:
-        raise SealError(f"{what}: does not embed a public key (not an identity multihash)")
-    if not isinstance(key, Ed25519PublicKey):
-        raise SealError(f"{what}: holds a {key.get_type().name} key; only ed25519 can be sealed to")
-    # The key must re-encode to exactly this id, so trailing or non-canonical bytes are refused.
-    if ID.from_pubkey(key).to_bytes() != pid.to_bytes() or pid.to_base58() != peer_id:
-        raise SealError(f"{what}: not the canonical id of the key it holds")
+        key = ed25519_public_key(peer_id)
+    except NotEd25519 as exc:
+        raise SealError(str(exc)) from None
     try:
-        return crypto_sign_ed25519_pk_to_curve25519(key.to_bytes())
+        return crypto_sign_ed25519_pk_to_curve25519(key)
     except CryptoError as exc:
-        raise SealError(f"{what}: its ed25519 key is not a usable curve point") from exc
+        raise SealError(
+            f"peer id {peer_id!r}: its ed25519 key is not a usable curve point"
+        ) from exc

@@ -9,6 +9,7 @@ result or exception. Calls run in the order they were made.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -16,6 +17,8 @@ from typing import Any, TypeVar
 
 import outcome
 import trio
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -62,6 +65,14 @@ class StoreQueue:
         assert pending.result is not None
         return pending.result.unwrap()
 
+    def call_soon(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        """Queue ``fn(*args, **kwargs)`` without waiting for it: it runs after every
+        call queued before it and before every call queued after it, so a caller can
+        answer a peer at once and still have its write land before the next one.
+        An exception is logged, not raised."""
+        self._queue.append(_Pending(partial(_logged, fn, *args, **kwargs)))
+        self._wake.set()
+
     async def run(self) -> None:
         """Serve calls until cancelled."""
         while True:
@@ -85,6 +96,13 @@ class StoreQueue:
             largest_batch=self._largest,
             queued=len(self._queue),
         )
+
+
+def _logged(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+    try:
+        fn(*args, **kwargs)
+    except Exception:
+        log.exception("store call %s failed", getattr(fn, "__qualname__", fn))
 
 
 def _run_batch(batch: list[_Pending]) -> None:

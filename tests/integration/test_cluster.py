@@ -164,7 +164,7 @@ def run_forger(connect_to: list[str], body: Callable[[Any], Awaitable[None]]) ->
     """
     from libp2p.crypto.ed25519 import create_new_key_pair
 
-    from node.transport import Transport
+    from node.p2p.transport import Transport
 
     async def ignore_gossip(sender: str, message: messages.Message) -> None:
         return None
@@ -492,7 +492,7 @@ def test_garbage_on_a_gossip_stream_is_dropped(cluster5: Devstack) -> None:
     from libp2p.peer.id import ID
     from libp2p.utils.varint import encode_varint_prefixed
 
-    from node.transport import GOSSIP_PROTOCOLS
+    from node.p2p.transport import GOSSIP_PROTOCOLS
 
     state = cluster5.state
     assert state is not None
@@ -566,7 +566,7 @@ def test_malformed_gossip_is_dropped(cluster5: Devstack, kind: str) -> None:
 def test_malformed_direct_messages_are_refused(cluster5: Devstack) -> None:
     from libp2p.peer.id import ID
 
-    from node.transport import read_frame, write_frame
+    from node.p2p.transport import read_frame, write_frame
 
     state = cluster5.state
     assert state is not None
@@ -746,7 +746,7 @@ def stale_then_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str
     ``devstack up --nodes 2`` over it."""
     from libp2p.crypto.ed25519 import create_new_key_pair
 
-    from node.identity import peer_id_of
+    from node.p2p.identity import peer_id_of
 
     state_dir = tmp_path_factory.mktemp("devstack2")
     entries = []

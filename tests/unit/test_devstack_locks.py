@@ -11,7 +11,7 @@ import trio
 import trio.testing
 
 from devstack.locks import format_contention, merge, since
-from node.instrumentation import contention_report
+from profiles.report import contention_report
 from profiles.locks import LockRegistry, TrioLock
 from profiles.stalls import StallDetector
 

@@ -41,7 +41,6 @@ from node.models import (
     decode_spec,
     validate_spec,
 )
-from node.transport import read_frame, write_frame
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -382,57 +381,6 @@ def test_oversize_message_is_refused() -> None:
         decode(data)
     with pytest.raises(MessageError, match="exceeds"):
         decode(b"\x00" * (10 * MAX_MESSAGE_BYTES))
-
-
-class FakeStream:
-    """Just enough of INetStream for read_frame / write_frame."""
-
-    def __init__(self, data: bytes = b"", chunk: int = 7) -> None:
-        self.buffer = bytearray(data)
-        self.read_bytes = 0
-        self.chunk = chunk
-
-    async def read(self, n: int) -> bytes:
-        out = bytes(self.buffer[: min(n, self.chunk)])
-        del self.buffer[: len(out)]
-        self.read_bytes += len(out)
-        await trio.lowlevel.checkpoint()
-        return out
-
-    async def write(self, data: bytes) -> None:
-        self.buffer += data
-
-
-def test_frames_round_trip_in_small_reads() -> None:
-    async def main() -> None:
-        stream = FakeStream()
-        for message in SAMPLES.values():
-            await write_frame(stream, encode(message))  # type: ignore[arg-type]
-        for message in SAMPLES.values():
-            assert decode(await read_frame(stream)) == message  # type: ignore[arg-type]
-        assert not stream.buffer
-
-    trio.run(main)
-
-
-def test_oversize_frame_is_refused_before_its_body_is_read() -> None:
-    async def main() -> None:
-        header = (MAX_MESSAGE_BYTES + 1).to_bytes(4, "big")
-        stream = FakeStream(header + b"\x00" * 64)
-        with pytest.raises(MessageError, match="exceeds"):
-            await read_frame(stream)  # type: ignore[arg-type]
-        assert stream.read_bytes == 4
-
-    trio.run(main)
-
-
-def test_truncated_frame_is_an_eof_error() -> None:
-    async def main() -> None:
-        stream = FakeStream((100).to_bytes(4, "big") + b"\x00" * 10)
-        with pytest.raises(EOFError):
-            await read_frame(stream)  # type: ignore[arg-type]
-
-    trio.run(main)
 
 
 def test_a_spec_too_big_for_an_announce_is_refused_naming_its_largest_part() -> None:

@@ -1,4 +1,4 @@
-"""Block exchange over py-libp2p's bitswap (node.content.exchange), with real libp2p
+"""Block exchange over py-libp2p's bitswap (node.p2p.exchange), with real libp2p
 hosts on 127.0.0.1 in one trio loop: fetching a tree, serving what was fetched,
 providers that have not got it, cannot be reached or never answer."""
 
@@ -19,7 +19,7 @@ from libp2p import new_host
 from libp2p.crypto.ed25519 import create_new_key_pair
 
 from node.content import Cid, add_path, import_path
-from node.content.exchange import (
+from node.p2p.exchange import (
     Exchange,
     FetchTimeout,
     NotProvided,
@@ -31,7 +31,7 @@ from node.content.exchange import (
 from node.content.store import BlockNotFound, BlockStore
 
 # Importing the transport also applies its py-libp2p fixes to every host here.
-from node.transport import _stop_auto_connect
+from node.p2p import compat
 from tests.unit.test_unixfs import Tree, snapshot, write_tree
 
 TREE: dict[str, Tree] = {
@@ -60,9 +60,8 @@ async def peers(
     """``n`` hosts, each with a store and (unless ``bitswap`` says no) a running
     exchange; every host knows every other's address."""
     listen = [multiaddr.Multiaddr(LISTEN)]
+    compat.apply()  # as a node does: among others, it dials only whom it talks to
     hosts = [new_host(key_pair=create_new_key_pair(), listen_addrs=listen) for _ in range(n)]
-    for host in hosts:
-        _stop_auto_connect(host)  # as a node does: it dials only whom it talks to
     result: list[Peer] = []
     async with trio.open_nursery() as nursery:
         for i, host in enumerate(hosts):
@@ -207,7 +206,7 @@ def test_parse_providers() -> None:
 def test_a_fetch_survives_losing_a_provider_midway(
     tmp_path: Path, how: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, "node.content.exchange")
+    caplog.set_level(logging.INFO, "node.p2p.exchange")
     tree: Tree = {"big": os.urandom(12_000_000)}
 
     async def test(group: list[Peer]) -> None:

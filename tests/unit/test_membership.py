@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.membership import (
+from node.p2p.membership import (
     MemberEntry,
     Membership,
     decode_exchange,

@@ -29,7 +29,7 @@ from node.metrics import (
     node_registry,
 )
 from node.requester import RequesterStatistics
-from node.transport import TransportStatistics
+from node.p2p.transport import TransportStatistics
 from profiles.locks import LockStatistics
 from profiles.stalls import StallStatistics
 

@@ -1,4 +1,4 @@
-"""Sealing values to a peer id (node.sealing), with real node keys from node.identity."""
+"""Sealing values to a peer id (node.sealing), with real node keys from node.p2p.identity."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from libp2p.crypto.keys import KeyPair
 from libp2p.crypto.secp256k1 import create_new_key_pair as secp256k1_key_pair
 from libp2p.peer.id import ID
 
-from node.identity import load_or_create_key, peer_id_of
+from node.p2p.identity import load_or_create_key, peer_id_of
 from node.sealing import SealError, Unsealer, seal
 
 

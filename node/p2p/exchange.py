@@ -4,7 +4,7 @@ that asks, and fetching the blocks of a tree this node lacks from providers it i
 
 Why the direct host: bitswap dials whoever holds the content, as job messages
 dial whoever bid; on the gossip host every such connection would also become a
-gossip peer (see :mod:`node.transport`).
+gossip peer (see :mod:`node.p2p.transport`).
 
 Guarantees:
 
@@ -42,9 +42,9 @@ LIBP2P-NOTES.md):
    1 s sub-timeout even while the blocks are on their way (a 256 KiB block takes
    longer than that in a busy batch), and ``cancel_want`` sends a cancel to every
    connected peer, opening a bitswap stream to each. So fetching here wants blocks
-   with ``want_block`` and the client's ``_send_wantlist_to_peer`` (what the session
-   uses; private, pinned by ``libp2p==0.8.1``), hears DONT_HAVE through a
-   ``_process_block_presences`` override, and cancels only at the provider asked.
+   from one provider at a time and hears DONT_HAVE and cancels only at the provider
+   asked (:class:`~node.p2p.compat.HookedBitswap`, which reaches into the client's
+   private names).
 5. A wantlist is served whole: every wanted block is read into memory before the
    first is sent. A peer could ask for gigabytes in one message, so serving reads at
    most :data:`MAX_WANTS_SERVED` entries of a message (a fetch here never wants more
@@ -64,12 +64,11 @@ LIBP2P-NOTES.md):
    block's bytes for truth, and sends neither it nor a DONT_HAVE. Its content is
    known from its CID, so a fetch stores it without asking anyone.
 9. Moving 256 KiB blocks under a profiler broke connections: a noise read buffer
-   bug, fixed for every host in :mod:`node.transport` (``_drain_without_views``).
+   bug, fixed for every host in :mod:`node.p2p.compat` (its patch 2).
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import os
@@ -79,12 +78,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import trio
-from libp2p.abc import IHost, INetStream
+from libp2p.abc import IHost
 from libp2p.bitswap import block_store as libp2p_block_store
 from libp2p.bitswap.cid import CIDInput
 from libp2p.bitswap.cid import parse_cid as libp2p_parse_cid
-from libp2p.bitswap.client import BitswapClient
-from libp2p.bitswap.pb.bitswap_pb2 import Message
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 from libp2p.peer.peerstore import PeerStoreError
@@ -94,6 +91,7 @@ from node.content.dagpb import decode_node
 from node.content.errors import ContentError
 from node.content.reader import aread_tree
 from node.content.store import BlockNotFound, BlockStore, BlockStoreStatistics
+from node.p2p.compat import HookedBitswap
 
 log = logging.getLogger(__name__)
 
@@ -216,48 +214,6 @@ class _StoreAdapter(libp2p_block_store.BlockStore):
         return [cid.binary for cid in self._store.cids()]
 
 
-class _Bitswap(BitswapClient):
-    """py-libp2p's client with the hooks this module needs (notes 4 to 6)."""
-
-    def __init__(self, host: IHost, exchange: Exchange) -> None:
-        super().__init__(host, _StoreAdapter(exchange))
-        self._exchange = exchange
-
-    def _on_message_queue_stream_opened(self, stream: INetStream, peer_id: ID) -> None:
-        if self._nursery is not None:
-            self._nursery.start_soon(self._read_until_closed, stream, peer_id)
-
-    async def _read_until_closed(self, stream: INetStream, peer_id: ID) -> None:
-        """Read a peer's answers on the stream our wants go out on until it ends
-        (note 6), then close it, so the next want opens a fresh one, and have the
-        wants in flight to that peer sent again: the peer may not have read them."""
-        try:
-            while (message := await self._read_message(stream)) is not None:
-                await self._process_message(message, peer_id, stream)
-        except Exception as exc:  # a broken peer must not end the node
-            log.info("bitswap stream from %s failed: %r", peer_id, exc)
-        finally:
-            deadline = trio.current_time() + STOP_S
-            with trio.CancelScope(shield=True, deadline=deadline), contextlib.suppress(Exception):
-                await stream.close()
-            self._exchange.stream_ended(peer_id)
-
-    async def _process_block_presences(self, presences: Any, peer_id: ID) -> None:
-        await super()._process_block_presences(presences, peer_id)
-        for presence in presences:
-            if presence.type == Message.DontHave:
-                with contextlib.suppress(ContentError):  # not a CID anything here wants
-                    self._exchange.refused(from_libp2p(bytes(presence.cid)), peer_id)
-
-    async def _process_wantlist(
-        self, wantlist: Message.Wantlist, peer_id: ID, stream: INetStream
-    ) -> None:
-        if len(wantlist.entries) > MAX_WANTS_SERVED:
-            self._exchange.count("wants_truncated")
-            del wantlist.entries[MAX_WANTS_SERVED:]
-        await super()._process_wantlist(wantlist, peer_id, stream)
-
-
 class Exchange:
     """Bitswap for one node: serves ``store`` on ``host`` and fetches into it.
 
@@ -278,7 +234,7 @@ class Exchange:
         self.window = window
         # Disk and hashing work; bounded so a big fetch cannot take every worker thread.
         self.limiter = limiter or trio.CapacityLimiter(4)
-        self._client = _Bitswap(host, self)
+        self._client = HookedBitswap(host, _StoreAdapter(self), self, max_wants=MAX_WANTS_SERVED)
         self._fetches: dict[Cid, set[_Fetch]] = {}  # wanted CID -> fetches waiting for it
         self._storing: set[Cid] = set()  # received, being written
         self._running: set[_Fetch] = set()
@@ -394,9 +350,17 @@ class Exchange:
         for fetch in self._waiting(cid):
             fetch.on_arrived(cid, len(data))
 
-    def refused(self, cid: Cid, peer: ID) -> None:
-        for fetch in self._waiting(cid):
-            fetch.on_refused(cid, peer)
+    def refused(self, cid: bytes, peer: ID) -> None:
+        """``peer`` said it has not got ``cid`` (bitswap DONT_HAVE)."""
+        try:
+            ours = from_libp2p(cid)
+        except ContentError:  # not a CID anything here wants
+            return
+        for fetch in self._waiting(ours):
+            fetch.on_refused(ours, peer)
+
+    def wants_truncated(self) -> None:
+        self._counts["wants_truncated"] += 1
 
     def _waiting(self, cid: Cid) -> list[_Fetch]:
         """The fetches that want ``cid`` (a copy: telling them changes the set)."""
@@ -439,26 +403,12 @@ class Exchange:
 
     async def want(self, provider: ID, cids: list[Cid]) -> None:
         """Send WANT-BLOCK (with send-dont-have) for ``cids`` to ``provider``."""
-        theirs = [to_libp2p(c) for c in cids]
-        # Neither call yields to other tasks (the queue sends from its own task), so
-        # no block can arrive, and be forgotten, between the two.
-        for cid in theirs:
-            await self._client.want_block(cid, want_type=0, send_dont_have=True)
-        await self._client._send_wantlist_to_peer(provider, theirs)
+        await self._client.want_from(provider, [to_libp2p(c) for c in cids])
 
     def forget(self, provider: ID, cids: Iterable[Cid], *, cancel: bool) -> None:
         """Drop the client's state for ``cids`` wanted from ``provider``; with ``cancel``
         tell the provider to drop them from its wantlist of this node."""
-        theirs = [to_libp2p(c) for c in cids]
-        if not theirs:
-            return
-        presence = self._client.presence_manager
-        for cid in theirs:
-            self._client._wantlist.pop(cid, None)
-            presence.remove_have(provider, cid)
-            presence.remove_dont_have(cid)
-        if cancel:
-            self._client.get_or_create_message_queue(provider).add_cancels(theirs)
+        self._client.forget(provider, [to_libp2p(c) for c in cids], cancel=cancel)
 
 
 class _Fetch:

@@ -1,0 +1,320 @@
+"""Every reach into py-libp2p's private names and every patch of it, in one place.
+
+py-libp2p is pinned (``libp2p==0.8.1`` in ``pyproject.toml``). What this project
+needs from it beyond the public API is here, and nowhere else in the tree:
+
+- patches of module globals and methods, applied once per process by :func:`apply`
+  (the node calls it before it makes a host; the devstack launcher before it forks);
+- subclasses that override or call private methods (:class:`GuardedPubsub`,
+  :class:`HookedBitswap`).
+
+:func:`apply` first checks the installed version and that every private name used
+here still exists with the expected kind, and raises :class:`Libp2pMismatch`
+naming each one that does not: a moved pin fails at start, not mid-job.
+
+The patches, each with why (figures in the README's Architecture section):
+
+1. ``swarm._HAPPY_EYEBALLS_DELAY = 0``: after a successful dial py-libp2p still
+   waits out the 250 ms head start it gives an address before racing the next
+   one; a node listens on one address, so there is nothing to race.
+2. ``SecureSession._drain`` without memoryviews: the original slices a view of its
+   read buffer and relies on it dying with the call; under a profiler the view
+   outlives the call, the next close of the buffer raises ``BufferError`` mid
+   frame, and yamux drops the connection.
+3. ``AutoConnector.maybe_connect`` does nothing: the auto-connector dials every
+   address in the peerstore up to ~150 connections, so every requester a node
+   ever heard of became a neighbour. A node chooses its peers.
+4. py-libp2p's own ``trio.Lock`` objects in yamux and streams (:data:`LIBP2P_LOCKS`)
+   become instrumented :class:`~profiles.locks.TrioLock` ones right after their
+   owner is made, so contention anywhere in a node shows in one registry. They are
+   ``fast_acquire`` locks (taking a free one does not yield): yamux's reader takes
+   a stream's lock while it holds the connection's streams lock, and with trio's
+   always-yielding acquire it parked there with the outer lock held, so every
+   reader of every stream on that connection queued behind it (the README's
+   contention hunt has the figures).
+5. ``yamux.RTT_MEASURE_INTERVAL``: every connection pinged its peer every 30 s
+   from both ends to estimate an RTT nothing here reads; at 50 nodes with warm
+   direct connections that was most of the idle cluster's messages.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any, Protocol
+
+import libp2p.network.swarm as libp2p_swarm
+import libp2p.stream_muxer.yamux.yamux as libp2p_yamux
+import trio
+from google.protobuf.message import DecodeError
+from libp2p.abc import IHost, INetStream
+from libp2p.bitswap.block_store import BlockStore as Libp2pBlockStore
+from libp2p.bitswap.client import BitswapClient
+from libp2p.bitswap.pb.bitswap_pb2 import Message as BitswapMessage
+from libp2p.network.auto_connector import AutoConnector
+from libp2p.network.stream.net_stream import NetStream
+from libp2p.peer.id import ID
+from libp2p.pubsub.pubsub import Pubsub
+from libp2p.security.secure_session import SecureSession
+from libp2p.stream_muxer.yamux.yamux import Yamux, YamuxStream
+
+from profiles.locks import REGISTRY, LockRegistry, TrioLock
+
+log = logging.getLogger(__name__)
+
+PINNED_VERSION = "0.8.1"
+# Seconds between yamux RTT pings (py-libp2p: 30); nothing here reads the RTT.
+RTT_MEASURE_INTERVAL_S = 3600
+
+# owner class -> {attribute holding a trio.Lock: the lock's name in the statistics}
+LIBP2P_LOCKS: dict[type, dict[str, str]] = {
+    Yamux: {"_write_lock": "libp2p.yamux.write", "streams_lock": "libp2p.yamux.streams"},
+    YamuxStream: {
+        "window_lock": "libp2p.yamux.stream.window",
+        "close_lock": "libp2p.yamux.stream.close",
+    },
+    NetStream: {"_state_lock": "libp2p.stream.state"},
+}
+
+# (owner, name, what it must be): every private name this module relies on.
+_CALLABLE, _VALUE = "callable", "value"
+REQUIRED: tuple[tuple[Any, str, str], ...] = (
+    (libp2p_swarm, "_HAPPY_EYEBALLS_DELAY", _VALUE),
+    (libp2p_yamux, "RTT_MEASURE_INTERVAL", _VALUE),
+    (SecureSession, "_drain", _CALLABLE),
+    (SecureSession, "_reset_internal_buffer", _CALLABLE),
+    (AutoConnector, "maybe_connect", _CALLABLE),
+    (Pubsub, "stream_handler", _CALLABLE),
+    (Pubsub, "_handle_dead_peer", _CALLABLE),
+    (BitswapClient, "_on_message_queue_stream_opened", _CALLABLE),
+    (BitswapClient, "_read_message", _CALLABLE),
+    (BitswapClient, "_process_message", _CALLABLE),
+    (BitswapClient, "_process_block_presences", _CALLABLE),
+    (BitswapClient, "_process_wantlist", _CALLABLE),
+    (BitswapClient, "_send_wantlist_to_peer", _CALLABLE),
+    (BitswapClient, "get_or_create_message_queue", _CALLABLE),
+)
+# Instance attributes (not visible on the class): the method that must set each.
+SET_BY: dict[tuple[type, str], tuple[str, ...]] = {
+    (SecureSession, "_reset_internal_buffer"): ("buf", "low_watermark", "high_watermark"),
+    (BitswapClient, "__init__"): ("_wantlist", "_nursery", "presence_manager"),
+    **{(owner, "__init__"): tuple(locks) for owner, locks in LIBP2P_LOCKS.items()},
+}
+
+
+class Libp2pMismatch(RuntimeError):
+    """The installed py-libp2p is not the one this code was written against; the
+    message names the version and every missing or changed private name."""
+
+
+_applied = False
+
+
+def installed_version() -> str | None:
+    try:
+        return version("libp2p")
+    except PackageNotFoundError:
+        return None
+
+
+def check() -> None:
+    """Raise :class:`Libp2pMismatch` unless py-libp2p is the pinned version, every
+    name in :data:`REQUIRED` is there, and every attribute of :data:`SET_BY` is
+    still set where this module expects it."""
+    problems: list[str] = []
+    found = installed_version()
+    if found != PINNED_VERSION:
+        problems.append(f"libp2p {found or 'not installed'} is installed, not {PINNED_VERSION}")
+    for owner, name, kind in REQUIRED:
+        where = f"{getattr(owner, '__name__', owner)}.{name}"
+        if not hasattr(owner, name):
+            problems.append(f"{where} is gone")
+        elif kind == _CALLABLE and not callable(getattr(owner, name)):
+            problems.append(f"{where} is no longer callable")
+    for (owner, method), attributes in SET_BY.items():
+        source = _source(getattr(owner, method, None))
+        problems += [
+            f"{owner.__name__}.{method} no longer sets {attribute}"
+            for attribute in attributes
+            if f"self.{attribute} =" not in source and f"self.{attribute}:" not in source
+        ]
+    if problems:
+        raise Libp2pMismatch(
+            "py-libp2p does not match what node/p2p/compat.py patches: "
+            + "; ".join(problems)
+            + f". Install libp2p=={PINNED_VERSION} (pyproject.toml pins it), or update"
+            " node/p2p/compat.py for the new version."
+        )
+
+
+def _source(function: Any) -> str:
+    import inspect
+
+    try:
+        return inspect.getsource(function)
+    except (OSError, TypeError):
+        return ""
+
+
+def apply(registry: LockRegistry = REGISTRY) -> None:
+    """Check the pin (:func:`check`), then apply every patch of this module once per
+    process; later calls do nothing. Affects hosts, connections and streams made
+    after the call. Raises :class:`Libp2pMismatch` if the pin moved."""
+    global _applied
+    if _applied:
+        return
+    check()
+    libp2p_swarm._HAPPY_EYEBALLS_DELAY = 0.0
+    libp2p_yamux.RTT_MEASURE_INTERVAL = RTT_MEASURE_INTERVAL_S
+    SecureSession._drain = _drain_without_views  # type: ignore[method-assign]
+    AutoConnector.maybe_connect = _no_auto_connect  # type: ignore[method-assign]
+    for owner, locks in LIBP2P_LOCKS.items():
+        owner.__init__ = _swapping_init(owner.__init__, locks, registry)  # type: ignore[misc]
+    _applied = True
+
+
+# -- the patches -------------------------------------------------------------------
+
+
+def _drain_without_views(self: SecureSession, n: int | None) -> bytes:
+    available = self.high_watermark - self.low_watermark
+    if available == 0:
+        return b""
+    self.buf.seek(self.low_watermark)
+    result = self.buf.read(available if n is None else min(n, available))
+    self.low_watermark += len(result)
+    if self.low_watermark == self.high_watermark:
+        self.buf.close()
+        self._reset_internal_buffer()
+    return result
+
+
+async def _no_auto_connect(self: AutoConnector) -> None:
+    return None
+
+
+def _swapping_init(
+    init: Callable[..., None], locks: dict[str, str], registry: LockRegistry
+) -> Callable[..., None]:
+    @functools.wraps(init)
+    def swapping_init(self: Any, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        for attribute, name in locks.items():
+            if type(getattr(self, attribute, None)) is trio.Lock:
+                setattr(self, attribute, TrioLock(name, registry=registry, fast_acquire=True))
+
+    return swapping_init
+
+
+# -- streams -----------------------------------------------------------------------
+
+
+def remote_peer(stream: INetStream) -> str:
+    """The authenticated peer id at the other end of ``stream`` (the secure channel's)."""
+    return stream.muxed_conn.peer_id.to_base58()
+
+
+# -- gossip ------------------------------------------------------------------------
+
+
+class GuardedPubsub(Pubsub):
+    """py-libp2p 0.8.1's pubsub stream handler lets a protobuf ``DecodeError`` (bytes
+    that are not an RPC, from a broken or hostile peer) escape, and it ends the whole
+    node. Handle it as the parse errors it already handles: reset the stream, forget
+    the peer, and call ``on_garbage``."""
+
+    def __init__(self, *args: Any, on_garbage: Callable[[], None], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._on_garbage = on_garbage
+
+    async def stream_handler(self, stream: INetStream) -> None:
+        try:
+            await super().stream_handler(stream)
+        except DecodeError as exc:
+            self._on_garbage()
+            log.info("garbage on a gossip stream from %s: %s", stream.muxed_conn.peer_id, exc)
+            with contextlib.suppress(Exception):
+                await stream.reset()
+            self._handle_dead_peer(stream.muxed_conn.peer_id)
+
+
+# -- bitswap -----------------------------------------------------------------------
+
+
+class BitswapHooks(Protocol):
+    """What :class:`HookedBitswap` tells its owner (:class:`node.p2p.exchange.Exchange`)."""
+
+    def stream_ended(self, peer: ID) -> None: ...
+    def refused(self, cid: bytes, peer: ID) -> None: ...
+    def wants_truncated(self) -> None: ...
+
+
+class HookedBitswap(BitswapClient):
+    """py-libp2p's bitswap client with what :mod:`node.p2p.exchange` needs (its notes
+    4 to 6): answers read until their stream ends, DONT_HAVE heard, served
+    wantlists bounded, and wants sent to and forgotten at one provider only."""
+
+    def __init__(
+        self, host: IHost, store: Libp2pBlockStore, hooks: BitswapHooks, *, max_wants: int
+    ) -> None:
+        super().__init__(host, store)
+        self._hooks = hooks
+        self._max_wants = max_wants
+
+    def _on_message_queue_stream_opened(self, stream: INetStream, peer_id: ID) -> None:
+        if self._nursery is not None:
+            self._nursery.start_soon(self._read_until_closed, stream, peer_id)
+
+    async def _read_until_closed(self, stream: INetStream, peer_id: ID) -> None:
+        """Read a peer's answers on the stream our wants go out on until it ends, then
+        close it (the next want opens a fresh one) and tell the hooks."""
+        try:
+            while (message := await self._read_message(stream)) is not None:
+                await self._process_message(message, peer_id, stream)
+        except Exception as exc:  # a broken peer must not end the node
+            log.info("bitswap stream from %s failed: %r", peer_id, exc)
+        finally:
+            deadline = trio.current_time() + 2.0
+            with trio.CancelScope(shield=True, deadline=deadline), contextlib.suppress(Exception):
+                await stream.close()
+            self._hooks.stream_ended(peer_id)
+
+    async def _process_block_presences(self, presences: Any, peer_id: ID) -> None:
+        await super()._process_block_presences(presences, peer_id)
+        for presence in presences:
+            if presence.type == BitswapMessage.DontHave:
+                self._hooks.refused(bytes(presence.cid), peer_id)
+
+    async def _process_wantlist(
+        self, wantlist: BitswapMessage.Wantlist, peer_id: ID, stream: INetStream
+    ) -> None:
+        if len(wantlist.entries) > self._max_wants:
+            self._hooks.wants_truncated()
+            del wantlist.entries[self._max_wants :]
+        await super()._process_wantlist(wantlist, peer_id, stream)
+
+    async def want_from(self, provider: ID, cids: Sequence[Any]) -> None:
+        """Send WANT-BLOCK (with send-dont-have) for ``cids`` (py-libp2p CIDs) to
+        ``provider`` only (``BitswapSession`` would broadcast)."""
+        # Neither call yields to other tasks (the queue sends from its own task), so
+        # no block can arrive, and be forgotten, between the two.
+        for cid in cids:
+            await self.want_block(cid, want_type=0, send_dont_have=True)
+        await self._send_wantlist_to_peer(provider, list(cids))
+
+    def forget(self, provider: ID, cids: Iterable[Any], *, cancel: bool) -> None:
+        """Drop this client's state for ``cids`` wanted from ``provider``; with
+        ``cancel`` tell the provider to drop them from its wantlist of this node."""
+        cids = list(cids)
+        if not cids:
+            return
+        presence = self.presence_manager
+        for cid in cids:
+            self._wantlist.pop(cid, None)
+            presence.remove_have(provider, cid)
+            presence.remove_dont_have(cid)
+        if cancel:
+            self.get_or_create_message_queue(provider).add_cancels(cids)
