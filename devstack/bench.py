@@ -49,6 +49,7 @@ from devstack.jobs import TERMINAL
 from devstack.state import ClusterState
 from node.argtypes import positive
 from node.bidder import DEFAULT_BIDDER
+from node.requester import DEFAULT_DISPATCH
 from profiles.quantiles import percentile
 
 COMMAND = ["echo", "hello"]
@@ -146,7 +147,7 @@ def _boottime_started(pid: int) -> float | None:
 
 
 @contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
+def sigterm_as_interrupt() -> Iterator[None]:
     """Turn SIGTERM into KeyboardInterrupt meanwhile, so a killed bench still cleans up."""
 
     def on_term(signum: int, frame: object) -> None:
@@ -177,6 +178,7 @@ def bench_cluster(
     *,
     bidder: str = DEFAULT_BIDDER,
     slots: int | None = None,
+    dispatch: str = DEFAULT_DISPATCH,
 ) -> Iterator[BenchCluster]:
     """A ready devstack for the bench's duration (``slots`` shards at once per node;
     None: as many as the machine has cores).
@@ -198,11 +200,13 @@ def bench_cluster(
 
     state_dir = Path(tempfile.mkdtemp(prefix="devstack-bench-"))
     ok = False
-    with _sigterm_as_interrupt():
+    with sigterm_as_interrupt():
         try:
             say(f"starting {nodes} nodes in {state_dir}")
             started = time.monotonic()
-            options = UpOptions(nodes=nodes, state_dir=state_dir, bidder=bidder, slots=slots)
+            options = UpOptions(
+                nodes=nodes, state_dir=state_dir, bidder=bidder, slots=slots, dispatch=dispatch
+            )
             cluster = launcher.up(options, say=say)
             ready_s = time.monotonic() - started
             forks = [_boottime_started(n.pid) for n in cluster.nodes]
@@ -276,7 +280,7 @@ class OverheadSamples:
         self.on_requester += run.on_requester
 
 
-def _ms_since(start: float) -> float:
+def ms_since(start: float) -> float:
     return (time.perf_counter() - start) * 1000.0
 
 
@@ -307,7 +311,7 @@ def run_cluster_job(api: str, spec: dict[str, Any], poll_s: float) -> ClusterRun
         start = time.perf_counter()
         job_id = client.submit(spec)["id"]
         answer = _poll_until_done(client, job_id, start + JOB_TIMEOUT_S, poll_s)
-        wall_ms = _ms_since(start)
+        wall_ms = ms_since(start)
     record = answer["job"]
     requester = answer["requester"]
     first: dict[str, float] = {}
@@ -337,7 +341,7 @@ def run_docker_cli(image: str, label: str) -> float:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=JOB_TIMEOUT_S)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise BenchError(f"`{' '.join(argv)}` failed: {exc}") from None
-    elapsed = _ms_since(start)
+    elapsed = ms_since(start)
     if done.returncode != 0 or done.stdout != EXPECTED_STDOUT:
         raise BenchError(
             f"`{' '.join(argv)}` exited {done.returncode}: {(done.stderr or done.stdout)[:300]}"
@@ -355,13 +359,13 @@ def run_docker_sdk(client: Any, image: str, label: str) -> float:
         out = client.containers.run(image, COMMAND, remove=True, labels={key: value})
     except docker.errors.DockerException as exc:
         raise BenchError(f"the Docker SDK run of {image} failed: {exc}") from None
-    elapsed = _ms_since(start)
+    elapsed = ms_since(start)
     if out.decode("utf-8", "replace") != EXPECTED_STDOUT:
         raise BenchError(f"the Docker SDK run printed {out[:200]!r}, not {EXPECTED_STDOUT!r}")
     return elapsed
 
 
-def _remove_labelled(client: Any, label: str) -> int:
+def remove_labelled(client: Any, label: str) -> int:
     """Force-remove every container carrying ``label`` (what an interrupted run left)."""
     removed = 0
     with contextlib.suppress(Exception):
@@ -421,7 +425,7 @@ def measure_overhead(
             samples.docker_cli.append(got["cli"])
             samples.docker_sdk.append(got["sdk"])
     finally:
-        if _remove_labelled(sdk, label):
+        if remove_labelled(sdk, label):
             say("removed containers an interrupted native run left")
         sdk.close()
     if not samples.cluster_wall:
@@ -437,7 +441,7 @@ def _attempt(fn: Callable[..., ClusterRun], *args: Any) -> ClusterRun | JobFaile
         return exc
 
 
-def _difference(a: Sequence[float], b: Sequence[float]) -> dict[str, float]:
+def difference(a: Sequence[float], b: Sequence[float]) -> dict[str, float]:
     """Median and p95 of ``a`` minus those of ``b``."""
     return {
         q: round(percentile(a, p) - percentile(b, p), 1) for q, p in (("median", 50), ("p95", 95))
@@ -463,8 +467,8 @@ def overhead_result(
         "cluster_events_ms": summarize(samples.cluster_events),
         "docker_cli_ms": summarize(samples.docker_cli),
         "docker_sdk_ms": summarize(samples.docker_sdk),
-        "overhead_vs_cli_ms": _difference(samples.cluster_wall, samples.docker_cli),
-        "overhead_vs_sdk_ms": _difference(samples.cluster_wall, samples.docker_sdk),
+        "overhead_vs_cli_ms": difference(samples.cluster_wall, samples.docker_cli),
+        "overhead_vs_sdk_ms": difference(samples.cluster_wall, samples.docker_sdk),
         "client_gap_ms": summarize(
             [w - e for w, e in zip(samples.cluster_wall, samples.cluster_events, strict=True)]
         ),
@@ -658,9 +662,10 @@ def add_bench_parser(parser: argparse.ArgumentParser) -> None:
     )
     p.set_defaults(bench_func=bench_cluster_cost)
 
-    from devstack import bench_bids, bench_load, bench_publish, bench_shards
+    from devstack import bench_bids, bench_executor, bench_load, bench_publish, bench_shards
 
     bench_bids.add_parser(sub, positive)
+    bench_executor.add_parser(sub)
     bench_load.add_parser(sub)
     bench_publish.add_parser(sub)
     bench_shards.add_parser(sub)

@@ -8,8 +8,10 @@ in worker threads inside the implementation.
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 
 from node.models import JobSpec
 
@@ -21,15 +23,32 @@ class ExecutorError(Exception):
     """The executor could not run the shard; the message is for the user."""
 
 
+#: The phases a run reports in :attr:`RunResult.phases_ms`, in the order they happen.
+PHASES = ("create", "start", "wait", "logs", "outputs", "remove")
+
+
 @dataclass(frozen=True)
 class RunResult:
     """What a finished shard produced. ``results_dir`` holds ``stdout``,
-    ``stderr``, ``exitCode`` and ``outputs/``."""
+    ``stderr``, ``exitCode`` and ``outputs/``.
+
+    ``phases_ms``: wall milliseconds this run spent in each phase (:data:`PHASES`,
+    read-only; empty when the executor does not time itself): ``create`` (the
+    results dir and the container), ``start``, ``wait`` (until the process
+    exited), ``logs`` (reading stdout and stderr), ``outputs`` (writing the
+    results tree) and ``remove``: what removing the container cost before
+    ``run`` returned, about 0 when the executor removes it off the critical path
+    (see the executor's ``run``). They are figures for people; equality and
+    hashing ignore them.
+    """
 
     exit_code: int
     results_dir: Path
     stdout_truncated: bool = False
     stderr_truncated: bool = False
+    phases_ms: Mapping[str, float] = field(
+        default_factory=lambda: MappingProxyType({}), compare=False, hash=False
+    )
 
 
 class Executor(abc.ABC):

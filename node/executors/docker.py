@@ -2,29 +2,42 @@
 
 This module owns the container's whole life: create (from a local image only; no
 registry is assumed), start, wait with the job's timeout, collect bounded stdout
-and stderr, write the results tree, and force-remove the container on every
-path out of :meth:`DockerExecutor.run` (success, non-zero exit, timeout, error
-and trio/anyio cancellation). It also owns the Docker SDK client, created lazily
-in a worker thread on first use (the node is forked from a launcher, so no
-client may exist at import time) and closed by :meth:`DockerExecutor.aclose`.
+and stderr, write the results tree, and force-remove the container. It also owns
+the Docker SDK client, created lazily in a worker thread on first use (the node
+is forked from a launcher, so no client may exist at import time) and closed by
+:meth:`DockerExecutor.aclose`.
 
-Every blocking SDK call runs in a worker thread via ``anyio.to_thread.run_sync``
-under the executor's thread limiter, so the node's trio loop never blocks.
-Containers carry the caller's labels plus ``py-bacalhau=1`` so strays can be found.
-:meth:`DockerExecutor.container_pids` tells the node's resource sampler the host PIDs
-of the containers running now.
+No container is left behind by a run. When :meth:`DockerExecutor.run` raises
+(an error, the job's timeout, a trio/anyio cancellation), the container is
+force-removed before it does. When it returns a result, the container has
+exited and its forced removal is queued to the executor's remover threads, off
+the run's critical path; :meth:`DockerExecutor.wait_removed` and
+:meth:`DockerExecutor.aclose` wait for those removals, and so does the
+interpreter at exit. Only a process killed outright can leave a container, and
+it is labelled ``py-bacalhau=1``.
+
+Every other blocking SDK call runs in a worker thread via
+``anyio.to_thread.run_sync`` under the executor's thread limiter, so the node's
+trio loop never blocks. The SDK is used at its low level (``client.api``): the
+high-level models inspect the container again on create and on each logs read,
+which a run does not need. Containers carry the caller's labels plus
+``py-bacalhau=1`` so strays can be found. :meth:`DockerExecutor.container_pids`
+tells the node's resource sampler the host PIDs of the containers running now.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import logging
 import re
 import secrets
+import struct
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 import anyio
@@ -33,7 +46,6 @@ import docker
 import docker.errors
 import requests.exceptions
 import urllib3.exceptions
-from docker.models.containers import Container
 from docker.types import Mount
 from docker.utils import parse_repository_tag
 
@@ -53,8 +65,16 @@ IMAGE_CACHE_TTL_S = 5.0
 WAIT_POLL_S = 1.0
 #: Smallest CPU limit Docker accepts (0.01 core); smaller requests are raised to it.
 MIN_NANO_CPUS = 10_000_000
+#: Threads that remove finished runs' containers (outside the thread limiter).
+REMOVER_THREADS = 2
 _REMOVE_ATTEMPTS = 3
 _NAME_UNSAFE = re.compile(r"[^a-zA-Z0-9_.-]")
+# Docker's multiplexed stream (no TTY): per frame, the stream (1 stdout, 2 stderr),
+# 3 bytes of padding and the payload's length, then the payload.
+_FRAME_HEADER = struct.Struct(">BxxxL")
+_STDOUT = 1
+_STDERR = 2
+_READ_BLOCK = 1 << 16
 _T = TypeVar("_T")
 
 
@@ -65,7 +85,8 @@ class DockerExecutorStatistics:
     ``running``: runs in progress. ``started``: containers started.
     ``finished``: runs that produced a result (any exit code). ``failed``: runs
     that raised :class:`ExecutorError` other than a timeout. ``timed_out``: runs
-    killed at the job's timeout.
+    killed at the job's timeout. ``removing``: finished runs' containers whose
+    removal is queued or under way.
     """
 
     running: int
@@ -73,6 +94,7 @@ class DockerExecutorStatistics:
     finished: int
     failed: int
     timed_out: int
+    removing: int = 0
 
 
 class _Timeout(Exception):
@@ -86,7 +108,63 @@ class _Handle:
         self.name = name
         self.create_attempted = False
         self.client: docker.DockerClient | None = None
-        self.container: Container | None = None
+        self.container_id: str | None = None
+
+    @property
+    def api(self) -> docker.APIClient:
+        assert self.client is not None
+        return self.client.api
+
+
+class _Clock:
+    """Wall ms per phase of one run, each from the end of the previous one, so the
+    phases add up to the run and thread hand-offs are charged to the phase after."""
+
+    def __init__(self) -> None:
+        self.phases: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.phases[phase] = (now - self._last) * 1000.0
+        self._last = now
+
+
+class _Demux:
+    """Splits a multiplexed log stream fed block by block, keeping the first
+    ``limit`` bytes of each of ``streams`` and dropping everything else on arrival."""
+
+    def __init__(self, streams: Collection[int], limit: int) -> None:
+        self.buffers = {stream: bytearray() for stream in streams}
+        self._limit = limit
+        self._header = bytearray()
+        self._target: bytearray | None = None
+        self._left = 0
+
+    @property
+    def full(self) -> bool:
+        """Whether some stream has reached the limit."""
+        return any(len(buffer) >= self._limit for buffer in self.buffers.values())
+
+    def feed(self, block: bytes) -> None:
+        view = memoryview(block)
+        while view:
+            if self._left == 0:
+                # Headers may straddle blocks, so they are gathered before parsing.
+                missing = _FRAME_HEADER.size - len(self._header)
+                self._header += view[:missing]
+                view = view[missing:]
+                if len(self._header) < _FRAME_HEADER.size:
+                    return
+                stream, self._left = _FRAME_HEADER.unpack(self._header)
+                self._header.clear()
+                self._target = self.buffers.get(stream)
+                continue
+            payload = view[: self._left]
+            view = view[len(payload) :]
+            self._left -= len(payload)
+            if self._target is not None:
+                self._target += payload[: self._limit - len(self._target)]
 
 
 def normalise_image(image: str) -> str:
@@ -97,6 +175,10 @@ def normalise_image(image: str) -> str:
 
 def _daemon_error(exc: BaseException) -> ExecutorError:
     return ExecutorError(f"the Docker daemon is unreachable: {exc}")
+
+
+def _refused(action: str, exc: docker.errors.APIError) -> ExecutorError:
+    return ExecutorError(f"docker could not {action}: {exc.explanation or exc}")
 
 
 def _is_read_timeout(exc: BaseException) -> bool:
@@ -112,7 +194,7 @@ class DockerExecutor(Executor):
 
     ``client_factory`` makes the SDK client (called once, lazily, in a worker
     thread); ``thread_limiter`` bounds the worker threads this executor uses
-    (anyio's default limiter when None).
+    (anyio's default limiter when None), but for its :data:`REMOVER_THREADS`.
     """
 
     name = "docker"
@@ -137,6 +219,10 @@ class DockerExecutor(Executor):
         # looked up (0: it had exited). Touched on the event loop only.
         self._live: set[str] = set()
         self._pids: dict[str, int] = {}
+        # Deferred removals, made lazily (no thread may exist before the fork) and
+        # touched on the event loop only.
+        self._remover: concurrent.futures.ThreadPoolExecutor | None = None
+        self._removals: set[concurrent.futures.Future[None]] = set()
 
     # -- plumbing ---------------------------------------------------------------
 
@@ -158,6 +244,10 @@ class DockerExecutor(Executor):
             func, *args, abandon_on_cancel=abandon, limiter=self._limiter
         )
 
+    def _pending_removals(self) -> set[concurrent.futures.Future[None]]:
+        self._removals = {future for future in self._removals if not future.done()}
+        return self._removals
+
     def statistics(self) -> DockerExecutorStatistics:
         """A snapshot of this executor's counters."""
         return DockerExecutorStatistics(
@@ -166,6 +256,7 @@ class DockerExecutor(Executor):
             finished=self._finished,
             failed=self._failed,
             timed_out=self._timed_out,
+            removing=len(self._pending_removals()),
         )
 
     # -- images -----------------------------------------------------------------
@@ -225,8 +316,11 @@ class DockerExecutor(Executor):
         outputs: Path,
         inputs: Path | None,
         labels: dict[str, str],
+        clock: _Clock,
     ) -> None:
-        client = handle.client = self._get_client()
+        outputs.mkdir(parents=True, exist_ok=True)
+        handle.client = self._get_client()
+        api = handle.api
         resources = spec.resources
         mounts = [Mount(target="/outputs", source=str(outputs), type="bind", read_only=False)]
         if inputs is not None:
@@ -235,109 +329,138 @@ class DockerExecutor(Executor):
                     target=INPUTS_ROOT, source=str(inputs.absolute()), type="bind", read_only=True
                 )
             )
-        kwargs: dict[str, Any] = {
-            "name": handle.name,
-            "command": list(spec.command) or None,
-            "environment": dict(spec.env),
-            "labels": {**labels, OWNER_LABEL[0]: OWNER_LABEL[1]},
-            "mounts": mounts,
-            "stdin_open": False,
-            "tty": False,
-        }
-        if spec.entrypoint is not None:
-            kwargs["entrypoint"] = list(spec.entrypoint)
+        host_config: dict[str, Any] = {"mounts": mounts}
         if not spec.network:
-            kwargs["network_mode"] = "none"
+            host_config["network_mode"] = "none"
         if resources.cpu > 0:
             # Docker's CFS quota floor is 0.01 CPU; below it the start fails.
-            kwargs["nano_cpus"] = max(MIN_NANO_CPUS, int(resources.cpu * 1e9))
+            host_config["nano_cpus"] = max(MIN_NANO_CPUS, int(resources.cpu * 1e9))
         if resources.memory > 0:
-            kwargs["mem_limit"] = resources.memory
+            host_config["mem_limit"] = resources.memory
         handle.create_attempted = True
         try:
-            handle.container = client.containers.create(spec.image, **kwargs)
+            created = api.create_container(
+                spec.image,
+                command=list(spec.command) or None,
+                entrypoint=list(spec.entrypoint) if spec.entrypoint is not None else None,
+                environment=dict(spec.env),
+                labels={**labels, OWNER_LABEL[0]: OWNER_LABEL[1]},
+                name=handle.name,
+                stdin_open=False,
+                tty=False,
+                host_config=api.create_host_config(**host_config),
+            )
         except docker.errors.ImageNotFound as exc:
             raise ExecutorError(
                 f"image {spec.image!r} is not present on this node "
                 "(no registry is reachable; build or import it locally)"
             ) from exc
         except docker.errors.APIError as exc:
-            raise ExecutorError(
-                f"docker could not create the container: {exc.explanation or exc}"
-            ) from exc
+            raise _refused("create the container", exc) from exc
         except requests.exceptions.RequestException as exc:
             raise _daemon_error(exc) from exc
+        handle.container_id = created["Id"]
+        clock.lap("create")
         try:
-            handle.container.start()
+            api.start(handle.container_id)
         except docker.errors.APIError as exc:
-            raise ExecutorError(
-                f"docker could not start the container: {exc.explanation or exc}"
-            ) from exc
+            raise _refused("start the container", exc) from exc
         except requests.exceptions.RequestException as exc:
             raise _daemon_error(exc) from exc
+        clock.lap("start")
 
     @staticmethod
-    def _wait_sync(container: Container, timeout: float) -> int | None:
+    def _wait_sync(handle: _Handle, timeout: float) -> int | None:
         """The exit code, or None if the container still runs after ``timeout``."""
         try:
-            status = container.wait(timeout=timeout)
+            status = handle.api.wait(handle.container_id, timeout=timeout)
         except requests.exceptions.RequestException as exc:
             if _is_read_timeout(exc):
                 return None
             raise _daemon_error(exc) from exc
         except docker.errors.APIError as exc:
-            raise ExecutorError(
-                f"docker could not wait for the container: {exc.explanation or exc}"
-            ) from exc
+            raise _refused("wait for the container", exc) from exc
         return int(status.get("StatusCode", -1))
 
-    @staticmethod
-    def _read_log_sync(container: Container, *, stdout: bool) -> bytes:
-        """At most ``MAX_LOG_BYTES + 1`` bytes of one stream (so truncation shows)."""
-        chunks: list[bytes] = []
-        size = 0
-        try:
-            stream: Iterator[bytes] = container.logs(
-                stdout=stdout, stderr=not stdout, stream=True, follow=False
+    async def _wait(self, handle: _Handle, timeout: float) -> int:
+        """The exit code; kills the container and raises :class:`_Timeout` once it
+        has run ``timeout`` seconds. Each blocking wait is short and abandoned on
+        cancellation, so a cancelled run goes on to remove the container at once."""
+        deadline = anyio.current_time() + timeout
+        while True:
+            remaining = deadline - anyio.current_time()
+            if remaining <= 0:
+                await self._thread(self._kill_sync, handle)
+                raise _Timeout
+            exit_code = await self._thread(
+                self._wait_sync, handle, min(WAIT_POLL_S, remaining), abandon=True
             )
-            try:
-                for chunk in stream:
-                    chunks.append(chunk)
-                    size += len(chunk)
-                    if size > MAX_LOG_BYTES:
+            if exit_code is not None:
+                return exit_code
+
+    @staticmethod
+    def _read_logs_sync(handle: _Handle, streams: Collection[int]) -> tuple[dict[int, bytes], bool]:
+        """The first ``MAX_LOG_BYTES + 1`` bytes (so truncation shows) of each of
+        ``streams`` in one logs request, and whether the read stopped before the end
+        because a stream reached that size (then the others may be incomplete)."""
+        api = handle.api
+        # The SDK's own logs() inspects the container first (is it a TTY?) and cannot
+        # tell the two streams apart in one call; ours is never a TTY.
+        url = f"{api.base_url}/v{api.api_version}/containers/{handle.container_id}/logs"
+        params = {
+            "stdout": int(_STDOUT in streams),
+            "stderr": int(_STDERR in streams),
+            "follow": 0,
+            "timestamps": 0,
+            "tail": "all",
+        }
+        demux = _Demux(streams, MAX_LOG_BYTES + 1)
+        stopped = False
+        try:
+            with api.get(url, params=params, stream=True, timeout=api.timeout) as response:
+                try:
+                    response.raise_for_status()
+                except requests.exceptions.HTTPError as exc:
+                    docker.errors.create_api_error_from_http_exception(exc)  # raises APIError
+                while block := response.raw.read(_READ_BLOCK):
+                    demux.feed(block)
+                    if demux.full:
+                        stopped = True
                         break
-            finally:
-                close = getattr(stream, "close", None)
-                if close is not None:
-                    close()
         except docker.errors.APIError as exc:
-            raise ExecutorError(
-                f"docker could not read the container's logs: {exc.explanation or exc}"
-            ) from exc
-        except requests.exceptions.RequestException as exc:
+            raise _refused("read the container's logs", exc) from exc
+        except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError) as exc:
             raise _daemon_error(exc) from exc
-        return b"".join(chunks)[: MAX_LOG_BYTES + 1]
+        return {stream: bytes(buffer) for stream, buffer in demux.buffers.items()}, stopped
 
     def _collect_sync(
-        self, container: Container, results_dir: Path, exit_code: int
+        self, handle: _Handle, results_dir: Path, exit_code: int, clock: _Clock
     ) -> tuple[bool, bool]:
-        stdout = self._read_log_sync(container, stdout=True)
-        stderr = self._read_log_sync(container, stdout=False)
-        return write_results(results_dir, stdout, stderr, exit_code)
+        logs, stopped = self._read_logs_sync(handle, (_STDOUT, _STDERR))
+        if stopped:
+            # One stream filled up first; whatever the other wrote after that point is
+            # read on its own, so neither read goes further than the limit of its stream.
+            for stream, data in list(logs.items()):
+                if len(data) <= MAX_LOG_BYTES:
+                    logs[stream] = self._read_logs_sync(handle, (stream,))[0][stream]
+        clock.lap("logs")
+        cut = write_results(results_dir, logs[_STDOUT], logs[_STDERR], exit_code)
+        clock.lap("outputs")
+        return cut
 
     @staticmethod
-    def _kill_sync(container: Container) -> None:
+    def _kill_sync(handle: _Handle) -> None:
         # Already gone or exiting is fine: the forced remove settles it.
         with contextlib.suppress(
             docker.errors.DockerException, requests.exceptions.RequestException
         ):
-            container.kill()
+            handle.api.kill(handle.container_id)
 
     def _remove_sync(self, handle: _Handle) -> None:
         """Force-remove the run's container (by id, else by name); never raises."""
         if not handle.create_attempted:
             return
-        ref = handle.container.id if handle.container is not None else handle.name
+        ref = handle.container_id or handle.name
         for attempt in range(1, _REMOVE_ATTEMPTS + 1):
             try:
                 client = handle.client or self._get_client()
@@ -356,6 +479,21 @@ class DockerExecutor(Executor):
                 return
             time.sleep(0.2 * attempt)
 
+    def _remove_later(self, handle: _Handle) -> bool:
+        """Queue the removal of an exited container to the remover threads; False
+        if they cannot take it (e.g. at interpreter shutdown)."""
+        try:
+            if self._remover is None:
+                self._remover = concurrent.futures.ThreadPoolExecutor(
+                    REMOVER_THREADS, thread_name_prefix="docker-remove"
+                )
+            future = self._remover.submit(self._remove_sync, handle)
+        except RuntimeError:
+            log.debug("docker: removing %s on the caller's time", handle.name, exc_info=True)
+            return False
+        self._pending_removals().add(future)
+        return True
+
     async def run(
         self,
         job_id: str,
@@ -370,41 +508,45 @@ class DockerExecutor(Executor):
         and ``outputs/`` under ``results_dir``. ``inputs`` is mounted read-only at
         /inputs.
 
-        Guarantees: the container is force-removed before this returns, raises or
-        is cancelled; stdout and stderr are kept up to ``MAX_LOG_BYTES`` each and
-        never read into memory beyond that. A non-zero exit code is a result.
+        Guarantees: when this raises (including ``Cancelled``), the container
+        has been force-removed first; a cancellation that arrives while the
+        exited container's output is being collected lets the run finish and
+        return (the caller sees it at its next checkpoint). When this returns,
+        the container has exited and its forced removal is queued to the
+        executor's remover threads (so ``remove`` in ``phases_ms`` is about 0,
+        unless those could not take it and it was removed here);
+        :meth:`wait_removed` and :meth:`aclose` return only once every queued
+        removal has ended, and ``statistics().removing`` counts those that have
+        not. stdout and stderr are kept up to ``MAX_LOG_BYTES`` each and never
+        read into memory beyond that (one logs request reads both; a second
+        reads the other stream alone only if one of them overflowed). A non-zero
+        exit code is a result. ``phases_ms`` says where the run's wall time went
+        (see :class:`RunResult`).
 
         Raises :class:`ExecutorError` when the image is not local, the daemon is
         unreachable, Docker refuses the container (e.g. a bad resource limit or
         an entrypoint missing from the image), the shard outlives
         ``spec.timeout`` (it is killed first), or the results cannot be written.
         """
+        clock = _Clock()
         results_dir = Path(results_dir).absolute()
-        outputs = results_dir / "outputs"
         slug = _NAME_UNSAFE.sub("-", job_id)[:40] or "job"
         handle = _Handle(f"pyb-{slug}-{shard}-{secrets.token_hex(4)}")
+        collected: tuple[int, bool, bool] | None = None
         self._running += 1
         try:
-            await self._thread(lambda: outputs.mkdir(parents=True, exist_ok=True))
-            await self._thread(self._create_and_start, handle, spec, outputs, inputs, labels)
-            container = handle.container
-            assert container is not None
-            self._started += 1
-            self._live.add(container.id)
-            deadline = anyio.current_time() + spec.timeout
-            while True:
-                remaining = deadline - anyio.current_time()
-                if remaining <= 0:
-                    await self._thread(self._kill_sync, container)
-                    raise _Timeout
-                exit_code = await self._thread(
-                    self._wait_sync, container, min(WAIT_POLL_S, remaining), abandon=True
-                )
-                if exit_code is not None:
-                    break
-            stdout_cut, stderr_cut = await self._thread(
-                self._collect_sync, container, results_dir, exit_code
+            await self._thread(
+                self._create_and_start, handle, spec, results_dir / "outputs", inputs, labels, clock
             )
+            assert handle.container_id is not None
+            self._started += 1
+            self._live.add(handle.container_id)
+            exit_code = await self._wait(handle, spec.timeout)
+            clock.lap("wait")
+            stdout_cut, stderr_cut = await self._thread(
+                self._collect_sync, handle, results_dir, exit_code, clock
+            )
+            collected = (exit_code, stdout_cut, stderr_cut)
         except _Timeout:
             self._timed_out += 1
             raise ExecutorError(f"timed out after {spec.timeout}s") from None
@@ -415,17 +557,23 @@ class DockerExecutor(Executor):
             self._failed += 1
             raise ExecutorError(f"the docker executor failed: {exc}") from exc
         finally:
-            if handle.container is not None:
-                self._live.discard(handle.container.id)
-            with anyio.CancelScope(shield=True):
-                await self._thread(self._remove_sync, handle)
+            if handle.container_id is not None:
+                self._live.discard(handle.container_id)
+            # A result needs nothing more from the container, so its removal can leave
+            # the critical path; any other way out may leave it running: remove it now.
+            if collected is None or not self._remove_later(handle):
+                with anyio.CancelScope(shield=True):
+                    await self._thread(self._remove_sync, handle)
+            clock.lap("remove")
             self._running -= 1
         self._finished += 1
+        exit_code, stdout_cut, stderr_cut = collected
         return RunResult(
             exit_code=exit_code,
             results_dir=results_dir,
             stdout_truncated=stdout_cut,
             stderr_truncated=stderr_cut,
+            phases_ms=MappingProxyType(clock.phases),
         )
 
     # -- resource sampling --------------------------------------------------------
@@ -451,9 +599,20 @@ class DockerExecutor(Executor):
                 self._pids[container_id] = pid
         return [pid for cid, pid in self._pids.items() if pid > 0 and cid in self._live]
 
+    # -- shutting down ------------------------------------------------------------
+
+    async def wait_removed(self) -> None:
+        """Wait until the removal of every container that finished runs queued has
+        ended (removed, or given up after a few attempts and logged), including
+        removals queued meanwhile. Cancelling this stops the waiting, not the
+        removals."""
+        while pending := set(self._pending_removals()):
+            await self._thread(concurrent.futures.wait, pending, abandon=True)
+
     async def aclose(self) -> None:
-        """Close the SDK client (a later call makes a new one). Runs' own
-        ``finally`` blocks remove their containers; this does not touch them."""
+        """Wait for every queued removal (:meth:`wait_removed`, shielded), then stop
+        the remover threads and close the SDK client (a later call makes new ones).
+        Runs still in progress remove their own containers; this does not touch them."""
 
         def close() -> None:
             with self._client_lock:
@@ -462,4 +621,9 @@ class DockerExecutor(Executor):
                 client.close()
 
         with anyio.CancelScope(shield=True):
+            await self.wait_removed()
+            remover, self._remover = self._remover, None
+            if remover is not None:
+                # Nothing is queued any more; this only lets the idle threads go.
+                await self._thread(remover.shutdown)
             await self._thread(close)

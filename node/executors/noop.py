@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
+from types import MappingProxyType
 
-from node.executors.base import Executor, RunResult, write_results
+from node.executors.base import PHASES, Executor, RunResult, write_results
 from node.models import JobSpec
 
 
@@ -26,6 +28,10 @@ class NoopExecutor(Executor):
         labels: dict[str, str],
         inputs: Path | None = None,
     ) -> RunResult:
+        """Write the fixed results tree; ``phases_ms`` is 0 but for ``outputs``."""
         stdout = (" ".join(spec.command) + "\n").encode() if spec.command else b""
+        phases = dict.fromkeys(PHASES, 0.0)
+        started = time.perf_counter()
         write_results(results_dir, stdout, b"", 0)
-        return RunResult(exit_code=0, results_dir=results_dir)
+        phases["outputs"] = (time.perf_counter() - started) * 1000.0
+        return RunResult(exit_code=0, results_dir=results_dir, phases_ms=MappingProxyType(phases))

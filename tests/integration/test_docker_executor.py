@@ -6,11 +6,14 @@ including stopped containers, that none is left behind.
 
 from __future__ import annotations
 
+import struct
+import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
+from functools import partial
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import docker
 import docker.errors
@@ -18,8 +21,9 @@ import pytest
 import trio
 
 from devstack.image import ensure_base_image
-from node.executors.base import MAX_LOG_BYTES, ExecutorError, RunResult
-from node.executors.docker import DockerExecutor, DockerExecutorStatistics
+from node.executors.base import MAX_LOG_BYTES, PHASES, ExecutorError, RunResult
+from node.executors.docker import DockerExecutor, DockerExecutorStatistics, _Demux
+from node.executors.noop import NoopExecutor
 from node.models import JobSpec, Resources
 
 pytestmark = pytest.mark.timeout(120)
@@ -326,3 +330,205 @@ def test_stdout_is_truncated(
     assert res.stdout_truncated and not res.stderr_truncated
     assert (tmp_path / "stdout").stat().st_size == MAX_LOG_BYTES
     assert (tmp_path / "stderr").read_text() == "small\n"
+
+
+# -- phases, one-request logs and deferred removal ------------------------------------
+
+
+def wait_for(condition: Callable[[], bool], what: str, deadline_s: float = 30.0) -> None:
+    """Poll ``condition`` until it holds; fail naming ``what`` after ``deadline_s``."""
+    deadline = time.monotonic() + deadline_s
+    while not condition():
+        assert time.monotonic() < deadline, f"still not {what} after {deadline_s:g}s"
+        time.sleep(0.05)
+
+
+def test_phases_ms_names_every_phase(
+    tmp_path: Path, client: docker.DockerClient, labels: dict[str, str]
+) -> None:
+    async def body(ex: DockerExecutor) -> RunResult:
+        return await ex.run("job-20", 0, spec("echo", "hello"), tmp_path, labels=labels)
+
+    _, res = with_executor(body, client, labels)
+    assert tuple(res.phases_ms) == PHASES
+    assert all(isinstance(ms, float) and ms >= 0 for ms in res.phases_ms.values())
+    with pytest.raises(TypeError):
+        res.phases_ms["create"] = 0.0  # type: ignore[index]
+    # Timings are figures, not part of what a result is.
+    assert res == RunResult(exit_code=0, results_dir=tmp_path.absolute())
+
+
+def test_noop_executor_reports_phases(tmp_path: Path) -> None:
+    res = trio.run(lambda: NoopExecutor().run("job-21", 0, spec("echo", "hi"), tmp_path, labels={}))
+    assert tuple(res.phases_ms) == PHASES
+    assert (tmp_path / "stdout").read_text() == "echo hi\n"
+
+
+def multiplexed(*frames: tuple[int, bytes]) -> bytes:
+    return b"".join(struct.pack(">BxxxL", stream, len(data)) + data for stream, data in frames)
+
+
+@pytest.mark.parametrize("block", [1, 3, 8, 9, 13, 4096])
+def test_demux_splits_streams_across_any_block_boundary(block: int) -> None:
+    stream = multiplexed(
+        (1, b"out-1\n"), (2, b"err-1\n"), (1, b""), (3, b"ignored"), (1, b"x" * 20), (2, b"e")
+    )
+    demux = _Demux((1, 2), limit=16)
+    for i in range(0, len(stream), block):
+        demux.feed(stream[i : i + block])
+    assert demux.buffers == {1: b"out-1\n" + b"x" * 10, 2: b"err-1\ne"}
+    assert demux.full
+
+
+def test_interleaved_streams_stay_separate_in_one_read(
+    tmp_path: Path, client: docker.DockerClient, labels: dict[str, str]
+) -> None:
+    script = "i=0; while [ $i -lt 300 ]; do echo out$i; echo err$i >&2; i=$((i+1)); done"
+
+    async def body(ex: DockerExecutor) -> RunResult:
+        return await ex.run("job-22", 0, spec("sh", "-c", script), tmp_path, labels=labels)
+
+    _, res = with_executor(body, client, labels)
+    assert (tmp_path / "stdout").read_text() == "".join(f"out{i}\n" for i in range(300))
+    assert (tmp_path / "stderr").read_text() == "".join(f"err{i}\n" for i in range(300))
+    assert not res.stdout_truncated and not res.stderr_truncated
+
+
+@pytest.mark.parametrize(
+    ("script", "stdout", "stderr"),
+    [
+        # Both streams overflow, written at the same time (their frames interleave).
+        ("yes out | head -c {n} & yes err | head -c {n} >&2; wait", b"out\n", b"err\n"),
+        # stderr overflows first; stdout's small tail comes after it.
+        ("yes err | head -c {n} >&2; echo small", b"small\n", b"err\n"),
+    ],
+    ids=["both-overflow", "stderr-overflows-first"],
+)
+def test_each_stream_is_bounded_and_kept_apart(
+    script: str,
+    stdout: bytes,
+    stderr: bytes,
+    tmp_path: Path,
+    client: docker.DockerClient,
+    labels: dict[str, str],
+) -> None:
+    job = spec("sh", "-c", script.format(n=2 * MAX_LOG_BYTES))
+
+    async def body(ex: DockerExecutor) -> RunResult:
+        return await ex.run("job-23", 0, job, tmp_path, labels=labels)
+
+    _, res = with_executor(body, client, labels)
+    assert res.exit_code == 0
+    for name, pattern, cut in (
+        ("stdout", stdout, res.stdout_truncated),
+        ("stderr", stderr, res.stderr_truncated),
+    ):
+        data = (tmp_path / name).read_bytes()
+        if cut:
+            assert data == (pattern * (MAX_LOG_BYTES // len(pattern) + 1))[:MAX_LOG_BYTES]
+        else:
+            assert data == pattern
+    assert res.stderr_truncated
+    assert res.stdout_truncated == (stdout == b"out\n")
+
+
+def test_finished_run_is_removed_without_aclose(
+    tmp_path: Path, client: docker.DockerClient, labels: dict[str, str]
+) -> None:
+    """The removal a result leaves to the remover threads happens on its own, and
+    ``wait_removed`` returns once it has."""
+
+    async def body(ex: DockerExecutor) -> None:
+        await ex.run("job-24", 0, spec("true"), tmp_path / "a", labels=labels)
+        await trio.to_thread.run_sync(wait_for, lambda: not leftovers(client, labels), "removed")
+        await ex.run("job-24", 1, spec("true"), tmp_path / "b", labels=labels)
+        await ex.wait_removed()
+        assert leftovers(client, labels) == []
+        assert ex.statistics().removing == 0
+
+    with_executor(body, client, labels)
+
+
+def test_aclose_waits_for_queued_removals_and_executor_is_reusable(
+    tmp_path: Path, client: docker.DockerClient, labels: dict[str, str]
+) -> None:
+    async def body(ex: DockerExecutor) -> None:
+        async with trio.open_nursery() as nursery:
+            for shard in range(4):
+                job = spec("true")
+                run = partial(ex.run, labels=labels)
+                nursery.start_soon(run, "job-25", shard, job, tmp_path / str(shard))
+        await ex.aclose()
+        assert leftovers(client, labels) == []
+        assert ex.statistics().removing == 0
+        # A closed executor makes a new client and new remover threads when used.
+        res = await ex.run("job-25", 9, spec("echo", "again"), tmp_path / "9", labels=labels)
+        assert res.exit_code == 0
+
+    ex, _ = with_executor(body, client, labels)
+    assert (tmp_path / "9" / "stdout").read_text() == "again\n"
+    assert ex.statistics().started == 5
+
+
+def test_timeout_and_errors_remove_before_raising(
+    tmp_path: Path, client: docker.DockerClient, labels: dict[str, str]
+) -> None:
+    async def body(ex: DockerExecutor) -> None:
+        with pytest.raises(ExecutorError, match="timed out"):
+            await ex.run("job-26", 0, spec("sleep", "30", timeout=0.5), tmp_path, labels=labels)
+        assert leftovers(client, labels) == []
+        with pytest.raises(ExecutorError, match="no-such-binary"):
+            await ex.run("job-26", 1, spec("no-such-binary"), tmp_path, labels=labels)
+        assert leftovers(client, labels) == []
+        assert ex.statistics().removing == 0
+
+    with_executor(body, client, labels)
+
+
+class GatedCollect(DockerExecutor):
+    """Holds each run at the start of its output collection (the container has exited)
+    until the test lets it go, so the test can cancel it right there."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.collecting = threading.Event()
+        self.go_on = threading.Event()
+
+    def _collect_sync(self, *args: Any) -> tuple[bool, bool]:
+        self.collecting.set()
+        self.go_on.wait(60)
+        return super()._collect_sync(*args)
+
+
+def test_cancel_while_collecting_returns_the_result_and_leaves_nothing(
+    tmp_path: Path, client: docker.DockerClient, labels: dict[str, str]
+) -> None:
+    """Cancelled once the container has exited, a run finishes collecting and returns
+    its result (the caller sees the cancellation at its next checkpoint); the
+    container's removal is queued as for any result."""
+
+    async def body(ex: DockerExecutor) -> None:
+        assert isinstance(ex, GatedCollect)
+        scope = trio.CancelScope()
+        results: list[RunResult] = []
+
+        async def run() -> None:
+            with scope:
+                job = spec("echo", "hello")
+                results.append(await ex.run("job-27", 0, job, tmp_path, labels=labels))
+                await trio.lowlevel.checkpoint()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run)
+            assert await trio.to_thread.run_sync(ex.collecting.wait, 60)
+            scope.cancel()
+            ex.go_on.set()
+        assert scope.cancelled_caught
+        assert [r.exit_code for r in results] == [0]
+        assert (tmp_path / "stdout").read_text() == "hello\n"
+        await ex.wait_removed()
+        assert leftovers(client, labels) == []
+        stats = ex.statistics()
+        assert (stats.running, stats.finished, stats.removing) == (0, 1, 0)
+
+    with_executor(body, client, labels, make=GatedCollect)
