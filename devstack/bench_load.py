@@ -1,47 +1,46 @@
-"""``devstack bench load``: a burst of jobs, and where the nodes waited while it ran.
+"""``devstack bench load``: bursts of jobs, what they cost, and where the nodes waited.
 
 Submits ``--jobs`` jobs (noop by default, so the nodes and not Docker are what is
 measured) at ``--rate`` per second to random requesters and waits for every one
-to end. Reported: jobs completed and failed, the rate the cluster sustained, job
-latency (created to ended, by the requester's clock), the CPU the node processes
-burned, and what the load did to the nodes' locks and event loops: the cluster's
-lock and stall figures (``devstack locks``) before the burst subtracted from
-after it.
+to end (:mod:`devstack.burst`). Reported: jobs completed and failed, the rate the
+cluster sustained, job latency (created to ended, by the requester's clock), the
+CPU the node processes burned per job, the messages each job cost by kind and
+how many opened a stream or dialled, and what the load did to the nodes' locks
+and event loops (``devstack locks`` before the burst subtracted from after it).
+
+``--rates 20,40,80,160`` steps the rate up on the same cluster, ``--jobs`` jobs a
+step, until a step fails a job; the highest rate held with no failure is
+reported. With ``--engine docker`` and no rate given, the bench first measures
+how many ``containers.run`` a second this Docker daemon sustains with parallel
+SDK clients, then offers the cluster that rate.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import threading
 import time
+import uuid
 from typing import Any
 
 from devstack import locks
 from devstack.bench import (
-    BenchCluster,
+    NATIVE_LABEL,
+    BenchError,
     add_cluster_args,
     bench_cluster,
-    cpu_seconds,
+    remove_labelled,
     report,
     say,
     settle,
 )
-from devstack.bench_bids import noop_spec, submit_all, wait_all
+from devstack.bench_bids import noop_spec
+from devstack.burst import BurstError, run_burst
 from node.argtypes import positive
-from profiles.quantiles import percentile
+from node.requester import DEFAULT_DISPATCH, DISPATCHES
 
-
-def _latency_ms(answers: list[dict[str, Any]]) -> dict[str, float | None]:
-    took = [
-        (e["at"] - a["job"]["job"]["created_at"]) * 1000
-        for a in answers
-        for e in a["events"]
-        if e["node"] == a["requester"] and e["kind"] in ("completed", "error", "cancelled")
-    ]
-    return {
-        f"latency_{name}_ms": round(percentile(took, q), 1) if took else None
-        for name, q in (("p50", 50), ("p95", 95), ("p99", 99))
-    } | {"latency_max_ms": round(max(took), 1) if took else None}
+DOCKER_SECONDS = 15.0
 
 
 def _lock_rows(found: locks.ClusterContention, top: int) -> list[dict[str, Any]]:
@@ -61,31 +60,19 @@ def _lock_rows(found: locks.ClusterContention, top: int) -> list[dict[str, Any]]
 
 
 def measure_load(
-    cluster: BenchCluster, jobs: int, spec: dict[str, Any], rate: float, top: int
+    cluster: Any, jobs: int, spec: dict[str, Any], rate: float, top: int
 ) -> tuple[dict[str, Any], locks.ClusterContention]:
-    """Run the burst; its figures, and the cluster's contention during it."""
-    procs = cluster.processes()
+    """One burst; its figures, and the cluster's contention during it."""
     before = locks.collect(cluster.state, [])
-    cpu_before, start = cpu_seconds(procs), time.monotonic()
     say(f"submitting {jobs} {spec['engine']} jobs at {rate:g}/s")
-    submitted = submit_all(cluster, jobs, spec, rate)
-    submit_s = time.monotonic() - start
-    answers = wait_all(submitted)
-    wall = time.monotonic() - start
-    cpu = sum(cpu_seconds(procs)) - sum(cpu_before)
+    try:
+        burst = run_burst(cluster.state, jobs, spec, rate)
+    except BurstError as exc:
+        raise BenchError(str(exc)) from None
     during = locks.since(locks.collect(cluster.state, []), before)
-    states = [a["job"]["state"] for a in answers]
     stalls = during.stalls
     result = {
-        "jobs": jobs,
-        "completed": states.count("completed"),
-        "failed": len(states) - states.count("completed"),
-        "submit_rate": round(jobs / submit_s, 2),
-        "throughput_jobs_per_s": round(jobs / wall, 2),
-        "wall_s": round(wall, 1),
-        **_latency_ms(answers),
-        "node_cpu_s": round(cpu, 1),
-        "node_cpu_s_per_job": round(cpu / jobs, 3),
+        **burst.figures(jobs, rate),
         "lock_contended": sum(m.contended for m in during.locks),
         "lock_wait_ms": round(sum(m.total_wait_ns for m in during.locks) / 1e6, 1),
         "locks": _lock_rows(during, top),
@@ -103,55 +90,205 @@ def measure_load(
     return result, during
 
 
+def docker_throughput(image: str, parallel: list[int], seconds: float) -> dict[str, Any]:
+    """``containers.run(image, echo hi, remove=True)`` per second, with each number of
+    parallel SDK clients in ``parallel`` for ``seconds``; the best of them."""
+    import docker
+
+    label = f"{NATIVE_LABEL}={uuid.uuid4().hex[:12]}"
+    rates: dict[str, float] = {}
+    errors: list[str] = []
+    try:
+        for clients in parallel:
+            say(f"docker alone: {clients} parallel SDK client(s) for {seconds:g}s")
+            runs = [0] * clients
+            start = time.monotonic()
+            threads = [
+                threading.Thread(
+                    target=_run_containers,
+                    args=(image, label, start + seconds, runs, i, errors),
+                )
+                for i in range(clients)
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            rates[str(clients)] = round(sum(runs) / (time.monotonic() - start), 2)
+    finally:
+        client = docker.from_env(timeout=60)
+        remove_labelled(client, label)
+        client.close()
+    best = max(rates.values(), default=0.0)
+    return {"runs_per_s_by_clients": rates, "runs_per_s": best, "errors": errors[:5]}
+
+
+def _run_containers(
+    image: str, label: str, stop: float, runs: list[int], slot: int, errors: list[str]
+) -> None:
+    """Run ``echo hi`` containers one after another until ``stop``, counting in
+    ``runs[slot]`` (a thread of :func:`docker_throughput`)."""
+    import docker
+    import docker.errors
+
+    key, _, value = label.partition("=")
+    client = docker.from_env(timeout=120)
+    try:
+        while time.monotonic() < stop:
+            try:
+                client.containers.run(image, ["echo", "hi"], remove=True, labels={key: value})
+            except docker.errors.DockerException as exc:
+                errors.append(str(exc)[:200])
+                continue
+            runs[slot] += 1
+    finally:
+        client.close()
+
+
 def bench_load(args: argparse.Namespace) -> int:
     """``devstack bench load``."""
     load = os.getloadavg()[0]
     if args.engine == "docker":
         spec: dict[str, Any] = {"engine": "docker", "image": args.image, "command": ["echo", "hi"]}
     else:
-        spec = noop_spec(1)
-    with bench_cluster(args.nodes, args.state_dir if args.reuse else None) as cluster:
+        spec = noop_spec(args.concurrency)
+    spec["deal"] = {"concurrency": args.concurrency}
+    docker_alone = None
+    rates = args.rates or ([args.rate] if args.rate else [])
+    if not rates:
+        if args.engine != "docker":
+            rates = [10.0]
+        else:
+            docker_alone = docker_throughput(args.image, args.docker_clients, DOCKER_SECONDS)
+            if not docker_alone["runs_per_s"]:
+                raise BenchError(f"Docker ran no container: {docker_alone['errors']}")
+            rates = [docker_alone["runs_per_s"]]
+    reuse = args.state_dir if args.reuse else None
+    steps: list[dict[str, Any]] = []
+    with bench_cluster(args.nodes, reuse, dispatch=args.dispatch) as cluster:
         if cluster.temporary:
             settle(args.settle)
-        result, during = measure_load(cluster, args.jobs, spec, args.rate, args.top)
+        for rate in rates:
+            result, during = measure_load(cluster, args.jobs, spec, rate, args.top)
+            result["contention"] = locks.format_contention(during, args.top)
+            steps.append(result)
+            say(_step_line(result))
+            if result["failed"]:
+                break
         nodes = len(cluster.state.nodes)
+        dispatch = cluster.state.dispatch
+    held = [s["rate"] for s in steps if not s["failed"]]
     result = {
         "bench": "load",
         "nodes": nodes,
         "engine": args.engine,
-        "rate": args.rate,
-        **result,
+        "concurrency": args.concurrency,
+        "dispatch": dispatch,
+        "steps": steps,
+        "highest_rate_held": max(held) if held else None,
+        "docker_alone": docker_alone,
         **cluster.describe(),
     }
+    if docker_alone and steps and steps[0]["sustained_jobs_per_s"]:
+        result["share_of_docker_rate"] = round(
+            steps[0]["sustained_jobs_per_s"] / docker_alone["runs_per_s"], 3
+        )
 
     def text(r: dict[str, Any]) -> str:
         lines = [
-            f"{r['jobs']} {r['engine']} jobs on {r['nodes']} nodes at {r['rate']:g}/s"
-            f" (submitted at {r['submit_rate']:g}/s): {r['completed']} completed,"
-            f" {r['failed']} failed, {r['throughput_jobs_per_s']:g} jobs/s over {r['wall_s']:g}s",
-            f"latency p50 / p95 / p99 / max (ms): {r['latency_p50_ms']} / {r['latency_p95_ms']}"
-            f" / {r['latency_p99_ms']} / {r['latency_max_ms']}",
-            f"node CPU: {r['node_cpu_s']:g} s in all, {r['node_cpu_s_per_job']:g} s per job",
-            "",
-            "during the burst:",
-            locks.format_contention(during, args.top),
+            f"{r['engine']} jobs (c={r['concurrency']}) on {r['nodes']} nodes,"
+            f" dispatch {r['dispatch']}"
         ]
+        if r["docker_alone"]:
+            alone = r["docker_alone"]
+            lines.append(
+                f"docker alone (containers.run per second by parallel clients):"
+                f" {alone['runs_per_s_by_clients']}; best {alone['runs_per_s']}"
+            )
+        for step in r["steps"]:
+            lines += ["", _step_text(step)]
+        if len(r["steps"]) > 1 or r["highest_rate_held"] is None:
+            lines.append(f"\nhighest rate held with no failure: {r['highest_rate_held']}")
+        if "share_of_docker_rate" in r:
+            lines.append(f"cluster / docker alone: {r['share_of_docker_rate']:.1%}")
+        lines += ["", "during the last burst:", r["steps"][-1]["contention"]]
         return "\n".join(lines)
 
     report(result, args.json, text, load)
     return 0
 
 
+def _step_line(r: dict[str, Any]) -> str:
+    return (
+        f"{r['rate']:g}/s: {r['completed']} completed, {r['failed']} failed,"
+        f" sustained {r['sustained_jobs_per_s']}/s, p99 {r['latency_p99_ms']} ms,"
+        f" {r['node_cpu_ms_per_job']} ms CPU/job, {r['messages_per_job']} messages/job"
+    )
+
+
+def _step_text(r: dict[str, Any]) -> str:
+    kinds = ", ".join(f"{k} {v:g}" for k, v in r["messages_per_job_by_kind"].items())
+    lines = [
+        f"{r['jobs']} jobs at {r['rate']:g}/s (submitted at {r['submit_rate']:g}/s):"
+        f" {r['completed']} completed, {r['failed']} failed; sustained"
+        f" {r['sustained_jobs_per_s']} jobs/s; all ended {r['wall_s']:g}s after the first",
+        f"latency p50 / p95 / p99 / max (ms): {r['latency_p50_ms']} / {r['latency_p95_ms']}"
+        f" / {r['latency_p99_ms']} / {r['latency_max_ms']}",
+        f"node CPU: {r['node_cpu_s']:g} s in all, {r['node_cpu_ms_per_job']:g} ms per job",
+        f"messages per job: {r['messages_per_job']} ({kinds});"
+        f" gossip deliveries per job {r['gossip_deliveries_per_job']}",
+        f"direct requests that opened a stream: {r['opened_stream_share']},"
+        f" that dialled: {r['dialled_share']}",
+    ]
+    lines += [f"FAILED: {f}" for f in r["failures"]]
+    return "\n".join(lines)
+
+
+def _rates(text: str) -> list[float]:
+    try:
+        rates = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected rates like 20,40,80, got {text!r}") from None
+    if not rates or any(r <= 0 for r in rates):
+        raise argparse.ArgumentTypeError(f"rates must be positive, got {text!r}")
+    return rates
+
+
+def _counts(text: str) -> list[int]:
+    try:
+        counts = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected counts like 1,4,8, got {text!r}") from None
+    if not counts or any(c < 1 for c in counts):
+        raise argparse.ArgumentTypeError(f"counts must be at least 1, got {text!r}")
+    return counts
+
+
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "load",
-        help="a burst of jobs: throughput, latency, and lock contention and stalls meanwhile",
+        help="bursts of jobs: throughput, latency, CPU and messages per job, contention",
         description=__doc__.split("\n\n")[1] if __doc__ else None,
     )
     add_cluster_args(p, nodes=10, settle=20.0)
-    p.add_argument("--jobs", type=positive(int), default=500, help="jobs (default 500)")
-    p.add_argument("--rate", type=positive(float), default=10.0, help="jobs per second (10)")
+    p.add_argument("--jobs", type=positive(int), default=500, help="jobs per step (default 500)")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--rate", type=positive(float), help="jobs per second (default 10)")
+    group.add_argument("--rates", type=_rates, help="step the rate up: 20,40,80,160")
     p.add_argument("--engine", choices=["noop", "docker"], default="noop")
     p.add_argument("--image", default="busybox:latest", help="image of docker jobs")
+    p.add_argument("--concurrency", type=positive(int), default=1, help="nodes per job (1)")
+    p.add_argument(
+        "--dispatch",
+        choices=DISPATCHES,
+        default=DEFAULT_DISPATCH,
+        help=f"dispatch of a fresh cluster (default {DEFAULT_DISPATCH}; --reuse keeps its own)",
+    )
+    p.add_argument(
+        "--docker-clients",
+        type=_counts,
+        default=[1, 2, 4, 8],
+        help="parallel SDK clients when measuring Docker alone (default 1,2,4,8)",
+    )
     p.add_argument("--top", type=positive(int), default=8, help="rows per table (default 8)")
     p.set_defaults(bench_func=bench_load)

@@ -459,7 +459,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
         memory = profile.memory_profile_nodes(cluster, args.nodes, args.seconds, out_dir)
         print(profile.format_memory_profiles(memory, args.seconds))
     else:
-        cpu = profile.profile_nodes(cluster, args.nodes, args.seconds, out_dir)
+        cpu = profile.profile_nodes(cluster, args.nodes, args.seconds, out_dir, args.clock)
         print(profile.format_profiles(cpu, args.seconds))
     return 0
 

@@ -120,18 +120,20 @@ class NodeClient:
                 return None
             raise
 
-    def profile(self, seconds: int) -> dict[str, Any]:
-        """A CPU profile of the node over ``seconds`` (HTML, text, speedscope, top frames)."""
-        return self._session("/api/v1/debug/profile", seconds)
+    def profile(self, seconds: int, clock: str = "wall") -> dict[str, Any]:
+        """A CPU profile of the node over ``seconds`` (HTML, text, speedscope, top frames),
+        sampled by ``clock``: ``wall`` or ``cpu`` (the node's CPU time)."""
+        return self._session("/api/v1/debug/profile", seconds, clock=clock)
 
     def memory(self, seconds: int) -> dict[str, Any]:
         """A memory profile of the node over ``seconds`` (traced bytes, top sites, text)."""
         return self._session("/api/v1/debug/memory", seconds)
 
-    def _session(self, path: str, seconds: int) -> dict[str, Any]:
+    def _session(self, path: str, seconds: int, **params: str) -> dict[str, Any]:
         # The answer comes only after the session, and rendering it takes a while more.
         timeout = httpx.Timeout(seconds + 60.0, connect=3.0)
-        return self._request("POST", path, params={"seconds": seconds}, timeout=timeout).json()
+        params = {"seconds": str(seconds), **params}
+        return self._request("POST", path, params=params, timeout=timeout).json()
 
     def stats(self) -> dict[str, Any]:
         """The node's metrics, lock and stall figures (``GET /api/v1/stats``)."""

@@ -77,12 +77,13 @@ def _each_node(
 
 
 def profile_nodes(
-    cluster: ClusterState, refs: list[str], seconds: int, out_dir: Path
+    cluster: ClusterState, refs: list[str], seconds: int, out_dir: Path, clock: str = "wall"
 ) -> list[SavedProfile]:
-    """CPU-profile the nodes ``refs`` name at once and save each; errors as :func:`_each_node`."""
+    """CPU-profile the nodes ``refs`` name at once, sampling by ``clock`` (``wall`` or
+    ``cpu``), and save each; errors as :func:`_each_node`."""
 
     def one(client: NodeClient, node: str, base: Path) -> SavedProfile:
-        return save_profile(node, client.profile(seconds), base)
+        return save_profile(node, client.profile(seconds, clock), base)
 
     return _each_node(cluster, refs, out_dir, one)
 
@@ -194,6 +195,13 @@ def format_memory_profiles(profiles: list[SavedMemoryProfile], seconds: int) -> 
 def add_profile_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("nodes", nargs="+", help="`all`, or nodes by index, node-N or peer id part")
     p.add_argument("--seconds", type=int, default=10, help="how long to sample, 1-300 (default 10)")
+    p.add_argument(
+        "--clock",
+        choices=["wall", "cpu"],
+        default="wall",
+        help="sample by elapsed time (wall, default) or by the node's CPU time (cpu: where"
+        " the CPU went, even when nodes outnumber cores)",
+    )
     p.add_argument(
         "--memory",
         action="store_true",

@@ -40,7 +40,7 @@ from node.p2p.exchange import (
 )
 from node.requester import NotAtGate
 from node.results import ResultNotFound
-from profiles.cpu import MAX_SECONDS, ProfileBusy, profile_cpu
+from profiles.cpu import CLOCKS, MAX_SECONDS, ProfileBusy, profile_cpu
 from profiles.memory import profile_memory
 
 if TYPE_CHECKING:
@@ -320,7 +320,10 @@ def build_app(node: Node) -> Starlette:
         )
 
     async def debug_profile(request: Request) -> Response:
-        profile = await _profile_session(request, profile_cpu)
+        clock = request.query_params.get("clock", "wall")
+        if clock not in CLOCKS:
+            raise ApiError(400, "bad_parameter", f"clock must be one of {CLOCKS}", "clock")
+        profile = await _profile_session(request, lambda seconds: profile_cpu(seconds, clock=clock))
         return json_response(
             {
                 "node": node.node_id,

@@ -330,6 +330,8 @@ class Node:
             "ready": self.ready.is_set() and gossip_peers > 0,
             "gossip_peers": gossip_peers,
             "network_size": self.membership.size,
+            # Jobs requested here and not ended: what a load generator waits on.
+            "open_jobs": self.requester.statistics().open_jobs,
         }
 
     # -- message routing -------------------------------------------------------

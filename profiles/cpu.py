@@ -9,24 +9,36 @@ which here only sleeps, so the session runs with ``async_mode="disabled"``
 
 One session at a time per process: pyinstrument's sampler is per thread, and two
 overlapping sessions would each see the other's overhead.
+
+Two clocks: ``wall`` (pyinstrument's default) samples by elapsed time, so on a
+machine with more busy processes than cores a task shows wherever the OS happened
+to deschedule the process (a 50-node devstack on 2 cores spends most of its wall
+time waiting for a core); ``cpu`` samples by the thread's CPU time, so the tree
+is where the CPU went, and waiting shows nowhere.
 """
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Literal
 
 import trio
 from pyinstrument import Profiler
 from pyinstrument.frame import Frame
 from pyinstrument.renderers import SpeedscopeRenderer
 from pyinstrument.session import Session
+from pyinstrument.stack_sampler import get_stack_sampler
 
 MAX_SECONDS = 300.0
 DEFAULT_INTERVAL_S = 0.001
 TOP_FRAMES = 15
+
+Clock = Literal["wall", "cpu"]
+CLOCKS: tuple[Clock, ...] = ("wall", "cpu")
 
 
 class ProfileBusy(RuntimeError):
@@ -83,22 +95,29 @@ class CpuProfile:
 _guard = SessionGuard(ProfileBusy, "profile")
 
 
-async def profile_cpu(seconds: float, *, interval: float = DEFAULT_INTERVAL_S) -> CpuProfile:
-    """Sample this thread's event loop for ``seconds`` and render the session.
+async def profile_cpu(
+    seconds: float, *, interval: float = DEFAULT_INTERVAL_S, clock: Clock = "wall"
+) -> CpuProfile:
+    """Sample this thread's event loop for ``seconds`` by ``clock`` and render the session.
 
-    Raises ValueError for a duration outside (0, MAX_SECONDS] or a bad interval,
-    and :class:`ProfileBusy` if a session is already running in this process.
-    Cancelling the wait stops the sampler and raises as usual.
+    Raises ValueError for a duration outside (0, MAX_SECONDS], a bad interval or an
+    unknown clock, and :class:`ProfileBusy` if a session is already running in this
+    process. Cancelling the wait stops the sampler and raises as usual.
     """
     if not 0 < interval <= 1:
         raise ValueError(f"interval must be in (0, 1] seconds, got {interval}")
+    if clock not in CLOCKS:
+        raise ValueError(f"clock must be one of {', '.join(CLOCKS)}, got {clock!r}")
     with _guard.session(seconds):
+        sampler = get_stack_sampler()
+        sampler.timer_func = time.thread_time if clock == "cpu" else None
         profiler = Profiler(interval=interval, async_mode="disabled")
         profiler.start()
         try:
             await trio.sleep(seconds)
         finally:
             session = profiler.stop()
+            sampler.timer_func = None
         # Rendering a busy loop's session takes seconds of pure Python; on the loop
         # it froze the node being profiled (a 7 s stall on a loaded node).
         return await trio.to_thread.run_sync(_render, profiler, session, seconds)

@@ -35,6 +35,16 @@ The patches, each with why (figures in the README's Architecture section):
 5. ``yamux.RTT_MEASURE_INTERVAL``: every connection pinged its peer every 30 s
    from both ends to estimate an RTT nothing here reads; at 50 nodes with warm
    direct connections that was most of the idle cluster's messages.
+6. yamux's tuning knobs (``PY_YAMUX_*`` environment variables) are read once, not
+   on every frame read (``os.getenv`` per call), and ``RELEASE_ON_READ`` is off:
+   py-libp2p 0.8.1 defaults it on, which sends a WINDOW_UPDATE frame for every
+   read, so every small message cost a second encrypted frame back. Off, windows
+   are topped up as go-yamux does, once half the window was read.
+7. ``BasicHost._schedule_identify`` does nothing: py-libp2p runs the identify
+   protocol (a stream, a signed peer record) on every new connection to cache
+   the peer's protocols and addresses. A node here learns addresses from
+   membership and negotiates each warm stream once, so identify was pure cost,
+   paid again for every first contact between two nodes.
 """
 
 from __future__ import annotations
@@ -42,10 +52,12 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
 from collections.abc import Callable, Iterable, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Protocol
 
+import libp2p.host.basic_host as libp2p_basic_host
 import libp2p.network.swarm as libp2p_swarm
 import libp2p.stream_muxer.yamux.yamux as libp2p_yamux
 import trio
@@ -84,6 +96,12 @@ _CALLABLE, _VALUE = "callable", "value"
 REQUIRED: tuple[tuple[Any, str, str], ...] = (
     (libp2p_swarm, "_HAPPY_EYEBALLS_DELAY", _VALUE),
     (libp2p_yamux, "RTT_MEASURE_INTERVAL", _VALUE),
+    (libp2p_yamux, "_yamux_release_on_read", _CALLABLE),
+    (libp2p_yamux, "_yamux_disable_hysteresis", _CALLABLE),
+    (libp2p_yamux, "_yamux_batch_threshold_divisor", _CALLABLE),
+    (libp2p_yamux, "_perf_yamux_debug_enabled", _CALLABLE),
+    (libp2p_yamux, "_yamux_data_read_timeout", _CALLABLE),
+    (libp2p_basic_host.BasicHost, "_schedule_identify", _CALLABLE),
     (SecureSession, "_drain", _CALLABLE),
     (SecureSession, "_reset_internal_buffer", _CALLABLE),
     (AutoConnector, "maybe_connect", _CALLABLE),
@@ -159,21 +177,72 @@ def _source(function: Any) -> str:
         return ""
 
 
-def apply(registry: LockRegistry = REGISTRY) -> None:
-    """Check the pin (:func:`check`), then apply every patch of this module once per
+def apply(registry: LockRegistry = REGISTRY, *, skip: Iterable[str] | None = None) -> None:
+    """Check the pin (:func:`check`), then apply every patch of :data:`PATCHES` once per
     process; later calls do nothing. Affects hosts, connections and streams made
-    after the call. Raises :class:`Libp2pMismatch` if the pin moved."""
+    after the call. Raises :class:`Libp2pMismatch` if the pin moved.
+
+    ``skip`` names patches to leave out (default: those named, comma-separated, in
+    ``$PYB_LIBP2P_UNPATCHED``), so ``devstack bench streams`` can measure what each
+    is worth; ValueError for a name that is not a patch.
+    """
     global _applied
     if _applied:
         return
     check()
+    if skip is None:
+        skip = [n for n in os.environ.get(UNPATCHED_ENV, "").split(",") if n.strip()]
+    skipped = {name.strip() for name in skip}
+    unknown = skipped - PATCHES.keys()
+    if unknown:
+        known = ", ".join(PATCHES)
+        raise ValueError(f"no patch named {', '.join(sorted(unknown))}; known: {known}")
+    for name, patch in PATCHES.items():
+        if name not in skipped:
+            patch(registry)
+    _applied = True
+
+
+def _patch_dial_delay(registry: LockRegistry) -> None:
     libp2p_swarm._HAPPY_EYEBALLS_DELAY = 0.0
-    libp2p_yamux.RTT_MEASURE_INTERVAL = RTT_MEASURE_INTERVAL_S
+
+
+def _patch_noise_drain(registry: LockRegistry) -> None:
     SecureSession._drain = _drain_without_views  # type: ignore[method-assign]
+
+
+def _patch_auto_connect(registry: LockRegistry) -> None:
     AutoConnector.maybe_connect = _no_auto_connect  # type: ignore[method-assign]
+
+
+def _patch_locks(registry: LockRegistry) -> None:
     for owner, locks in LIBP2P_LOCKS.items():
         owner.__init__ = _swapping_init(owner.__init__, locks, registry)  # type: ignore[misc]
-    _applied = True
+
+
+def _patch_rtt_pings(registry: LockRegistry) -> None:
+    libp2p_yamux.RTT_MEASURE_INTERVAL = RTT_MEASURE_INTERVAL_S
+
+
+def _patch_yamux_tuning(registry: LockRegistry) -> None:
+    _freeze_yamux_tuning()
+
+
+def _patch_identify(registry: LockRegistry) -> None:
+    libp2p_basic_host.BasicHost._schedule_identify = _no_identify  # type: ignore[method-assign]
+
+
+# The patches by name, numbered as in the module docstring.
+PATCHES: dict[str, Callable[[LockRegistry], None]] = {
+    "dial_delay": _patch_dial_delay,
+    "noise_drain": _patch_noise_drain,
+    "auto_connect": _patch_auto_connect,
+    "locks": _patch_locks,
+    "rtt_pings": _patch_rtt_pings,
+    "yamux_tuning": _patch_yamux_tuning,
+    "identify": _patch_identify,
+}
+UNPATCHED_ENV = "PYB_LIBP2P_UNPATCHED"
 
 
 # -- the patches -------------------------------------------------------------------
@@ -194,6 +263,28 @@ def _drain_without_views(self: SecureSession, n: int | None) -> bytes:
 
 async def _no_auto_connect(self: AutoConnector) -> None:
     return None
+
+
+def _no_identify(self: Any, peer_id: ID, *, reason: str) -> None:
+    return None
+
+
+def _freeze_yamux_tuning() -> None:
+    """Read yamux's ``PY_YAMUX_*`` knobs once; ``RELEASE_ON_READ`` off unless set."""
+    release = os.environ.get("PY_YAMUX_RELEASE_ON_READ", "0").upper() in ("1", "TRUE", "YES")
+    frozen = {
+        "_yamux_release_on_read": release,
+        "_yamux_disable_hysteresis": libp2p_yamux._yamux_disable_hysteresis(),
+        "_yamux_batch_threshold_divisor": libp2p_yamux._yamux_batch_threshold_divisor(),
+        "_perf_yamux_debug_enabled": libp2p_yamux._perf_yamux_debug_enabled(),
+        "_yamux_data_read_timeout": libp2p_yamux._yamux_data_read_timeout(),
+    }
+    for name, value in frozen.items():
+        setattr(libp2p_yamux, name, functools.partial(_constant, value))
+
+
+def _constant(value: Any) -> Any:
+    return value
 
 
 def _swapping_init(

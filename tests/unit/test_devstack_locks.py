@@ -11,8 +11,8 @@ import trio
 import trio.testing
 
 from devstack.locks import format_contention, merge, since
-from profiles.report import contention_report
 from profiles.locks import LockRegistry, TrioLock
+from profiles.report import contention_report
 from profiles.stalls import StallDetector
 
 HOLD_S = 0.03

@@ -9,7 +9,6 @@ from typing import Any, get_args
 
 import msgspec
 import pytest
-import trio
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 

@@ -19,6 +19,8 @@ from libp2p import new_host
 from libp2p.crypto.ed25519 import create_new_key_pair
 
 from node.content import Cid, add_path, import_path
+from node.content.store import BlockNotFound, BlockStore
+from node.p2p import compat
 from node.p2p.exchange import (
     Exchange,
     FetchTimeout,
@@ -28,10 +30,6 @@ from node.p2p.exchange import (
     parse_providers,
     to_libp2p,
 )
-from node.content.store import BlockNotFound, BlockStore
-
-# Importing the transport also applies its py-libp2p fixes to every host here.
-from node.p2p import compat
 from tests.unit.test_unixfs import Tree, snapshot, write_tree
 
 TREE: dict[str, Tree] = {

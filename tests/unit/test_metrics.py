@@ -28,8 +28,8 @@ from node.metrics import (
     document,
     node_registry,
 )
-from node.requester import RequesterStatistics
 from node.p2p.transport import TransportStatistics
+from node.requester import RequesterStatistics
 from profiles.locks import LockStatistics
 from profiles.stalls import StallStatistics
 
