@@ -111,10 +111,14 @@ def up(options: UpOptions, say: Callable[[str], None] = print) -> ClusterState:
     _reset_dirs(state_dir)
     _ensure_image(say)
 
-    # Import once in the launcher so every fork shares it (DESIGN §14).
+    # Import once in the launcher so every fork shares it (DESIGN §14), and patch
+    # py-libp2p here too: each node would otherwise do it (and check it) alone.
     from node.cli import run_node
     from node.node import NodeConfig
+    from node.p2p import compat
     from node.p2p.identity import load_or_create_key, peer_id_of
+
+    compat.apply()
 
     ports = free_ports(3 * options.nodes)
     rng = random.Random()
@@ -194,7 +198,8 @@ def _become_node(run: Callable[[], int], entry: NodeEntry) -> None:
         os.setsid()
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        gc.unfreeze()
+        # The launcher's heap stays frozen here: a collection that walked it would
+        # write to every object's header and so copy every page the fork shares.
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
         out = os.open(

@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import logging
 import os
 from collections.abc import Callable, Iterable, Sequence
@@ -153,11 +154,14 @@ def check() -> None:
         elif kind == _CALLABLE and not callable(getattr(owner, name)):
             problems.append(f"{where} is no longer callable")
     for (owner, method), attributes in SET_BY.items():
-        source = _source(getattr(owner, method, None))
+        # The names a function stores to are in its code object: no source is read.
+        function = getattr(owner, method, None)
+        code = getattr(inspect.unwrap(function), "__code__", None) if function else None
+        names = code.co_names if code is not None else ()
         problems += [
             f"{owner.__name__}.{method} no longer sets {attribute}"
             for attribute in attributes
-            if f"self.{attribute} =" not in source and f"self.{attribute}:" not in source
+            if attribute not in names
         ]
     if problems:
         raise Libp2pMismatch(
@@ -166,15 +170,6 @@ def check() -> None:
             + f". Install libp2p=={PINNED_VERSION} (pyproject.toml pins it), or update"
             " node/p2p/compat.py for the new version."
         )
-
-
-def _source(function: Any) -> str:
-    import inspect
-
-    try:
-        return inspect.getsource(function)
-    except (OSError, TypeError):
-        return ""
 
 
 def apply(registry: LockRegistry = REGISTRY, *, skip: Iterable[str] | None = None) -> None:

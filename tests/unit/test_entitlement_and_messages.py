@@ -50,6 +50,8 @@ JOB = Job(id=JOB_ID, requester=REQ, spec=SPEC, created_at=1000.0)
 
 # One message of every type, as the job's requester/bidder/compute node would send it.
 SAMPLES: dict[type, Message] = {
+    messages.JobOffered: messages.JobOffered(job_id=JOB_ID, job=JOB),
+    messages.OfferDeclined: messages.OfferDeclined(job_id=JOB_ID, reason="full"),
     messages.JobAnnounced: messages.JobAnnounced(job_id=JOB_ID, job=JOB),
     messages.BiddingClosed: messages.BiddingClosed(job_id=JOB_ID, requester=REQ),
     messages.Bid: messages.Bid(job_id=JOB_ID),
@@ -74,6 +76,7 @@ if NODE_ALIVE is not None:
 # DESIGN §4's table, written out independently of node/messages.py.
 DESIGN_TABLE: dict[str, set[type]] = {
     "requester": {
+        messages.JobOffered,
         messages.JobAnnounced,
         messages.BiddingClosed,
         messages.BidAccepted,
@@ -82,7 +85,7 @@ DESIGN_TABLE: dict[str, set[type]] = {
         messages.ResultsRejected,
         messages.Cancelled,
     },
-    "bidder": {messages.Bid},
+    "bidder": {messages.Bid, messages.OfferDeclined},
     "accepted": {messages.ResultsProposed, messages.ResultsPublished, messages.ComputeError},
 }
 if NODE_ALIVE is not None:
@@ -113,9 +116,9 @@ def expected(message_type: type, sender_kind: str) -> str | None:
     """What check_sender must answer, from DESIGN §4 alone."""
     rule = RULE_OF[message_type]
     if rule in ("anyone", "bidder"):
-        return None  # a Bid is from its sender by definition; NodeAlive is about oneself
-    if message_type is messages.JobAnnounced:
-        # A new job is unknown everywhere: the signer must be the requester it names.
+        return None  # gossiped (no offer list): anyone may bid; NodeAlive is about oneself
+    if message_type in (messages.JobAnnounced, messages.JobOffered):
+        # A new job is unknown everywhere: the sender must be the requester it names.
         return None if sender_kind in ("requester", "unknown job, requester") else "not_requester"
     if message_type is messages.BiddingClosed and sender_kind.startswith("unknown job"):
         # It may overtake its announce: the signer must be the requester it names.
@@ -157,10 +160,28 @@ def test_announce_must_carry_its_own_job_id() -> None:
     assert check_sender(forged, REQ, requester=REQ) == "job_id_mismatch"
 
 
-def test_announce_is_checked_against_the_job_it_carries_not_the_caller() -> None:
-    # The node passes the claimed requester; the message's own claim is what counts.
-    assert check_sender(SAMPLES[messages.JobAnnounced], REQ, requester=OTHER) is None
-    assert check_sender(SAMPLES[messages.JobAnnounced], OTHER, requester=OTHER) == "not_requester"
+@pytest.mark.parametrize("message_type", [messages.JobAnnounced, messages.JobOffered])
+def test_a_job_may_come_only_from_the_requester_it_names(message_type: type) -> None:
+    message = SAMPLES[message_type]
+    assert check_sender(message, REQ, requester=None) is None  # new here
+    assert check_sender(message, REQ, requester=REQ) is None  # a later round
+    assert check_sender(message, OTHER, requester=None) == "not_requester"
+    # A job this node knows from another requester, re-sent as the sender's own.
+    assert check_sender(message, REQ, requester=OTHER) == "not_requester"
+
+
+def test_an_offer_must_carry_its_own_job_id() -> None:
+    forged = messages.JobOffered(job_id="another-job", job=JOB)
+    assert check_sender(forged, REQ, requester=None) == "job_id_mismatch"
+
+
+@pytest.mark.parametrize("message_type", [messages.Bid, messages.OfferDeclined])
+def test_only_offered_nodes_answer_a_shard_that_was_not_gossiped(message_type: type) -> None:
+    message = SAMPLES[message_type]
+    assert check_sender(message, ACC, requester=REQ, bidders={ACC}) is None
+    assert check_sender(message, OTHER, requester=REQ, bidders={ACC}) == "not_offered"
+    assert check_sender(message, OTHER, requester=REQ, bidders=frozenset()) == "not_offered"
+    assert check_sender(message, OTHER, requester=REQ, bidders=None) is None  # gossiped
 
 
 peers = st.sampled_from([REQ, ACC, OTHER, "QmX", ""])
@@ -171,17 +192,24 @@ peers = st.sampled_from([REQ, ACC, OTHER, "QmX", ""])
     sender=peers,
     requester=st.none() | peers,
     accepted=st.frozensets(peers, max_size=3),
+    bidders=st.none() | st.frozensets(peers, max_size=3),
 )
 def test_check_sender_property(
-    message_type: type, sender: str, requester: str | None, accepted: frozenset[str]
+    message_type: type,
+    sender: str,
+    requester: str | None,
+    accepted: frozenset[str],
+    bidders: frozenset[str] | None,
 ) -> None:
     message = SAMPLES[message_type]
-    got = check_sender(message, sender, requester=requester, accepted=accepted)
+    got = check_sender(message, sender, requester=requester, accepted=accepted, bidders=bidders)
     rule = RULE_OF[message_type]
-    if rule in ("anyone", "bidder"):
+    if rule == "anyone":
         assert got is None
-    elif message_type is messages.JobAnnounced:
-        assert (got is None) == (sender == REQ)
+    elif rule == "bidder":
+        assert (got is None) == (bidders is None or sender in bidders)
+    elif message_type in (messages.JobAnnounced, messages.JobOffered):
+        assert (got is None) == (sender == REQ and requester in (None, REQ))
     elif message_type is messages.BiddingClosed and requester is None:
         assert (got is None) == (sender == REQ)  # the requester the sample names
     elif requester is None:
@@ -227,6 +255,16 @@ jobs = st.builds(
 )
 
 message_strategies: dict[type, st.SearchStrategy[Any]] = {
+    messages.JobOffered: st.builds(
+        messages.JobOffered, job_id=text, job=jobs, shard=int64, window=floats
+    ),
+    messages.OfferDeclined: st.builds(
+        messages.OfferDeclined,
+        job_id=text,
+        shard=int64,
+        reason=st.sampled_from(get_args(messages.DeclineReason)),
+        detail=text,
+    ),
     messages.JobAnnounced: st.builds(
         messages.JobAnnounced,
         job_id=text,
@@ -280,9 +318,22 @@ def test_encode_decode_round_trip(message: Message) -> None:
     assert encode(decoded) == data
 
 
-@given(st.booleans(), text)
-def test_ack_round_trip(ok: bool, error: str) -> None:
-    assert decode_ack(encode_ack(Ack(ok, error))) == Ack(ok, error)
+@given(st.booleans(), text, st.none() | message_strategies[messages.Bid])
+def test_ack_round_trip(ok: bool, error: str, answer: messages.Bid | None) -> None:
+    assert decode_ack(encode_ack(Ack(ok, error, answer))) == Ack(ok, error, answer)
+
+
+def test_an_ack_answers_only_with_a_bid_or_a_decline() -> None:
+    decline = messages.OfferDeclined(job_id=JOB_ID, reason="no_image", detail="no busybox")
+    assert decode_ack(encode_ack(Ack(True, answer=decline))).answer == decline
+    forged = msgspec.msgpack.encode({"ok": True, "answer": SAMPLES[messages.BidAccepted]})
+    with pytest.raises(MessageError):
+        decode_ack(forged)
+    unknown_reason = msgspec.msgpack.encode(
+        {"ok": True, "answer": {"type": "OfferDeclined", "job_id": "j", "reason": "bored"}}
+    )
+    with pytest.raises(MessageError):
+        decode_ack(unknown_reason)
 
 
 def decodes_or_refuses(

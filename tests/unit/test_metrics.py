@@ -187,10 +187,39 @@ def test_the_sampler_task_samples_and_survives_a_failing_source() -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(sampler.run, flaky_pids)
             with trio.fail_after(10):
-                while sampler.statistics().at == 0.0:
+                while calls < 2:  # the loop asked again after the failure
+                    sampler.statistics()  # watched: sample each interval
                     await trio.sleep(0.01)
             nursery.cancel_scope.cancel()
-        assert calls >= 2 and sampler.statistics().process.rss_bytes > 0
+        assert sampler.statistics().process.rss_bytes > 0
+
+    trio.run(main)
+
+
+def test_an_unwatched_sampler_sleeps_and_a_read_brings_it_a_fresh_sample() -> None:
+    calls = 0
+
+    async def no_containers() -> list[int]:
+        nonlocal calls
+        calls += 1
+        return []
+
+    async def main() -> None:
+        sampler = ResourceSampler(interval=0.01, idle_interval=3600)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(sampler.run, no_containers)
+            with trio.fail_after(10):
+                while calls < 1:
+                    await trio.sleep(0.01)
+            await trio.sleep(0.2)  # twenty intervals: unwatched, it does not sample
+            assert calls == 1
+            first = sampler.statistics()  # a read wakes it, and is never stale
+            assert first.at > 0
+            with trio.fail_after(10):
+                while calls < 3:
+                    sampler.statistics()
+                    await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()
 
     trio.run(main)
 
