@@ -252,12 +252,15 @@ def report(
 
 @dataclass
 class ClusterRun:
-    """One job through the cluster: client wall time, requester event times (ms)."""
+    """One job through the cluster: client wall time, requester event times (ms), the
+    compute node's executor phases and the phases after its container exited."""
 
     wall_ms: float
     events_ms: float
     phases_ms: dict[str, float]
     on_requester: bool
+    executor_ms: dict[str, float] = field(default_factory=dict)
+    after_exit_ms: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -269,14 +272,21 @@ class OverheadSamples:
     docker_cli: list[float] = field(default_factory=list)
     docker_sdk: list[float] = field(default_factory=list)
     phases: dict[str, list[float]] = field(default_factory=dict)
+    executor: dict[str, list[float]] = field(default_factory=dict)
+    after_exit: dict[str, list[float]] = field(default_factory=dict)
     on_requester: int = 0
     failures: list[str] = field(default_factory=list)
 
     def add_cluster(self, run: ClusterRun) -> None:
         self.cluster_wall.append(run.wall_ms)
         self.cluster_events.append(run.events_ms)
-        for kind, ms in run.phases_ms.items():
-            self.phases.setdefault(kind, []).append(ms)
+        for into, values in (
+            (self.phases, run.phases_ms),
+            (self.executor, run.executor_ms),
+            (self.after_exit, run.after_exit_ms),
+        ):
+            for kind, ms in values.items():
+                into.setdefault(kind, []).append(ms)
         self.on_requester += run.on_requester
 
 
@@ -284,12 +294,11 @@ def ms_since(start: float) -> float:
     return (time.perf_counter() - start) * 1000.0
 
 
-def _poll_until_done(
-    client: NodeClient, job_id: str, deadline: float, poll_s: float
-) -> dict[str, Any]:
-    """The requester's describe of ``job_id`` once it says completed; JobFailed otherwise."""
+def _wait_until_done(client: NodeClient, job_id: str, deadline: float) -> dict[str, Any]:
+    """The requester's describe of ``job_id`` once it says completed (the requester
+    answers as soon as the job ends: no polling); JobFailed otherwise."""
     while True:
-        answer = client.describe(job_id)
+        answer = client.describe(job_id, wait=30)
         record = answer["job"]
         if record["state"] == "completed":
             return answer
@@ -297,11 +306,10 @@ def _poll_until_done(
             raise JobFailed(f"job {job_id} ended {record['state']}: {record['reason']}")
         if time.perf_counter() > deadline:
             raise JobFailed(f"job {job_id} still {record['state']} after {JOB_TIMEOUT_S:.0f}s")
-        time.sleep(poll_s)
 
 
-def run_cluster_job(api: str, spec: dict[str, Any], poll_s: float) -> ClusterRun:
-    """Submit ``spec`` to the node at ``api`` and poll its describe until the job ends.
+def run_cluster_job(api: str, spec: dict[str, Any]) -> ClusterRun:
+    """Submit ``spec`` to the node at ``api`` and wait for the job to end.
 
     Each job gets a new client (made before the clock starts): a pooled connection
     left idle between jobs can race the server's keep-alive timeout and be reset.
@@ -310,27 +318,59 @@ def run_cluster_job(api: str, spec: dict[str, Any], poll_s: float) -> ClusterRun
     with NodeClient(api) as client:
         start = time.perf_counter()
         job_id = client.submit(spec)["id"]
-        answer = _poll_until_done(client, job_id, start + JOB_TIMEOUT_S, poll_s)
+        answer = _wait_until_done(client, job_id, start + JOB_TIMEOUT_S)
         wall_ms = ms_since(start)
     record = answer["job"]
     requester = answer["requester"]
     first: dict[str, float] = {}
+    details: dict[str, dict[str, Any]] = {}
     for event in answer["events"]:
         if event["node"] == requester:
             # The requester's own compute steps, when it ran the job itself, are prefixed.
             role = event["detail"].get("role")
-            first.setdefault(f"{role}:{event['kind']}" if role else event["kind"], event["at"])
+            kind = f"{role}:{event['kind']}" if role else event["kind"]
+            first.setdefault(kind, event["at"])
+            details.setdefault(kind, event["detail"])
     created = first["created"]
     published = [e for e in record["executions"] if e["state"] == "published"]
     previews = {e.get("stdout_preview") for e in record["executions"]} - {None}
     if previews and previews != {EXPECTED_STDOUT}:
         raise BenchError(f"job {job_id} printed {previews!r}, not {EXPECTED_STDOUT!r}")
+    proposed = details.get("proposed", {}).get("phases_ms") or {}
+    executor = {k: v for k, v in proposed.items() if k not in AFTER_EXIT_ON_COMPUTE}
     return ClusterRun(
         wall_ms=wall_ms,
         events_ms=(first["completed"] - created) * 1000.0,
         phases_ms={k: (at - created) * 1000.0 for k, at in first.items() if k != "created"},
         on_requester=any(e["node"] == requester for e in published),
+        executor_ms=executor,
+        after_exit_ms=_after_exit(first, proposed, details.get("published", {})),
     )
+
+
+# What the compute node reports of its own time after the container exited.
+AFTER_EXIT_ON_COMPUTE = ("results", "seal")
+
+
+def _after_exit(
+    first: dict[str, float], proposed: dict[str, float], published: dict[str, Any]
+) -> dict[str, float]:
+    """The phases after the container exited, ms: the compute node's (storing the
+    results tree, sealing its CID), then by the requester's clock from the proposal
+    it received to the verdict it sent, to the result published, to the job completed
+    (``publish``: the publisher's own part of the second). ``total`` sums them; only
+    the proposal's transit between the two is not counted."""
+    if not {"proposed", "results_accepted", "published", "completed"} <= first.keys():
+        return {}
+    phases = {k: float(proposed.get(k, 0.0)) for k in AFTER_EXIT_ON_COMPUTE}
+    phases["to_verdict"] = (first["results_accepted"] - first["proposed"]) * 1000
+    phases["to_published"] = (first["published"] - first["results_accepted"]) * 1000
+    phases["publish"] = float(published.get("publish_ms", 0.0))
+    phases["to_completed"] = (first["completed"] - first["published"]) * 1000
+    phases["total"] = sum(
+        phases[k] for k in ("results", "seal", "to_verdict", "to_published", "to_completed")
+    )
+    return phases
 
 
 def run_docker_cli(image: str, label: str) -> float:
@@ -377,7 +417,7 @@ def remove_labelled(client: Any, label: str) -> int:
 
 
 def measure_overhead(
-    cluster: BenchCluster, *, jobs: int, warmup: int, image: str, poll_s: float
+    cluster: BenchCluster, *, jobs: int, warmup: int, image: str
 ) -> tuple[OverheadSamples, str]:
     """``warmup`` unrecorded rounds, then ``jobs`` rounds; each round runs the cluster
     job, the CLI run and the SDK run once, in a fresh random order. Returns the
@@ -398,7 +438,7 @@ def measure_overhead(
         for round_ in range(-warmup, jobs):
             node = nodes[round_ % len(nodes)]
             runs: dict[str, Callable[[], Any]] = {
-                "cluster": lambda api=node.api: _attempt(run_cluster_job, api, spec, poll_s),
+                "cluster": lambda api=node.api: _attempt(run_cluster_job, api, spec),
                 "cli": lambda: run_docker_cli(image, label),
                 "sdk": lambda: run_docker_sdk(sdk, image, label),
             }
@@ -473,6 +513,10 @@ def overhead_result(
             [w - e for w, e in zip(samples.cluster_wall, samples.cluster_events, strict=True)]
         ),
         "phases_ms": dict(sorted(medians.items(), key=lambda kv: (kv[1], kv[0]))),
+        # Medians over the rounds: the executor's phases on the node that ran the job,
+        # and every phase after its container exited (see _after_exit).
+        "executor_phases_ms": {k: round(percentile(v, 50), 2) for k, v in samples.executor.items()},
+        "after_exit_ms": {k: round(percentile(v, 50), 2) for k, v in samples.after_exit.items()},
         "ran_on_requester": samples.on_requester,
         "native_label": label,
         "samples_ms": {
@@ -505,8 +549,12 @@ def overhead_text(r: dict[str, Any]) -> str:
         ],
     )
     phases = "  ".join(f"{k} {v:g}" for k, v in r["phases_ms"].items())
+    executor = "  ".join(f"{k} {v:g}" for k, v in r["executor_phases_ms"].items())
+    after = "  ".join(f"{k} {v:g}" for k, v in r["after_exit_ms"].items())
     return (
         f"{table}\n\nmedian ms from `created` on the requester: {phases}\n"
+        f"the executor's phases (median ms): {executor}\n"
+        f"after the container exited (median ms): {after}\n"
         f"jobs run by their own requester: {r['ran_on_requester']}/{r['completed']}"
         + "".join(f"\nFAILED: {reason}" for reason in r["failures"])
     )
@@ -522,7 +570,6 @@ def bench_overhead(args: argparse.Namespace) -> int:
             jobs=args.jobs,
             warmup=args.warmup,
             image=args.image,
-            poll_s=args.poll_ms / 1000,
         )
         result = overhead_result(
             cluster, samples, image=args.image, warmup=args.warmup, label=label
@@ -640,14 +687,11 @@ def add_bench_parser(parser: argparse.ArgumentParser) -> None:
         " container run with the Docker CLI and SDK, interleaved in random order.",
     )
     add_cluster_args(p, nodes=5)
-    p.add_argument("--jobs", type=positive(int), default=20, help="measured rounds (default 20)")
+    p.add_argument("--jobs", type=positive(int), default=30, help="measured rounds (default 30)")
     p.add_argument(
         "--warmup", type=positive(int, zero=True), default=1, help="unrecorded rounds first"
     )
     p.add_argument("--image", default="busybox", help="a local image (default busybox)")
-    p.add_argument(
-        "--poll-ms", type=positive(float), default=5.0, help="describe poll interval (ms)"
-    )
     p.set_defaults(bench_func=bench_overhead)
 
     p = sub.add_parser(

@@ -152,7 +152,7 @@ def measure_transfer(cluster: BenchCluster, size_mib: int) -> dict[str, Any]:
     say(f"writing a {size_mib} MiB result on the cluster (job submitted to {requester.name})")
     with NodeClient(requester.api) as client:
         job_id = client.submit(big_spec(size_mib))["id"]
-    answer = jobs.wait(requester.api, job_id, TRANSFER_TIMEOUT_S, poll=0.2)
+    answer = jobs.wait(requester.api, job_id, TRANSFER_TIMEOUT_S)
     record = answer["job"]
     if record["state"] != "completed":
         raise BenchError(

@@ -192,7 +192,7 @@ def run_once(
     with NodeClient(api) as client:
         start = time.perf_counter()
         job_id = client.submit(spec)["id"]
-    answer = jobs.wait(api, job_id, JOB_TIMEOUT_S, poll=0.05)
+    answer = jobs.wait(api, job_id, JOB_TIMEOUT_S)
     wall = time.perf_counter() - start
     record = answer["job"]
     run: dict[str, Any] = {"job_id": job_id, "state": record["state"]}

@@ -108,8 +108,14 @@ class NodeClient:
             params["role"] = role
         return self._request("GET", "/api/v1/jobs", params=params).json()["jobs"]
 
-    def describe(self, job_id: str) -> dict[str, Any]:
-        return self._request("GET", f"/api/v1/jobs/{job_id}").json()
+    def describe(self, job_id: str, *, wait: int = 0) -> dict[str, Any]:
+        """The job as this node knows it. With ``wait`` (seconds, up to 60), a job this
+        node requested is described once it has ended, or after ``wait`` seconds."""
+        if not wait:
+            return self._request("GET", f"/api/v1/jobs/{job_id}").json()
+        timeout = httpx.Timeout(wait + 10.0, connect=3.0)
+        path = f"/api/v1/jobs/{job_id}"
+        return self._request("GET", path, params={"wait": wait}, timeout=timeout).json()
 
     def find(self, job_id: str) -> dict[str, Any] | None:
         """Describe ``job_id`` or None if this node does not know it."""

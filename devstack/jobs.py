@@ -7,6 +7,7 @@ the requester, so these helpers ask around and then go to the source.
 from __future__ import annotations
 
 import io
+import math
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -55,19 +56,22 @@ def describe(cluster: ClusterState, job_id: str) -> dict[str, Any]:
     raise JobNotFound(f"no node of this devstack knows job {job_id!r} (see `devstack list`)")
 
 
-def wait(api: str, job_id: str, timeout: float, poll: float = 0.05) -> dict[str, Any]:
-    """Poll the requester until the job ends; raises TimeoutError with its last state."""
+def wait(api: str, job_id: str, timeout: float) -> dict[str, Any]:
+    """Wait for the job to end on its requester (which answers as soon as it has, see
+    ``GET /api/v1/jobs/{id}?wait=``); raises TimeoutError with its last state."""
     deadline = time.monotonic() + timeout
     with NodeClient(api) as client:
         while True:
-            answer = client.describe(job_id)
+            left = deadline - time.monotonic()
+            answer = client.describe(job_id, wait=max(1, min(30, math.ceil(left))))
             if answer["job"]["state"] in TERMINAL:
                 return answer
             if time.monotonic() > deadline:
                 raise TimeoutError(
                     f"job {job_id} still {answer['job']['state']} after {timeout:.0f}s"
                 )
-            time.sleep(poll)
+            if answer["requester"] != answer["node"]:
+                time.sleep(0.2)  # not asked of its requester: it could not wait
 
 
 def _asked_node(cluster: ClusterState, providers: list[str], via: str | None) -> NodeEntry:

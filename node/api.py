@@ -56,6 +56,7 @@ FETCH_TIMEOUT_S = 300
 MAX_FETCH_TIMEOUT_S = 3600
 _WRITE_CHUNK = 1 << 20
 MAX_LIST_LIMIT = 1000
+MAX_WAIT_S = 60
 
 
 class ApiError(Exception):
@@ -189,6 +190,11 @@ def build_app(node: Node) -> Starlette:
 
     async def describe(request: Request) -> Response:
         job_id = request.path_params["job_id"]
+        # ?wait=S: a job this node requested is described once it ends, or after S s.
+        wait = _int_param(request, "wait", 0, 0, MAX_WAIT_S)
+        if wait:
+            await job_or_404(job_id)
+            await node.requester.wait_ended(job_id, wait)
         record = await job_or_404(job_id)
         events = await node.ctx.db(node.store.events, job_id)
         gates = [

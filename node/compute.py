@@ -391,56 +391,78 @@ class Compute:
         work = self._work_dir / job.id / str(index)
         inputs = self._work_dir / job.id / f"{index}.inputs"
         self._running += 1
+        proposal: messages.ResultsProposed | None = None
         try:
             with trio.CancelScope() as scope:
                 shard.run_scope = scope
-                await self._record(job, index, ExecutionState.RUNNING, "running")
-                executor = self._executors[job.spec.engine]
-                labels = {"py-bacalhau.node": ctx.node_id, "py-bacalhau.job": job.id}
-                try:
-                    mounted = await self._prepare_inputs(job, index, inputs)
-                    started = trio.current_time()
-                    result = await executor.run(
-                        job.id, index, job.spec, work, labels=labels, inputs=mounted
-                    )
-                    run_seconds = trio.current_time() - started
-                    if self.bad_actor:
-                        await trio.to_thread.run_sync(forge_results, work)
-                    shard.result_id = await trio.to_thread.run_sync(self._results.put, work)
-                except (ExecutorError, InputsUnavailable) as exc:
-                    await self._record(job, index, ExecutionState.ERROR, "error", reason=str(exc))
-                    error = messages.ComputeError(job_id=job.id, shard=index, message=str(exc))
-                    await ctx.send(job.requester, error)
-                    return
-                preview = (work / "stdout").read_bytes()[:STDOUT_PREVIEW_BYTES]
+                ctx.db_soon(self._record_call(job, index, ExecutionState.RUNNING, "running"))
+                proposal = await self._execute(job, index, work, inputs, shard)
             if scope.cancelled_caught:
                 return
         finally:
             self._running -= 1
             shard.run_scope = None
             self.capacity.release(job.id, index)
-            with trio.CancelScope(shield=True):
-                for path in (work, inputs):
-                    await trio.to_thread.run_sync(shutil.rmtree, path, True)
-        await self._record(
-            job,
-            index,
-            ExecutionState.PROPOSED,
-            "proposed",
-            result_id=shard.result_id,
+            # After the proposal is out: nothing here is on the job's critical path.
+            ctx.spawn(_remove_trees, work, inputs)
+        if proposal is None:
+            return
+        ctx.db_soon(
+            self._record_call(
+                job,
+                index,
+                ExecutionState.PROPOSED,
+                "proposed",
+                result_id=shard.result_id,
+                exit_code=proposal.exit_code,
+            )
+        )
+        await ctx.send(job.requester, proposal)
+
+    async def _execute(
+        self, job: Job, index: int, work: Path, inputs: Path, shard: _KnownShard
+    ) -> messages.ResultsProposed | None:
+        """Run the shard and make its proposal (the results tree stored, its CID sealed
+        to the requester); None, the requester told, if it could not run."""
+        executor = self._executors[job.spec.engine]
+        labels = {"py-bacalhau.node": self._ctx.node_id, "py-bacalhau.job": job.id}
+        try:
+            mounted = await self._prepare_inputs(job, index, inputs)
+            started = trio.current_time()
+            result = await executor.run(
+                job.id, index, job.spec, work, labels=labels, inputs=mounted
+            )
+            run_seconds = trio.current_time() - started
+            if self.bad_actor:
+                await trio.to_thread.run_sync(forge_results, work)
+            shard.result_id, preview = await trio.to_thread.run_sync(self._store_results, work)
+        except (ExecutorError, InputsUnavailable) as exc:
+            self._ctx.db_soon(
+                self._record_call(job, index, ExecutionState.ERROR, "error", reason=str(exc))
+            )
+            error = messages.ComputeError(job_id=job.id, shard=index, message=str(exc))
+            await self._ctx.send(job.requester, error)
+            return None
+        stored = trio.current_time()
+        sealed = seal(job.requester, shard.result_id.encode())
+        phases = dict(result.phases_ms)
+        phases["results"] = (stored - started - run_seconds) * 1000
+        phases["seal"] = (trio.current_time() - stored) * 1000
+        return messages.ResultsProposed(
+            job_id=job.id,
+            shard=index,
+            sealed_result=sealed,
             exit_code=result.exit_code,
+            stdout_preview=preview,
+            run_seconds=run_seconds,
+            phases_ms={k: round(v, 2) for k, v in phases.items()},
         )
-        await ctx.send(
-            job.requester,
-            messages.ResultsProposed(
-                job_id=job.id,
-                shard=index,
-                sealed_result=seal(job.requester, shard.result_id.encode()),
-                exit_code=result.exit_code,
-                stdout_preview=preview.decode("utf-8", "replace"),
-                run_seconds=run_seconds,
-            ),
-        )
+
+    def _store_results(self, work: Path) -> tuple[str, str]:
+        """Store the results tree at ``work`` (worker thread); its CID and stdout preview."""
+        result_id = self._results.put(work)
+        preview = (work / "stdout").read_bytes()[:STDOUT_PREVIEW_BYTES]
+        return result_id, preview.decode("utf-8", "replace")
 
     async def _prepare_inputs(self, job: Job, index: int, dest: Path) -> Path | None:
         """Fetch the job's inputs from its requester and write this shard's part of
@@ -472,6 +494,7 @@ class Compute:
         job, index = known.job, shard.index
         if shard.result_id is None:
             return
+        started = trio.current_time()
         try:
             published = await self._publishers[job.spec.publisher].publish(shard.result_id)
         except PublishError as exc:
@@ -479,13 +502,16 @@ class Compute:
             error = messages.ComputeError(job_id=job.id, shard=index, message=str(exc))
             await self._ctx.send(job.requester, error)
             return
-        await self._record(
-            job,
-            index,
-            ExecutionState.PUBLISHED,
-            "published",
-            result_id=published.result_id,
-            result_url=published.location,
+        took_ms = (trio.current_time() - started) * 1000
+        self._ctx.db_soon(
+            self._record_call(
+                job,
+                index,
+                ExecutionState.PUBLISHED,
+                "published",
+                result_id=published.result_id,
+                result_url=published.location,
+            )
         )
         await self._ctx.send(
             job.requester,
@@ -494,6 +520,7 @@ class Compute:
                 shard=index,
                 result_id=published.result_id,
                 location=published.location,
+                publish_ms=round(took_ms, 2),
             ),
         )
 
@@ -532,6 +559,11 @@ class Compute:
             )
         job_state = _COMPUTE_JOB_STATE.get(kind) if job.requester != ctx.node_id else None
         return partial(ctx.store.record, event, state=job_state, execution=execution)
+
+
+async def _remove_trees(*paths: Path) -> None:
+    for path in paths:
+        await trio.to_thread.run_sync(shutil.rmtree, path, True)
 
 
 class InputsUnavailable(Exception):

@@ -13,7 +13,7 @@ raises :class:`MessageError` for anything malformed.
 from __future__ import annotations
 
 import enum
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -98,6 +98,11 @@ class ResultsProposed(_Message, tag="ResultsProposed"):
     stdout_preview: str = ""
     # How long the container ran, by the compute node's clock (DESIGN §5's run phase).
     run_seconds: float = 0.0
+    # Where that node's time went, ms: the executor's phases (create, start, wait,
+    # logs, outputs, remove), then storing the results tree (``results``) and sealing.
+    phases_ms: Annotated[
+        dict[Annotated[str, msgspec.Meta(max_length=16)], float], msgspec.Meta(max_length=12)
+    ] = msgspec.field(default_factory=dict)
 
 
 class ResultsAccepted(_Message, tag="ResultsAccepted"):
@@ -113,6 +118,7 @@ class ResultsPublished(_Message, tag="ResultsPublished"):
     shard: int
     result_id: str
     location: str
+    publish_ms: float = 0.0  # the publisher's own time, by the compute node's clock
 
 
 class ComputeError(_Message, tag="ComputeError"):

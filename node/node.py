@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import random
+import shutil
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -156,6 +157,8 @@ class Node:
         publishers = make_publishers(
             self.results, self.blocks, api_url=config.api_url, scratch=config.data_dir / "scratch"
         )
+        # Runs of a previous life of this node: nothing can use their trees now.
+        shutil.rmtree(config.data_dir / "work", ignore_errors=True)
         trio.lowlevel.add_instrument(self.stalls)
         try:
             async with trio.open_nursery() as nursery:

@@ -163,6 +163,7 @@ class _OpenJob:
     reached: set[Phase] = field(default_factory=set)  # phases observed, once each
     # Messages of this job through this node: "out.Kind", "in.Kind", "gossip.Kind".
     messages: Counter[str] = field(default_factory=Counter)
+    ended: trio.Event = field(default_factory=trio.Event)  # its last event is stored
 
     @property
     def concurrency(self) -> int:
@@ -305,6 +306,7 @@ class Requester:
                     "published",
                     result_id=message.result_id,
                     result_url=message.location,
+                    publish_ms=message.publish_ms,
                 )
             case messages.ComputeError():
                 await self._on_error(open_job, shard, sender, message.message)
@@ -340,6 +342,7 @@ class Requester:
             exit_code=message.exit_code,
             stdout_preview=message.stdout_preview,
             run_ms=round(message.run_seconds * 1000, 1),
+            phases_ms=message.phases_ms,
         )
 
     async def _on_error(self, open_job: _OpenJob, shard: _Shard, node: str, reason: str) -> None:
@@ -425,6 +428,15 @@ class Requester:
             del self._open[job_id]
             self._ended[open_job.state] += 1
             self._reach(open_job, "total")
+            open_job.ended.set()
+
+    async def wait_ended(self, job_id: str, timeout: float) -> None:
+        """Return once ``job_id`` has ended (its last event stored), or after ``timeout``
+        seconds; at once if it is not open here."""
+        open_job = self._open.get(job_id)
+        if open_job is not None:
+            with trio.move_on_after(timeout):
+                await open_job.ended.wait()
 
     async def _run_course(self, open_job: _OpenJob) -> None:
         """Dispatch the job, run every shard's course at once, complete when all have.
@@ -907,7 +919,8 @@ class Requester:
     ) -> None:
         detail = {k: v for k, v in fields.items() if k != "stdout_preview"}
         event = self._ctx.event(open_job.job.id, kind, shard=shard.index, peer=node, **detail)
-        fields.pop("run_ms", None)
+        for detail_only in ("run_ms", "phases_ms", "publish_ms"):
+            fields.pop(detail_only, None)
         execution = Execution(
             job_id=open_job.job.id,
             shard=shard.index,
