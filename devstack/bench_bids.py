@@ -29,6 +29,7 @@ from devstack.bench import (
     say,
     settle,
 )
+from devstack.burst import message_figures, read_counters
 from devstack.client import NodeClient
 from devstack.jobs import TERMINAL
 from profiles.quantiles import percentile
@@ -75,10 +76,10 @@ def wait_all(submitted: list[tuple[str, str]]) -> list[dict[str, Any]]:
         api, job_id = pair
         with NodeClient(api) as client:
             while True:
-                answer = client.describe(job_id)
+                left = max(1, min(30, int(deadline - time.monotonic())))
+                answer = client.describe(job_id, wait=left)  # answers once the job ends
                 if answer["job"]["state"] in TERMINAL or time.monotonic() > deadline:
                     return answer
-                time.sleep(0.2)
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         return list(pool.map(final, submitted))
@@ -137,8 +138,8 @@ def summarize_bids(
 def _text(r: dict[str, Any]) -> str:
     rows = [
         (
-            "bidder / nodes / jobs / c",
-            f"{r['bidder']} / {r['nodes']} / {r['jobs']} / {r['concurrency']}",
+            "dispatch / bidder / nodes / jobs / c",
+            f"{r['dispatch']} / {r['bidder']} / {r['nodes']} / {r['jobs']} / {r['concurrency']}",
         ),
         (
             "bids per job mean / p99 / max",
@@ -150,6 +151,9 @@ def _text(r: dict[str, Any]) -> str:
         ("first bid p50 / p99 (ms)", f"{r['first_bid_p50_ms']} / {r['first_bid_p99_ms']}"),
         ("c accepted p50 / p99 (ms)", f"{r['accepted_p50_ms']} / {r['accepted_p99_ms']}"),
         ("load: jobs per node max/mean", f"{r['load_max_over_mean']}"),
+        ("messages per job", f"{r['messages_per_job']}"),
+        ("  by kind", ", ".join(f"{k} {v:g}" for k, v in r["messages_per_job_by_kind"].items())),
+        ("gossip deliveries per job", f"{r['gossip_deliveries_per_job']}"),
     ]
     return "\n".join(f"{k:<32} {v}" for k, v in rows)
 
@@ -160,22 +164,36 @@ def bench_bids(args: argparse.Namespace) -> int:
         raise BenchError(f"--concurrency {args.concurrency} needs at least that many --nodes")
     load = os.getloadavg()[0]
     reuse = args.state_dir if args.reuse else None
-    with bench_cluster(args.nodes, reuse, bidder=args.bidder) as cluster:
+    with bench_cluster(args.nodes, reuse, bidder=args.bidder, dispatch=args.dispatch) as cluster:
         if cluster.temporary:
             settle(args.settle)  # measure the steady state
-        before = _bids_sent(cluster)
-        say(f"submitting {args.jobs} noop jobs at {args.rate:g}/s, concurrency {args.concurrency}")
-        answers = wait_all(submit_all(cluster, args.jobs, noop_spec(args.concurrency), args.rate))
-        sent = _bids_sent(cluster) - before
+        clients = {n.api: NodeClient(n.api) for n in cluster.state.nodes}
+        try:
+            counters = read_counters(cluster.state, clients)
+            before = _bids_sent(cluster)
+            say(
+                f"submitting {args.jobs} noop jobs at {args.rate:g}/s,"
+                f" concurrency {args.concurrency}"
+            )
+            answers = wait_all(
+                submit_all(cluster, args.jobs, noop_spec(args.concurrency), args.rate)
+            )
+            sent = _bids_sent(cluster) - before
+            counted = read_counters(cluster.state, clients).minus(counters)
+        finally:
+            for client in clients.values():
+                client.close()
         nodes = [n.peer_id for n in cluster.state.nodes]
     result = {
         "bench": "bids",
         "bidder": cluster.state.bidder,
+        "dispatch": cluster.state.dispatch,
         "nodes": len(nodes),
         "rate": args.rate,
         "settle_seconds": args.settle if cluster.temporary else 0.0,
         **summarize_bids([job_figures(a) for a in answers], nodes, args.concurrency),
         "bids_sent_total": sent,
+        **message_figures(counted, args.jobs),
     }
     report(result, args.json, _text, load)
     return 0
@@ -183,6 +201,7 @@ def bench_bids(args: argparse.Namespace) -> int:
 
 def add_parser(sub: Any, positive: Any) -> None:
     from node.bidder import BIDDERS, DEFAULT_BIDDER
+    from node.requester import DEFAULT_DISPATCH, DISPATCHES
 
     p = sub.add_parser(
         "bids",
@@ -198,5 +217,11 @@ def add_parser(sub: Any, positive: Any) -> None:
     p.add_argument("--jobs", type=positive(int), default=100, help="jobs (default 100)")
     p.add_argument("--concurrency", type=positive(int), default=1)
     p.add_argument("--bidder", choices=sorted(BIDDERS), default=DEFAULT_BIDDER)
+    p.add_argument(
+        "--dispatch",
+        choices=DISPATCHES,
+        default=DEFAULT_DISPATCH,
+        help=f"dispatch of a fresh cluster (default {DEFAULT_DISPATCH})",
+    )
     p.add_argument("--rate", type=positive(float), default=5.0, help="jobs per second (default 5)")
     p.set_defaults(bench_func=bench_bids)

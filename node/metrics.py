@@ -376,6 +376,10 @@ def document(stats: NodeStatistics) -> dict[str, Any]:
             "in": t.direct_in,
             "out": t.direct_out,
             "failed": t.direct_failed,
+            # Gossip and direct job messages by "channel.direction.Kind", and what the
+            # direct ones cost in streams opened and dials.
+            "by_kind": dict(t.messages),
+            "streams": dataclasses.asdict(t.streams) if t.streams is not None else None,
         },
         "bids": {"sent": compute.bids_sent, "received": requester.bids_received},
         "jobs": {
@@ -492,6 +496,19 @@ def _node_families(s: NodeStatistics) -> Iterator[Metric]:
     ):
         by_direction = {"in": received, "out": sent}
         yield _by_label(_C, f"bacalhau_{name}_messages", doc, "direction", by_direction)
+    by_kind = _C(
+        "bacalhau_messages",
+        "Job messages by channel (gossip, direct), direction (in, out) and kind.",
+        labels=["channel", "direction", "kind"],
+    )
+    for key, count in sorted(t.messages.items()):
+        by_kind.add_metric(key.split(".", 2), count)
+    yield by_kind
+    if t.streams is not None:
+        warm = t.streams
+        doc = "Direct requests sent (requests), and those that opened a stream or dialled first."
+        counts = {"requests": warm.requests, "opened": warm.opened, "dialled": warm.dialled}
+        yield _by_label(_C, "bacalhau_direct_requests", doc, "what", counts)
     doc = "Messages dropped, by reason (prefixed by channel)."
     yield _by_label(_C, "bacalhau_messages_dropped", doc, "reason", t.dropped)
     yield _summary(

@@ -646,7 +646,9 @@ class Requester:
         except TransportError as exc:
             self._offers["undelivered"] += 1
             self._hints.unreachable(peer)
-            log.info("offer of job %s shard %d to %s: %s", job.id, shard.index, peer, exc)
+            await self._set_state(
+                open_job, shard, shard.state, "offer_undelivered", peer=peer, reason=str(exc)
+            )
             return False
         answer = ack.answer
         if answer is None or answer.job_id != job.id or answer.shard != shard.index:

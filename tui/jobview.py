@@ -38,6 +38,10 @@ PHASES = ("submit", "bids", "accepted", "running", "proposed", "verdict", "publi
 PHASE_OF: Mapping[str, str] = {
     "created": "submit",
     "announced": "submit",
+    "offered": "submit",
+    "offer_declined": "bids",
+    "offer_undelivered": "bids",
+    "gossip_fallback": "bids",
     "rebid": "bids",
     "bid": "bids",
     "bid_refused": "bids",
@@ -167,7 +171,9 @@ def _detail_text(kind: str, detail: Mapping[str, Any]) -> str:
     if kind == "created":
         parts.append(f"concurrency {detail.get('concurrency', '?')}")
         parts.append(f"{detail.get('shards', '?')} shard(s)")
-    elif kind in ("announced", "rebid"):
+    elif kind == "gossip_fallback":
+        parts.append(f"{detail.get('offered', '?')} offered, none free: gossiped")
+    elif kind in ("announced", "offered", "rebid"):
         if "round" in detail:
             parts.append(f"round {detail['round']}")
         if "window" in detail:
@@ -243,7 +249,7 @@ def timeline(describe: Describe, names: Mapping[str, str] | None = None) -> list
                 phase = "proposed"
         else:
             start = round_start.get(shard, round_start.get(None))
-            if kind == "announced":
+            if kind in ("announced", "offered"):
                 took = _since(at, created)
                 round_start[None] = at
             elif kind in ("bid_accepted", "bid_rejected"):
@@ -253,7 +259,7 @@ def timeline(describe: Describe, names: Mapping[str, str] | None = None) -> list
             elif kind == "bidding_closed":
                 took = _since(at, start)
                 closed_at[shard] = at
-            elif kind == "rebid":
+            elif kind in ("rebid", "gossip_fallback"):
                 took = _since(at, start)
                 round_start[shard] = at
             elif kind in ("proposed", "compute_error"):
@@ -376,12 +382,12 @@ def run_phases(describe: Describe, names: Mapping[str, str] | None = None) -> li
         shard = _shard(event)
         if at is None:
             continue
-        if kind == "announced":
+        if kind in ("announced", "offered"):
             round_start[None] = at
             continue
         if shard is None:
             continue
-        if kind in ("rebid", "rerun"):
+        if kind in ("rebid", "rerun", "gossip_fallback"):
             round_start[shard] = at
             continue
         if kind == "verifying":
@@ -477,7 +483,7 @@ def shard_phases(describe: Describe) -> list[ShardPhases]:
         if at is None:
             continue
         if shard is None:
-            if kind == "announced":
+            if kind in ("announced", "offered"):
                 for i in range(shards):
                     start.setdefault(i, at)
             elif kind in ("completed", "error", "cancelled"):

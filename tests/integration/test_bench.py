@@ -96,13 +96,19 @@ def test_overhead(tmp_path: Path, docker_client: Any) -> None:
         assert set(r[key]) == {"median", "p95"}
         assert all(isinstance(v, float) for v in r[key].values())
     phases = r["phases_ms"]
-    for kind in ("announced", "bidding_closed", "verifying", "publishing", "completed"):
+    for kind in ("offered", "bidding_closed", "verifying", "publishing", "completed"):
         assert phases[kind] > 0, kind
     assert list(phases.values()) == sorted(phases.values())
-    assert phases["announced"] <= phases["bidding_closed"] <= phases["verifying"]
+    assert phases["offered"] <= phases["bidding_closed"] <= phases["verifying"]
     assert phases["verifying"] <= phases["publishing"] <= phases["completed"]
     assert phases["completed"] == pytest.approx(r["cluster_events_ms"]["median"], abs=0.15)
     assert 0 <= r["ran_on_requester"] <= jobs
+    assert set(r["executor_phases_ms"]) == {"create", "start", "wait", "logs", "outputs", "remove"}
+    after = r["after_exit_ms"]
+    assert set(after) == {
+        "results", "seal", "to_verdict", "to_published", "publish", "to_completed", "total"
+    }  # fmt: skip
+    assert all(v >= 0 for v in after.values()), after
     assert all(len(v) == jobs for v in r["samples_ms"].values())
 
     assert_host(r)
@@ -163,14 +169,22 @@ def test_bench_load_reports_throughput_latency_and_contention(
         "--json",
     )  # fmt: skip
     assert r["bench"] == "load" and r["nodes"] == 3 and r["engine"] == "noop"
-    assert (r["jobs"], r["completed"], r["failed"]) == (jobs, jobs, 0)
-    assert 0 < r["latency_p50_ms"] <= r["latency_p95_ms"] <= r["latency_p99_ms"]
-    assert r["latency_p99_ms"] <= r["latency_max_ms"]
-    assert r["throughput_jobs_per_s"] > 0 and r["node_cpu_s"] > 0
+    assert r["dispatch"] == "offer" and r["highest_rate_held"] == 10
+    [step] = r["steps"]
+    assert (step["jobs"], step["completed"], step["failed"]) == (jobs, jobs, 0)
+    assert 0 < step["latency_p50_ms"] <= step["latency_p95_ms"] <= step["latency_p99_ms"]
+    assert step["latency_p99_ms"] <= step["latency_max_ms"]
+    assert step["sustained_jobs_per_s"] > 0 and step["node_cpu_s"] > 0
+    # A c=1 job costs six messages when no offer is declined or slow; never gossip.
+    assert step["messages_per_job"] >= 6, step["messages_per_job_by_kind"]
+    assert step["messages_per_job_by_kind"]["direct.BidAccepted"] == 1
+    assert not [k for k in step["messages_per_job_by_kind"] if k.startswith("gossip.")]
+    assert step["gossip_deliveries_per_job"] == 0
+    assert 0 <= step["opened_stream_share"] <= 1 and 0 <= step["dialled_share"] <= 1
     # The loops ran (each job is many task steps on every node), whatever stalled.
-    assert r["loop_steps"] > 100 * jobs
-    assert r["stalls"] >= 0 and r["stall_ms"] >= 0
-    for row in r["locks"]:
+    assert step["loop_steps"] > 100 * jobs
+    assert step["stalls"] >= 0 and step["stall_ms"] >= 0
+    for row in step["locks"]:
         assert row["contended"] > 0 and row["wait_ms"] >= 0, row
     assert_host(r)
     assert_nothing_left(r, docker_client)

@@ -1,5 +1,6 @@
-"""Bidding on a real devstack (DESIGN §6): how many bids a job costs, what a job that
-cannot get enough bids ends as, and how a full cluster queues its jobs.
+"""Bidding on gossip (DESIGN §6, the fallback path, run alone with ``--dispatch
+gossip``): how many bids a job costs, what a job that cannot get enough bids ends
+as, and how a full cluster queues its jobs.
 
 No mocks: real node processes, libp2p gossip and streams, the default hash-space
 bidder. A 10-node cluster measures bids per job on ``noop`` jobs (Docker is not
@@ -66,6 +67,7 @@ JOB_TIMEOUT_S = WINDOWS_S + 120
 # margin. (c=3 on 10 nodes has only bands 0-3, 0.6 s end to end: as load slows
 # gossip, its mean tends to N, which is why its bound is looser.)
 MEAN_BIDS_BOUND = {1: 4.0, 3: 8.0}
+GOSSIP = ("--dispatch", "gossip")
 
 
 # -- helpers ---------------------------------------------------------------------
@@ -170,9 +172,11 @@ def elapsed_to(answer: dict[str, Any], kind: str) -> float:
 
 @pytest.fixture(scope="module")
 def cluster10(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devstack]:
-    """10 nodes, default (hash-space) bidder and slots; noop jobs only."""
-    with running_devstack(tmp_path_factory.mktemp("bidding10"), NETWORK) as stack:
-        yield stack
+    """10 nodes, gossip dispatch, default (hash-space) bidder and slots; noop jobs only."""
+    state_dir = tmp_path_factory.mktemp("bidding10")
+    stack = Devstack(state_dir=state_dir, nodes=NETWORK, up_args=GOSSIP)
+    with running_devstack(state_dir, NETWORK, stack) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
@@ -180,7 +184,7 @@ def cluster3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devstack]:
     """3 nodes of one slot each: 7 Docker jobs must queue."""
     docker_client().close()
     state_dir = tmp_path_factory.mktemp("bidding3")
-    stack = Devstack(state_dir=state_dir, nodes=3, up_args=("--slots", "1"))
+    stack = Devstack(state_dir=state_dir, nodes=3, up_args=("--slots", "1", *GOSSIP))
     with running_devstack(state_dir, 3, stack) as running:
         yield running
 
@@ -229,6 +233,7 @@ def test_bids_per_job_stay_well_under_network_size(cluster10: Devstack) -> None:
     nodes = cluster10.state.nodes
     infos = [node_info(n.api) for n in nodes]
     assert all(info["bidder"] == "hash-space" for info in infos)
+    assert all(info["dispatch"] == "gossip" for info in infos)
     gossip_links = [info["peers"]["connected"] for info in infos]
     start = bids_sent_total(nodes)
     batches: dict[int, dict[str, str]] = {}

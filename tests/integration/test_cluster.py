@@ -51,7 +51,7 @@ JOB_TIMEOUT_S = 180.0
 # What `devstack describe` must show for a completed docker job, each with a time.
 REQUIRED_KINDS = [
     "created",
-    "announced",
+    "offered",
     "bid_accepted",
     "bidding_closed",
     "running",
@@ -181,7 +181,7 @@ def run_forger(connect_to: list[str], body: Callable[[Any], Awaitable[None]]) ->
             on_direct=refuse_direct,
         )
         async with transport.running():
-            pubsub = transport._pubsub  # the one private reach: disable our own validator
+            pubsub = transport._gossip.pubsub  # the one private reach: our own validator off
             pubsub.set_topic_validator(messages.JOBS_TOPIC, lambda forwarder, msg: True, False)
             async with trio.open_nursery() as nursery:
                 for addr in connect_to:
@@ -472,7 +472,7 @@ def test_forged_gossip_announce_is_dropped(cluster5: Devstack) -> None:
 
     async def body(forger: Any) -> None:
         await publish_until(
-            lambda: forger.publish(messages.JOBS_TOPIC, announce),
+            lambda: forger.publish(announce),
             lambda: dropped(target.api).get("gossip_not_requester", 0) > before,
             timeout=60,
             what=f"{target.name} to count the forged announce",
@@ -492,7 +492,7 @@ def test_garbage_on_a_gossip_stream_is_dropped(cluster5: Devstack) -> None:
     from libp2p.peer.id import ID
     from libp2p.utils.varint import encode_varint_prefixed
 
-    from node.p2p.transport import GOSSIP_PROTOCOLS
+    from node.p2p.gossip import GOSSIP_PROTOCOLS
 
     state = cluster5.state
     assert state is not None
@@ -550,7 +550,7 @@ def test_malformed_gossip_is_dropped(cluster5: Devstack, kind: str) -> None:
 
     async def body(forger: Any) -> None:
         await publish_until(
-            lambda: forger._pubsub.publish(messages.JOBS_TOPIC, MALFORMED[kind]()),
+            lambda: forger._gossip.pubsub.publish(messages.JOBS_TOPIC, MALFORMED[kind]()),
             lambda: dropped(target.api).get("gossip_malformed", 0) > before,
             timeout=60,
             what=f"{target.name} to count the malformed message",
@@ -564,35 +564,120 @@ def test_malformed_gossip_is_dropped(cluster5: Devstack, kind: str) -> None:
 
 @pytest.mark.timeout(180)
 def test_malformed_direct_messages_are_refused(cluster5: Devstack) -> None:
+    """On a warm stream of the job protocol: a well-framed request that is not a
+    message gets a negative ack and is counted; bytes that are not frames at all
+    end the stream (nothing after them can be framed) and are counted too."""
     from libp2p.peer.id import ID
 
-    from node.p2p.transport import read_frame, write_frame
+    from node.p2p.frames import HEADER, FrameDecoder, Kind, encode_frame
 
     state = cluster5.state
     assert state is not None
     target = state.nodes[4]
     before = dropped(target.api).get("direct_malformed", 0)
+    malformed_streams = get_json(f"{target.api}/api/v1/node")["transport"]["streams"]["malformed"]
     acks: list[Ack] = []
 
     async def body(forger: Any) -> None:
         info = await in_thread(get_json, f"{target.api}/api/v1/node")
         forger.remember_addrs(target.peer_id, info["direct_addrs"])
-        for make in MALFORMED.values():
-            # Raw frames, so through the forger's direct host (job messages' host).
-            stream = await forger._direct.new_stream(
-                ID.from_base58(target.peer_id), [messages.JOB_PROTOCOL]
-            )
-            try:
-                await write_frame(stream, make())
-                acks.append(messages.decode_ack(await read_frame(stream)))
-            finally:
+        # Raw frames, so through the forger's direct host (job messages' host).
+        stream = await forger._direct.new_stream(
+            ID.from_base58(target.peer_id), [messages.JOB_PROTOCOL]
+        )
+        try:
+            decoder = FrameDecoder()
+            for request_id, make in enumerate(MALFORMED.values(), start=1):
+                await stream.write(encode_frame(Kind.REQUEST, request_id, make()))
+                frames: list[Any] = []
+                while not frames:
+                    frames = decoder.feed(await stream.read(1 << 16))
+                [reply] = frames
+                assert (reply.kind, reply.request_id) == (Kind.REPLY, request_id)
+                acks.append(messages.decode_ack(reply.payload))
+            await stream.write(HEADER.pack(3, 9, 1) + b"abc")  # kind 9: not a frame
+            with trio.fail_after(30):
+                with contextlib.suppress(Exception):  # reset or closed: either ends it
+                    while await stream.read(1 << 16):
+                        pass
+        finally:
+            with contextlib.suppress(Exception):
                 await stream.close()
 
     run_forger([target.multiaddr], body)
     assert [a.ok for a in acks] == [False, False] and all(a.error for a in acks), acks
     assert dropped(target.api).get("direct_malformed", 0) == before + 2
+    streams = get_json(f"{target.api}/api/v1/node")["transport"]["streams"]
+    assert streams["malformed"] == malformed_streams + 1, streams
     assert st.is_alive(target.pid, target.started), f"{target.name} died"
     assert get_json(f"{target.api}/api/v1/healthz")["ok"]
+
+
+@pytest.mark.timeout(180)
+def test_forged_offers_and_unoffered_answers_are_dropped(cluster5: Devstack) -> None:
+    """An offer naming another node as its requester is refused and counted, and the
+    job is not taken; a bid or a decline on a shard that was offered to others (not
+    gossiped) is refused and counted by its requester."""
+    state = cluster5.state
+    assert state is not None
+    target, victim, requester = state.nodes[3], state.nodes[1], state.nodes[0]
+    job_id = new_job_id()
+    job = Job(
+        id=job_id,
+        requester=victim.peer_id,
+        spec=JobSpec(image="busybox", command=["echo", "forged"], engine="noop"),
+        created_at=time.time(),
+    )
+    seen: dict[str, Any] = {}
+
+    async def body(forger: Any) -> None:
+        seen["forger"] = forger.peer_id
+        for node in (target, requester):
+            info = await in_thread(get_json, f"{node.api}/api/v1/node")
+            forger.remember_addrs(node.peer_id, info["direct_addrs"])
+        before = await in_thread(dropped, target.api)
+        ack = await forger.send(target.peer_id, messages.JobOffered(job_id=job_id, job=job))
+        seen["offer"] = ack
+        after = await in_thread(dropped, target.api)
+        assert after.get("direct_not_requester", 0) == before.get("direct_not_requester", 0) + 1
+
+        spec = {"engine": "noop", "command": ["sleep"], "step": True}  # waits at a gate
+        real = seen["job"] = await in_thread(submit_http, requester.api, spec)
+        await in_thread(
+            lambda: wait_until(
+                lambda: describe(requester.api, real)["gate"] is not None,
+                60,
+                0.05,
+                f"job {real} to wait at its first gate",
+            )
+        )
+        before = await in_thread(dropped, requester.api)
+        for answer in (
+            messages.Bid(job_id=real),
+            messages.OfferDeclined(job_id=real, reason="full"),
+        ):
+            ack = await forger.send(requester.peer_id, answer)
+            assert ack == Ack(False, "not_offered"), ack
+        after = await in_thread(dropped, requester.api)
+        assert after.get("direct_not_offered", 0) == before.get("direct_not_offered", 0) + 2
+
+    run_forger([target.multiaddr, requester.multiaddr], body)
+    assert seen["offer"] == Ack(False, "not_requester"), seen["offer"]
+    for node in state.nodes:
+        response = httpx.get(f"{node.api}/api/v1/jobs/{job_id}", timeout=30)
+        assert response.status_code == 404, f"{node.name} took the forged offer: {response.text}"
+
+    def stepped_to_the_end() -> dict[str, Any] | None:
+        answer = describe(requester.api, seen["job"])
+        if answer["job"]["state"] in TERMINAL:
+            return answer
+        if answer["gate"] is not None:
+            httpx.post(f"{requester.api}/api/v1/jobs/{seen['job']}/step", timeout=30)
+        return None
+
+    final = wait_until(stepped_to_the_end, 90, 0.1, "the stepped job to end")
+    assert final["job"]["state"] == "completed", final["job"]
+    assert all(e["detail"].get("peer") != seen.get("forger") for e in final["events"])
 
 
 @pytest.mark.timeout(180)

@@ -69,8 +69,16 @@ def test_figures_move_when_a_job_runs(cluster5: Devstack) -> None:
     old = before[requester]
     assert value(after, "bacalhau_bids_received_total") > value(old, "bacalhau_bids_received_total")
     assert value(after, "bacalhau_jobs_failed_total") == value(old, "bacalhau_jobs_failed_total")
-    out = "bacalhau_gossip_messages_total"
+    # Offered, not gossiped: direct messages only, counted by kind too.
+    out = "bacalhau_direct_messages_total"
     assert value(after, out, direction="out") > value(old, out, direction="out")
+    gossip = "bacalhau_gossip_messages_total"
+    assert value(after, gossip, direction="out") == value(old, gossip, direction="out")
+    offered = (
+        "bacalhau_messages_total",
+        frozenset({("channel", "direct"), ("direction", "out"), ("kind", "JobOffered")}),
+    )
+    assert after[offered] > old.get(offered, 0.0)
     for phase in PHASES:  # a noop job goes through every phase
         count = "bacalhau_job_phase_seconds_count"
         assert value(after, count, phase=phase) > value(old, count, phase=phase), phase
@@ -90,7 +98,9 @@ def test_figures_move_when_a_job_runs(cluster5: Devstack) -> None:
     assert stats["jobs"]["completed"] == completed
     assert stats["latency"]["total"]["count"] >= 1
     assert stats["process"]["rss_bytes"] > 0 and stats["process"]["threads"] > 1
-    assert stats["gossip"]["peers"] >= 1 and stats["gossip"]["events_out"] >= 2
+    assert stats["gossip"]["peers"] >= 1 and stats["direct"]["out"] >= 3
+    assert stats["direct"]["by_kind"]["direct.out.JobOffered"] >= 1, stats["direct"]
+    assert stats["direct"]["streams"]["requests"] >= 1, stats["direct"]
     assert {"total", "by_reason"} <= set(stats["gossip"]["dropped"])
     # As Node.contention() gives them: `devstack locks` reads these.
     assert any(lock["name"] == "store.sqlite" for lock in stats["locks"])

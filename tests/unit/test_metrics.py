@@ -354,7 +354,9 @@ def test_the_json_document_has_every_documented_key() -> None:
         "total": 3,
         "by_reason": {"gossip_invalid_spec": 2, "direct_not_requester": 1},
     }
-    assert doc["direct"] == {"peers": 2, "in": 7, "out": 8, "failed": 1}
+    assert doc["direct"] == {
+        "peers": 2, "in": 7, "out": 8, "failed": 1, "by_kind": {}, "streams": None
+    }  # fmt: skip
     assert doc["bids"] == {"sent": 6, "received": 5}
     assert doc["jobs"] == {
         "open": 1,
