@@ -111,7 +111,7 @@ def up(options: UpOptions, say: Callable[[str], None] = print) -> ClusterState:
     _reset_dirs(state_dir)
     _ensure_image(say)
 
-    # Import once in the launcher so every fork shares it (DESIGN §14), and patch
+    # Import once in the launcher so every fork shares it (README, the devstack), and patch
     # py-libp2p here too: each node would otherwise do it (and check it) alone.
     from node.cli import run_node
     from node.node import NodeConfig

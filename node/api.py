@@ -1,4 +1,4 @@
-"""The node's HTTP API (DESIGN §11), served by hypercorn on the node's trio loop.
+"""The node's HTTP API (README, the node API), served by hypercorn on the node's trio loop.
 
 Every error is JSON ``{"error": code, "message": ..., "field": ...}`` with a 4xx
 status for bad input; an unexpected failure is a 500 with the same shape and no

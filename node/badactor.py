@@ -1,6 +1,6 @@
 """What a bad actor (``--bad-actor``, ``devstack up --bad-actors K``) does: it runs the
 job as everyone else, then changes the results before proposing them, so its
-proposal's CID differs from the honest nodes' (DESIGN §8: the deterministic verifier
+proposal's CID differs from the honest nodes' (README, verification: the deterministic verifier
 must reject it). It works with any executor, since it edits the results tree."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The live band step: seconds between bidding bands, following what this node sees.
 
-DESIGN §6 asks for a step of "about two gossip latencies": long enough that a
+README, who bids asks for a step of "about two gossip latencies": long enough that a
 later band hears ``BiddingClosed`` before its turn when the first band's bids
 went through. A fixed step breaks under load, and makes load worse: as gossip
 slows, later bands fire before the close reaches them, their extra bids add

@@ -5,7 +5,7 @@ of (job, shard, the live members as one node sees them), so ``devstack simulate`
 drives the very code the nodes run: :meth:`Bidder.delays` gives every member's
 delay at once, and a node takes its own from it (:meth:`Bidder.bid_delay`).
 
-- ``hash-space`` (default, DESIGN §6): a rendezvous score per (node, job, shard)
+- ``hash-space`` (default, README, who bids): a rendezvous score per (node, job, shard)
   ranks the nodes differently for every job; a node of rank ``r`` among the live
   members it knows waits ``floor(r / c) * step`` and never drops a job: a node in
   a late band still bids unless it has heard ``BiddingClosed`` by then. The rank
@@ -125,7 +125,7 @@ def rendezvous_ranks(job_id: str, shard: int, members: Sequence[str]) -> list[in
 
 def offer_order(job_id: str, shard: int, members: Sequence[str]) -> list[str]:
     """``members`` from the lowest rendezvous rank to the highest: the order in which a
-    requester offers the shard (DESIGN §4), the same order in which the hash-space
+    requester offers the shard (README, dispatch), the same order in which the hash-space
     bidder's bands let nodes bid. Raises ValueError as :func:`rendezvous_ranks`."""
     ordered = [""] * len(members)
     for member, rank in zip(members, rendezvous_ranks(job_id, shard, members), strict=True):
@@ -134,7 +134,7 @@ def offer_order(job_id: str, shard: int, members: Sequence[str]) -> list[str]:
 
 
 class HashSpaceBidder(Bidder):
-    """DESIGN §6: the ``c`` lowest-ranked nodes bid at once; each later band of
+    """README, who bids: the ``c`` lowest-ranked nodes bid at once; each later band of
     ``c`` covers the busy or missing nodes of the bands before it."""
 
     name = "hash-space"

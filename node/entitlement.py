@@ -1,4 +1,4 @@
-"""Who may send what (DESIGN §4): one pure check for gossip and direct messages.
+"""Who may send what (README, dispatch): one pure check for gossip and direct messages.
 
 The sender is the authenticated peer: the gossip signer (strict signing) or the
 remote peer of the secure channel. A message that fails is dropped and counted.

@@ -3,7 +3,7 @@ the plan of which entries each shard gets, made alike by the requester and every
 compute node.
 
 The requester keeps a full copy of every input tree, so the compute nodes that
-run the job fetch from it (DESIGN §7: inputs mount read-only at /inputs), and it
+run the job fetch from it (README, executors: inputs mount read-only at /inputs), and it
 lists the trees to split the matched entries into shards. The compute nodes make
 the same plan from the same trees (:func:`node.sharding.plan_shards` is a pure
 function of them), so the announce carries only the count.

@@ -1,4 +1,4 @@
-"""The wire protocol's messages and who may send each (DESIGN §4).
+"""The wire protocol's messages and who may send each (README, dispatch).
 
 A requester offers each shard straight to chosen nodes (:class:`JobOffered`); the
 offered node answers in the offer's own reply, with a :class:`Bid` or an
@@ -96,7 +96,7 @@ class ResultsProposed(_Message, tag="ResultsProposed"):
     sealed_result: bytes
     exit_code: int
     stdout_preview: str = ""
-    # How long the container ran, by the compute node's clock (DESIGN §5's run phase).
+    # How long the container ran, by the compute node's clock (README, job lifecycle).
     run_seconds: float = 0.0
     # Where that node's time went, ms: the executor's phases (create, start, wait,
     # logs, outputs, remove), then storing the results tree (``results``) and sealing.
@@ -163,7 +163,7 @@ DIRECT_TYPES: tuple[type, ...] = (
 
 
 class Sender(enum.Enum):
-    """Who may send a message type (DESIGN §4's entitlement table)."""
+    """Who may send a message type (the entitlement table (README, dispatch))."""
 
     REQUESTER = "the job's requester"
     BIDDER = "the node itself, for a shard it was offered or saw announced"

@@ -98,7 +98,7 @@ class JobSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     verifier: str = "noop"
     publisher: str = "ipfs"
     network: bool = False
-    step: bool = False  # pause before the verdict and before publication (DESIGN §10)
+    step: bool = False  # pause before the verdict and before publication (README, step mode)
     inputs: list[InputSource] = msgspec.field(default_factory=list)
     sharding: Sharding | None = None
 
@@ -119,7 +119,7 @@ class JobState(enum.StrEnum):
 
 
 class ExecutionState(enum.StrEnum):
-    """State of one (shard, node) pair, as DESIGN §5 lists it."""
+    """State of one (shard, node) pair, as README, job lifecycle lists it."""
 
     BID = "bid"
     ACCEPTED = "accepted"

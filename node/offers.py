@@ -1,4 +1,4 @@
-"""Whom a requester offers a shard to (DESIGN §4): the rendezvous order, less the
+"""Whom a requester offers a shard to (README, dispatch): the rendezvous order, less the
 nodes it has reason to think cannot take it now.
 
 A requester learns about other nodes only from their answers: an offer declined

@@ -1,6 +1,6 @@
 """The Publisher seam: make an accepted result available and say where.
 
-Chosen per job by name (``spec.publisher``, DESIGN §9). A compute node publishes
+Chosen per job by name (``spec.publisher``, README, publishing). A compute node publishes
 only results its requester accepted, and the published CID must equal the hash
 that was verified: both publishers raise :class:`PublishError` rather than
 publish anything else.

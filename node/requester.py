@@ -1,7 +1,7 @@
 """The requester role: owns the jobs submitted to this node, from dispatch to verdict.
 
 Each shard of a job runs its own course at the same time as the others. Its bids
-come first (DESIGN §4): with ``offer`` dispatch (the default) the requester offers
+come first (README, dispatch): with ``offer`` dispatch (the default) the requester offers
 the shard straight to the ``c = max(concurrency, min_bids)`` best-ranked live
 nodes it believes have room (:mod:`node.offers`); each answers at once, with a
 bid or a reason to decline, and a decline, a failure to deliver or a slow answer

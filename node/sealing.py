@@ -2,7 +2,7 @@
 inside a peer id can open.
 
 A deterministic verifier needs proposals that no other node can read and copy
-(DESIGN.md §8), so a compute node seals its result hash to the requester. Every
+(README, verification), so a compute node seals its result hash to the requester. Every
 ed25519 peer id embeds its public key (an identity multihash), so sealing needs
 nothing but the peer id. Keys are converted from ed25519 to curve25519 and the
 value goes into a libsodium sealed box (ephemeral sender key, X25519 + XSalsa20-

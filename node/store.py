@@ -6,7 +6,7 @@ One :class:`Store` holds one SQLite connection (WAL, ``synchronous=NORMAL``) gua
 by one lock, so it may be called from any thread (the node calls it from worker
 threads via ``anyio.to_thread``). Every write is one transaction that commits before
 the call returns, so a restarted node that opens the same file sees every job,
-execution and event it had (DESIGN §12).
+execution and event it had (README, persistence).
 """
 
 from __future__ import annotations

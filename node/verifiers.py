@@ -1,7 +1,7 @@
 """The Verifier seam: which proposals of a shard are accepted.
 
 Chosen per job by name (``spec.verifier``): ``noop`` accepts everything;
-``deterministic`` (DESIGN §8) accepts the largest group of identical results when it
+``deterministic`` (README, verification) accepts the largest group of identical results when it
 is not tied and has at least ``confidence`` members. A result's id is the CID of its
 results tree, so identical trees have identical ids.
 """

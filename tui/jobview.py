@@ -32,7 +32,7 @@ Describe = Mapping[str, Any]
 
 TERMINAL_STATES = frozenset({"completed", "error", "cancelled"})
 
-#: The phases of DESIGN §5, in order; an event belongs to one (:data:`PHASE_OF`).
+#: The phases of README, job lifecycle, in order; an event belongs to one (:data:`PHASE_OF`).
 PHASES = ("submit", "bids", "accepted", "running", "proposed", "verdict", "published", "end")
 
 PHASE_OF: Mapping[str, str] = {

@@ -23,8 +23,7 @@ Guarantees:
   :class:`FetchTimeout` at the deadline, plain :class:`FetchError` when a block
   could not be written; ``ContentError`` for malformed content.
 
-py-libp2p 0.8.1 bitswap, read from ``libp2p/bitswap/`` (field notes, as in
-LIBP2P-NOTES.md):
+py-libp2p 0.8.1 bitswap, read from ``libp2p/bitswap/`` (field notes):
 
 1. ``BitswapClient.start()`` registers its stream handlers (``/ipfs/bitswap/1.2.0``,
    1.1.0, 1.0.0) on the host it is given, and a network notifee that drops a peer's
@@ -32,7 +31,7 @@ LIBP2P-NOTES.md):
    message queues and response readers run only in the nursery given by
    ``set_nursery`` (call it first; without one, wants are sent and answers read in
    the caller's task). :meth:`Exchange.run` does both and stops it on the way out.
-2. Its ``MerkleDag`` does not build kubo's DAG (LIBP2P-NOTES item 9), so it is not
+2. Its ``MerkleDag`` does not build kubo's DAG (README, py-libp2p), so it is not
    used: only the block store interface, adapted over ours by :class:`_StoreAdapter`.
 3. Every block received is put in the store, wanted or not, and the stream it came
    on is not read again until the put returns. The adapter hands it to
@@ -396,7 +395,7 @@ class Exchange:
                 await self.host.connect(PeerInfo(peer, addrs))
             return True
         except (Exception, trio.TooSlowError) as exc:  # py-libp2p raises many kinds
-            # LIBP2P-NOTES trap 1: never leave the peer on the 60 s negative cache.
+            # A failed dial puts a peer on a 60 s negative cache: never leave it there.
             self.host.get_network().unblock_peer(peer)
             log.info("could not dial provider %s: %r", peer, exc)
             return False

@@ -1,4 +1,4 @@
-"""The job topic on gossipsub: publish, validate, deliver (DESIGN §4's fallback path).
+"""The job topic on gossipsub: publish, validate, deliver (the fallback path; README, dispatch).
 
 Owns a node's pubsub and gossipsub routers on its gossip host. Guarantees:
 
@@ -6,8 +6,8 @@ Owns a node's pubsub and gossipsub routers on its gossip host. Guarantees:
   not decode, is not a gossip message, or that the node's ``check`` refuses is
   dropped and counted by reason; a validator that raises drops the message too.
 - Subscriptions are drained at once into a bounded channel of our own, so
-  py-libp2p's 32-message subscription queue never overflows (LIBP2P-NOTES trap 4,
-  summarised in the README's Architecture section); a full channel counts a drop.
+  py-libp2p's 32-message subscription queue (which drops with only a log line)
+  never overflows; a full channel of ours counts a drop.
 - A handler that raises is logged and counted; delivery of the rest goes on.
 """
 

@@ -1,4 +1,4 @@
-"""Bidding on gossip (DESIGN §6, the fallback path, run alone with ``--dispatch
+"""Bidding on gossip (README, who bids, the fallback path, run alone with ``--dispatch
 gossip``): how many bids a job costs, what a job that cannot get enough bids ends
 as, and how a full cluster queues its jobs.
 

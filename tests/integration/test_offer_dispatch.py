@@ -1,4 +1,4 @@
-"""Offer-first dispatch on real devstacks (DESIGN §4): a job reaches the nodes it is
+"""Offer-first dispatch on real devstacks (README, dispatch): a job reaches the nodes it is
 offered to and no other, a node that declines or is dead leads to the next-ranked
 one, offers that all come back declined fall back to gossip, and a restarted peer's
 warm stream is replaced.

@@ -1,4 +1,4 @@
-"""Inputs, sharding and results by CID on a real 5-node devstack (DESIGN §7, §9).
+"""Inputs, sharding and results by CID on a real 5-node devstack (README, executors; publishing).
 
 A directory of 20 text files is added to node 0 (`submit --input-dir`); a job
 sharded by `--sharding-glob-pattern '/inputs/*.txt' --sharding-batch-size 4` runs

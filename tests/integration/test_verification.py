@@ -1,4 +1,4 @@
-"""The deterministic verifier against a bad actor (DESIGN §8), on a real devstack.
+"""The deterministic verifier against a bad actor (README, verification), on a real devstack.
 
 Five nodes, the last started with ``--bad-actor`` (``devstack up --bad-actors 1``): it
 runs every job like the others, then forges its results, so its proposal's CID
@@ -178,7 +178,7 @@ def test_no_winner_reruns_on_fresh_nodes_then_ends_error(cluster: Devstack) -> N
     assert answer["shards"] == [{"shard": 0, "cid": None, "providers": [], "locations": []}]
 
 
-# -- step mode (DESIGN §10) ---------------------------------------------------------
+# -- step mode (README, step mode) ---------------------------------------------------------
 
 
 @pytest.mark.timeout(300)

@@ -1,4 +1,4 @@
-"""The wire protocol's rules without a network: who may send what (DESIGN §4),
+"""The wire protocol's rules without a network: who may send what (README, dispatch),
 message encoding, size limits, and job-spec decoding errors."""
 
 from __future__ import annotations
@@ -68,12 +68,12 @@ SAMPLES: dict[type, Message] = {
     messages.ComputeError: messages.ComputeError(job_id=JOB_ID, message="boom"),
     messages.Cancelled: messages.Cancelled(job_id=JOB_ID, reason="stop"),
 }
-# A presence beacon, where the node has one (not in DESIGN §4's table).
+# A presence beacon, where the node has one (not in the entitlement table (README, dispatch)).
 NODE_ALIVE: type | None = getattr(messages, "NodeAlive", None)
 if NODE_ALIVE is not None:
     SAMPLES[NODE_ALIVE] = NODE_ALIVE(api="http://127.0.0.1:1")
 
-# DESIGN §4's table, written out independently of node/messages.py.
+# the entitlement table (README, dispatch), written out independently of node/messages.py.
 DESIGN_TABLE: dict[str, set[type]] = {
     "requester": {
         messages.JobOffered,
@@ -113,7 +113,7 @@ def test_entitled_matches_the_design_table() -> None:
 
 
 def expected(message_type: type, sender_kind: str) -> str | None:
-    """What check_sender must answer, from DESIGN §4 alone."""
+    """What check_sender must answer, from the README's entitlement table alone."""
     rule = RULE_OF[message_type]
     if rule in ("anyone", "bidder"):
         return None  # gossiped (no offer list): anyone may bid; NodeAlive is about oneself

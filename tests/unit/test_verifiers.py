@@ -1,4 +1,4 @@
-"""Verifiers: which proposals of a shard are accepted (DESIGN §8)."""
+"""Verifiers: which proposals of a shard are accepted (README, verification)."""
 
 from __future__ import annotations
 
