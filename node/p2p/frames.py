@@ -92,6 +92,8 @@ class FrameDecoder:
                 break
             frames.append(Frame(Kind(kind), request_id, bytes(buffer[at + HEADER.size : end])))
             at = end
-        if at:
+        if at == len(buffer):
+            self._buffer = bytearray()  # let go of the capacity an idle stream would keep
+        elif at:
             del buffer[:at]
         return frames
