@@ -49,7 +49,7 @@ from devstack.jobs import TERMINAL
 from devstack.state import ClusterState
 from node.argtypes import positive
 from node.bidder import DEFAULT_BIDDER
-from node.requester import DEFAULT_DISPATCH
+from node.requester import DEFAULT_DISPATCH, DISPATCHES
 from profiles.quantiles import percentile
 
 COMMAND = ["echo", "hello"]
@@ -496,6 +496,7 @@ def overhead_result(
     return {
         "bench": "overhead",
         "nodes": len(cluster.state.nodes),
+        "dispatch": cluster.state.dispatch,
         "jobs": len(samples.docker_cli),
         "completed": len(samples.cluster_wall),
         "failures": samples.failures,
@@ -536,7 +537,8 @@ def overhead_text(r: dict[str, Any]) -> str:
     """The overhead result as a table for people."""
     cmd = " ".join(r["command"])
     table = format_table(
-        f"submit-to-completed of `{r['image']} {cmd}`, ms: {r['nodes']} nodes,"
+        f"submit-to-completed of `{r['image']} {cmd}`, ms: {r['nodes']} nodes"
+        f" ({r['dispatch']} dispatch),"
         f" {r['jobs']} rounds (+{r['warmup']} warm-up), concurrency 1",
         [
             ("cluster, client wall (POST..completed)", r["cluster_wall_ms"]),
@@ -564,7 +566,7 @@ def bench_overhead(args: argparse.Namespace) -> int:
     """``devstack bench overhead``."""
     load = os.getloadavg()[0]
     reuse = args.state_dir if args.reuse else None
-    with bench_cluster(args.nodes, reuse) as cluster:
+    with bench_cluster(args.nodes, reuse, dispatch=args.dispatch) as cluster:
         samples, label = measure_overhead(
             cluster,
             jobs=args.jobs,
@@ -607,6 +609,7 @@ def measure_cluster(cluster: BenchCluster, *, seconds: float, settle_s: float) -
     return {
         "bench": "cluster",
         "nodes": len(procs),
+        "dispatch": cluster.state.dispatch,
         "ready_s": round(cluster.ready_s or 0.0, 2),
         "fork_to_ready_s": (
             round(cluster.fork_to_ready_s, 2) if cluster.fork_to_ready_s is not None else None
@@ -642,7 +645,7 @@ def cluster_text(r: dict[str, Any]) -> str:
 def bench_cluster_cost(args: argparse.Namespace) -> int:
     """``devstack bench cluster``."""
     load = os.getloadavg()[0]
-    with bench_cluster(args.nodes) as cluster:
+    with bench_cluster(args.nodes, dispatch=args.dispatch) as cluster:
         result = measure_cluster(cluster, seconds=args.seconds, settle_s=args.settle)
     report(result, args.json, cluster_text, load)
     return 0
@@ -673,6 +676,13 @@ def add_cluster_args(
         )
     if reuse is not None:
         p.add_argument("--reuse", action="store_true", help=reuse)
+    p.add_argument(
+        "--dispatch",
+        choices=DISPATCHES,
+        default=DEFAULT_DISPATCH,
+        help="dispatch of a fresh cluster: offers first (offer), or gossip alone"
+        f" (default {DEFAULT_DISPATCH}; --reuse keeps the cluster's own)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 

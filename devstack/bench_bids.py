@@ -201,7 +201,6 @@ def bench_bids(args: argparse.Namespace) -> int:
 
 def add_parser(sub: Any, positive: Any) -> None:
     from node.bidder import BIDDERS, DEFAULT_BIDDER
-    from node.requester import DEFAULT_DISPATCH, DISPATCHES
 
     p = sub.add_parser(
         "bids",
@@ -217,11 +216,5 @@ def add_parser(sub: Any, positive: Any) -> None:
     p.add_argument("--jobs", type=positive(int), default=100, help="jobs (default 100)")
     p.add_argument("--concurrency", type=positive(int), default=1)
     p.add_argument("--bidder", choices=sorted(BIDDERS), default=DEFAULT_BIDDER)
-    p.add_argument(
-        "--dispatch",
-        choices=DISPATCHES,
-        default=DEFAULT_DISPATCH,
-        help=f"dispatch of a fresh cluster (default {DEFAULT_DISPATCH})",
-    )
     p.add_argument("--rate", type=positive(float), default=5.0, help="jobs per second (default 5)")
     p.set_defaults(bench_func=bench_bids)

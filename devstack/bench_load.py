@@ -38,7 +38,6 @@ from devstack.bench import (
 from devstack.bench_bids import noop_spec
 from devstack.burst import BurstError, run_burst
 from node.argtypes import positive
-from node.requester import DEFAULT_DISPATCH, DISPATCHES
 
 DOCKER_SECONDS = 15.0
 
@@ -278,12 +277,6 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--engine", choices=["noop", "docker"], default="noop")
     p.add_argument("--image", default="busybox:latest", help="image of docker jobs")
     p.add_argument("--concurrency", type=positive(int), default=1, help="nodes per job (1)")
-    p.add_argument(
-        "--dispatch",
-        choices=DISPATCHES,
-        default=DEFAULT_DISPATCH,
-        help=f"dispatch of a fresh cluster (default {DEFAULT_DISPATCH}; --reuse keeps its own)",
-    )
     p.add_argument(
         "--docker-clients",
         type=_counts,
