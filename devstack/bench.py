@@ -35,7 +35,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,6 +86,11 @@ def summarize(values: Sequence[float], digits: int = 1) -> dict[str, float]:
         "min": round(min(values), digits),
         "max": round(max(values), digits),
     }
+
+
+def inline(figures: Mapping[str, float]) -> str:
+    """``name value`` pairs on one line, as the text tables print phases."""
+    return "  ".join(f"{k} {v:g}" for k, v in figures.items())
 
 
 def format_table(title: str, rows: Sequence[tuple[str, dict[str, float]]]) -> str:
@@ -550,9 +555,8 @@ def overhead_text(r: dict[str, Any]) -> str:
             ("overhead: cluster wall - SDK", r["overhead_vs_sdk_ms"]),
         ],
     )
-    phases = "  ".join(f"{k} {v:g}" for k, v in r["phases_ms"].items())
-    executor = "  ".join(f"{k} {v:g}" for k, v in r["executor_phases_ms"].items())
-    after = "  ".join(f"{k} {v:g}" for k, v in r["after_exit_ms"].items())
+    phases, executor = inline(r["phases_ms"]), inline(r["executor_phases_ms"])
+    after = inline(r["after_exit_ms"])
     return (
         f"{table}\n\nmedian ms from `created` on the requester: {phases}\n"
         f"the executor's phases (median ms): {executor}\n"

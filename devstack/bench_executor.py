@@ -41,6 +41,7 @@ from devstack.bench import (
     BenchError,
     difference,
     format_table,
+    inline,
     ms_since,
     remove_labelled,
     report,
@@ -207,7 +208,7 @@ def executor_text(r: dict[str, Any]) -> str:
             ("deferred removal (after run)", r["deferred_removal_ms"]),
         ],
     )
-    phases = "  ".join(f"{k} {v:g}" for k, v in r["phases_ms"].items())
+    phases = inline(r["phases_ms"])
     return f"{table}\n\nmedian ms per executor phase: {phases}"
 
 

@@ -9,7 +9,7 @@ how many opened a stream or dialled, and what the load did to the nodes' locks
 and event loops (``devstack locks`` before the burst subtracted from after it).
 
 ``--rates 20,40,80,160`` steps the rate up on the same cluster, ``--jobs`` jobs a
-step, until a step fails a job; the highest rate held with no failure is
+step, until a step fails a job; the highest rate held (no failure, and sustained) is
 reported. With ``--engine docker`` and no rate given, the bench first measures
 how many ``containers.run`` a second this Docker daemon sustains with parallel
 SDK clients, then offers the cluster that rate.
@@ -40,6 +40,7 @@ from devstack.burst import BurstError, run_burst
 from node.argtypes import positive
 
 DOCKER_SECONDS = 15.0
+HELD_SHARE = 0.975  # of the offered rate, sustained, for a step to count as held
 
 
 def _lock_rows(found: locks.ClusterContention, top: int) -> list[dict[str, Any]]:
@@ -176,7 +177,13 @@ def bench_load(args: argparse.Namespace) -> int:
                 break
         nodes = len(cluster.state.nodes)
         dispatch = cluster.state.dispatch
-    held = [s["rate"] for s in steps if not s["failed"]]
+    # Held: no job failed and the cluster kept up (a queue growing behind a rate it
+    # cannot sustain fails no job at first, but it does not hold that rate).
+    held = [
+        s["rate"]
+        for s in steps
+        if not s["failed"] and (s["sustained_jobs_per_s"] or 0) >= HELD_SHARE * s["rate"]
+    ]
     result = {
         "bench": "load",
         "nodes": nodes,
@@ -185,6 +192,7 @@ def bench_load(args: argparse.Namespace) -> int:
         "dispatch": dispatch,
         "steps": steps,
         "highest_rate_held": max(held) if held else None,
+        "most_sustained": max((s["sustained_jobs_per_s"] or 0 for s in steps), default=None),
         "docker_alone": docker_alone,
         **cluster.describe(),
     }
@@ -207,7 +215,10 @@ def bench_load(args: argparse.Namespace) -> int:
         for step in r["steps"]:
             lines += ["", _step_text(step)]
         if len(r["steps"]) > 1 or r["highest_rate_held"] is None:
-            lines.append(f"\nhighest rate held with no failure: {r['highest_rate_held']}")
+            lines.append(
+                f"\nhighest rate held (no failure, {HELD_SHARE:.1%} of it sustained):"
+                f" {r['highest_rate_held']}; most sustained: {r['most_sustained']} jobs/s"
+            )
         if "share_of_docker_rate" in r:
             lines.append(f"cluster / docker alone: {r['share_of_docker_rate']:.1%}")
         lines += ["", "during the last burst:", r["steps"][-1]["contention"]]

@@ -119,6 +119,12 @@ def up(options: UpOptions, say: Callable[[str], None] = print) -> ClusterState:
     from node.p2p.identity import load_or_create_key, peer_id_of
 
     compat.apply()
+    from devstack.warmup import WarmUpFailed, warm_up
+
+    try:
+        warm_up()
+    except WarmUpFailed as exc:
+        say(f"warning: {exc}; the nodes start cold")
 
     ports = free_ports(3 * options.nodes)
     rng = random.Random()

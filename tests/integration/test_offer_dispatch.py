@@ -13,8 +13,10 @@ ranking back, never a fixed sleep.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -28,6 +30,7 @@ from node.bidder import offer_order
 from node.requester import EXTRA_OFFERS
 from tests.conftest import (
     Devstack,
+    describe_job,
     docker_client,
     get_json,
     running_devstack,
@@ -232,6 +235,41 @@ def test_a_restarted_peer_gets_the_next_message_on_a_new_stream(offers10: Devsta
 
 
 # -- 3. declines and the dead ----------------------------------------------------
+
+
+@pytest.mark.timeout(300)
+def test_offers_all_declined_fall_back_to_gossip_and_the_job_completes(
+    offers10: Devstack,
+) -> None:
+    """A job in an image no node has: every offer comes back declined (no_image), up
+    to c + EXTRA_OFFERS of them, and the job is gossiped; once the image exists, a
+    later round of bidding finds bidders and the job completes."""
+    assert offers10.state is not None
+    live_members(offers10)
+    requester = offers10.state.nodes[6]
+    image = f"pyb-fallback-{uuid.uuid4().hex[:10]}:latest"
+    client = docker_client()
+    try:
+        job_id = submit(requester.api, {"image": image, "command": ["echo", "late"]})
+
+        def fell_back() -> dict[str, Any] | None:
+            answer = describe_job(requester.api, job_id)
+            return answer if own_events(answer, "gossip_fallback") else None
+
+        answer = wait_until(fell_back, 60, 0.1, f"job {job_id} to be gossiped")
+        declined = own_events(answer, "offer_declined")
+        assert len(declined) == min(NETWORK, 1 + EXTRA_OFFERS), story(answer)
+        assert all(e["detail"]["reason"].startswith("no_image") for e in declined), declined
+        assert client.images.get("busybox:latest").tag(image.split(":")[0], "latest")
+
+        answer = wait_job_end(requester.api, job_id, JOB_TIMEOUT_S)
+        assert answer["job"]["state"] == "completed", story(answer)
+        fallback = own_events(answer, "gossip_fallback")[0]["at"]
+        assert all(e["at"] > fallback for e in own_events(answer, "bid_accepted"))
+    finally:
+        with contextlib.suppress(Exception):
+            client.images.remove(image)  # the tag only: busybox stays
+        client.close()
 
 
 @pytest.mark.timeout(600)
