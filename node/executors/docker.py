@@ -58,8 +58,10 @@ log = logging.getLogger(__name__)
 
 #: Label every container started here carries (in addition to the caller's).
 OWNER_LABEL = ("py-bacalhau", "1")
-#: How long a positive :meth:`DockerExecutor.has_image` answer is trusted.
-IMAGE_CACHE_TTL_S = 5.0
+#: How long a positive :meth:`DockerExecutor.has_image` answer is trusted (a run that
+#: finds the image gone forgets it at once). Asking the daemon on every offer put a
+#: Docker API call on the critical path of each node's first job in a while.
+IMAGE_CACHE_TTL_S = 60.0
 #: Longest single blocking wait on a container; bounds how long a worker thread
 #: outlives a cancelled run.
 WAIT_POLL_S = 1.0
@@ -274,8 +276,9 @@ class DockerExecutor(Executor):
     async def has_image(self, image: str) -> bool:
         """Whether ``image`` (bare names mean ``:latest``) exists locally.
 
-        Positive answers are cached for a few seconds; negative ones are not.
-        Never raises: a daemon error counts as "no".
+        Positive answers are cached for :data:`IMAGE_CACHE_TTL_S`, or until a run finds
+        the image missing; negative ones are not cached. Never raises: a daemon error
+        counts as "no".
         """
         if not image.strip():
             return False
@@ -351,6 +354,7 @@ class DockerExecutor(Executor):
                 host_config=api.create_host_config(**host_config),
             )
         except docker.errors.ImageNotFound as exc:
+            self._image_cache.pop(normalise_image(spec.image), None)
             raise ExecutorError(
                 f"image {spec.image!r} is not present on this node "
                 "(no registry is reachable; build or import it locally)"
