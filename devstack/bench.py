@@ -422,60 +422,73 @@ def remove_labelled(client: Any, label: str) -> int:
 
 
 def measure_overhead(
-    cluster: BenchCluster, *, jobs: int, warmup: int, image: str
-) -> tuple[OverheadSamples, str]:
+    cluster: BenchCluster,
+    *,
+    jobs: int,
+    warmup: int,
+    image: str,
+    beside: BenchCluster | None = None,
+) -> tuple[OverheadSamples, OverheadSamples | None, str]:
     """``warmup`` unrecorded rounds, then ``jobs`` rounds; each round runs the cluster
-    job, the CLI run and the SDK run once, in a fresh random order. Returns the
-    samples and the label the native containers carried."""
+    job (and one on ``beside``, a second cluster of another size, if given), the CLI
+    run and the SDK run once, in a fresh random order. Returns the samples of each
+    cluster (both with the same native samples) and the label the native containers
+    carried."""
     import docker
     import docker.errors
 
     spec = {"engine": "docker", "image": image, "command": COMMAND, "deal": {"concurrency": 1}}
     label = f"{NATIVE_LABEL}={uuid.uuid4().hex[:12]}"
-    nodes = st.live_nodes(cluster.state)
+    clusters = {"cluster": cluster} | ({"beside": beside} if beside is not None else {})
+    nodes = {name: st.live_nodes(c.state) for name, c in clusters.items()}
     rng = random.Random()
-    samples = OverheadSamples()
+    samples = {name: OverheadSamples() for name in clusters}
     try:
         sdk = docker.from_env(timeout=int(JOB_TIMEOUT_S))
     except docker.errors.DockerException as exc:
         raise BenchError(f"Docker is not usable: {exc}") from None
     try:
         for round_ in range(-warmup, jobs):
-            node = nodes[round_ % len(nodes)]
+            via = {name: live[round_ % len(live)] for name, live in nodes.items()}
             runs: dict[str, Callable[[], Any]] = {
-                "cluster": lambda api=node.api: _attempt(run_cluster_job, api, spec),
-                "cli": lambda: run_docker_cli(image, label),
-                "sdk": lambda: run_docker_sdk(sdk, image, label),
+                name: (lambda api=node.api: _attempt(run_cluster_job, api, spec))
+                for name, node in via.items()
             }
+            runs["cli"] = lambda: run_docker_cli(image, label)
+            runs["sdk"] = lambda: run_docker_sdk(sdk, image, label)
             order = list(runs)
             rng.shuffle(order)
             got = {name: runs[name]() for name in order}
-            run: ClusterRun | JobFailed = got["cluster"]
             what = "warm-up" if round_ < 0 else f"round {round_ + 1}/{jobs}"
-            cluster_said = (
-                f"FAILED ({run})"
-                if isinstance(run, JobFailed)
-                else f"{run.wall_ms:.0f} ms (events {run.events_ms:.0f})"
+            said = ", ".join(
+                f"{len(nodes[name])} nodes via {via[name].name} {_said(got[name])}"
+                for name in clusters
             )
-            say(
-                f"{what}: cluster via {node.name} {cluster_said},"
-                f" docker CLI {got['cli']:.0f}, SDK {got['sdk']:.0f}"
-            )
+            say(f"{what}: {said}, docker CLI {got['cli']:.0f}, SDK {got['sdk']:.0f}")
             if round_ < 0:
                 continue
-            if isinstance(run, JobFailed):
-                samples.failures.append(str(run))
-            else:
-                samples.add_cluster(run)
-            samples.docker_cli.append(got["cli"])
-            samples.docker_sdk.append(got["sdk"])
+            for name, collected in samples.items():
+                run: ClusterRun | JobFailed = got[name]
+                if isinstance(run, JobFailed):
+                    collected.failures.append(str(run))
+                else:
+                    collected.add_cluster(run)
+                collected.docker_cli.append(got["cli"])
+                collected.docker_sdk.append(got["sdk"])
     finally:
         if remove_labelled(sdk, label):
             say("removed containers an interrupted native run left")
         sdk.close()
-    if not samples.cluster_wall:
-        raise BenchError(f"no cluster job completed; the last: {samples.failures[-1]}")
-    return samples, label
+    for name, collected in samples.items():
+        if not collected.cluster_wall:
+            raise BenchError(f"no {name} job completed; the last: {collected.failures[-1]}")
+    return samples["cluster"], samples.get("beside"), label
+
+
+def _said(run: ClusterRun | JobFailed) -> str:
+    if isinstance(run, JobFailed):
+        return f"FAILED ({run})"
+    return f"{run.wall_ms:.0f} ms (events {run.events_ms:.0f})"
 
 
 def _attempt(fn: Callable[..., ClusterRun], *args: Any) -> ClusterRun | JobFailed:
@@ -539,7 +552,19 @@ def overhead_result(
 
 
 def overhead_text(r: dict[str, Any]) -> str:
-    """The overhead result as a table for people."""
+    """The overhead result as a table for people (and the cluster beside it, if any)."""
+    text = _one_overhead_text(r)
+    if "beside" in r:
+        b = r["beside"]
+        text += (
+            f"\n\nbeside it, in the same rounds, {b['nodes']} nodes:\n{_one_overhead_text(b)}"
+            f"\n\n{b['nodes']} nodes against {r['nodes']} (median, same rounds):"
+            f" {r['beside_vs_cluster_median']:+.1%}"
+        )
+    return text
+
+
+def _one_overhead_text(r: dict[str, Any]) -> str:
     cmd = " ".join(r["command"])
     table = format_table(
         f"submit-to-completed of `{r['image']} {cmd}`, ms: {r['nodes']} nodes"
@@ -570,16 +595,26 @@ def bench_overhead(args: argparse.Namespace) -> int:
     """``devstack bench overhead``."""
     load = os.getloadavg()[0]
     reuse = args.state_dir if args.reuse else None
-    with bench_cluster(args.nodes, reuse, dispatch=args.dispatch) as cluster:
-        samples, label = measure_overhead(
-            cluster,
-            jobs=args.jobs,
-            warmup=args.warmup,
-            image=args.image,
+    with contextlib.ExitStack() as stack:
+        cluster = stack.enter_context(bench_cluster(args.nodes, reuse, dispatch=args.dispatch))
+        beside = None
+        if args.beside:
+            beside = stack.enter_context(bench_cluster(args.beside, dispatch=args.dispatch))
+        samples, beside_samples, label = measure_overhead(
+            cluster, jobs=args.jobs, warmup=args.warmup, image=args.image, beside=beside
         )
         result = overhead_result(
             cluster, samples, image=args.image, warmup=args.warmup, label=label
         )
+        if beside is not None and beside_samples is not None:
+            second = overhead_result(
+                beside, beside_samples, image=args.image, warmup=args.warmup, label=label
+            )
+            result["beside"] = second
+            # Both clusters ran in the same rounds: the machine's drift cancels out.
+            result["beside_vs_cluster_median"] = round(
+                second["cluster_wall_ms"]["median"] / result["cluster_wall_ms"]["median"] - 1, 4
+            )
     report(result, args.json, overhead_text, load)
     return 0
 
@@ -702,6 +737,14 @@ def add_bench_parser(parser: argparse.ArgumentParser) -> None:
     )
     add_cluster_args(p, nodes=5)
     p.add_argument("--jobs", type=positive(int), default=30, help="measured rounds (default 30)")
+    p.add_argument(
+        "--beside",
+        type=positive(int),
+        default=None,
+        metavar="NODES",
+        help="also measure a fresh cluster of this many nodes in the same rounds (e.g. 50"
+        " beside --nodes 5), so the two compare without the machine's drift between runs",
+    )
     p.add_argument(
         "--warmup", type=positive(int, zero=True), default=1, help="unrecorded rounds first"
     )

@@ -83,7 +83,9 @@ def assert_nothing_left(result: dict[str, Any], client: Any) -> None:
 
 def test_overhead(tmp_path: Path, docker_client: Any) -> None:
     jobs = 3
-    r = run_bench(tmp_path, "overhead", "--nodes", "3", "--jobs", str(jobs), "--json")
+    r = run_bench(
+        tmp_path, "overhead", "--nodes", "3", "--beside", "2", "--jobs", str(jobs), "--json"
+    )
 
     assert r["bench"] == "overhead"
     assert (r["nodes"], r["jobs"], r["completed"], r["reused"]) == (3, jobs, jobs, False)
@@ -111,8 +113,15 @@ def test_overhead(tmp_path: Path, docker_client: Any) -> None:
     assert all(v >= 0 for v in after.values()), after
     assert all(len(v) == jobs for v in r["samples_ms"].values())
 
+    # The 2-node cluster ran in the same rounds, beside the first, with the same native runs.
+    beside = r["beside"]
+    assert (beside["nodes"], beside["completed"]) == (2, jobs)
+    assert beside["samples_ms"]["docker_sdk"] == r["samples_ms"]["docker_sdk"]
+    ratio = beside["cluster_wall_ms"]["median"] / r["cluster_wall_ms"]["median"] - 1
+    assert r["beside_vs_cluster_median"] == pytest.approx(ratio, abs=1e-3)
     assert_host(r)
     assert_nothing_left(r, docker_client)
+    assert_nothing_left(beside, docker_client)
     assert not docker_client.containers.list(all=True, filters={"label": r["native_label"]})
 
 

@@ -226,6 +226,7 @@ def test_has_image(client: docker.DockerClient) -> None:
         assert await ex.has_image("busybox:latest")
         assert not await ex.has_image("busybox:no-such-tag")
         assert not await ex.has_image("")
+
         # A cached positive answer needs no daemon round trip.
         def no_daemon(ref: str) -> bool:
             raise AssertionError(f"asked the daemon about {ref}")
