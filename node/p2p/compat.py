@@ -70,6 +70,7 @@ from libp2p.bitswap.pb.bitswap_pb2 import Message as BitswapMessage
 from libp2p.network.auto_connector import AutoConnector
 from libp2p.network.stream.net_stream import NetStream
 from libp2p.peer.id import ID
+from libp2p.pubsub.gossipsub import GossipSub
 from libp2p.pubsub.pubsub import Pubsub
 from libp2p.security.secure_session import SecureSession
 from libp2p.stream_muxer.yamux.yamux import Yamux, YamuxStream
@@ -108,6 +109,7 @@ REQUIRED: tuple[tuple[Any, str, str], ...] = (
     (AutoConnector, "maybe_connect", _CALLABLE),
     (Pubsub, "stream_handler", _CALLABLE),
     (Pubsub, "_handle_dead_peer", _CALLABLE),
+    (GossipSub, "_get_peers_to_send", _CALLABLE),
     (BitswapClient, "_on_message_queue_stream_opened", _CALLABLE),
     (BitswapClient, "_read_message", _CALLABLE),
     (BitswapClient, "_process_message", _CALLABLE),
@@ -325,6 +327,33 @@ class GuardedPubsub(Pubsub):
             with contextlib.suppress(Exception):
                 await stream.reset()
             self._handle_dead_peer(stream.muxed_conn.peer_id)
+
+
+class FloodPublishGossipSub(GossipSub):
+    """Gossipsub with v1.1's flood publishing (go-libp2p's default): a node's own
+    messages go to every peer in the topic, not only to its mesh.
+
+    py-libp2p 0.8.1 sends them to the mesh alone, and a mesh can sit empty: on a
+    20-node devstack the bootstrap node (connected to every other) was pruned by all
+    its peers and, with each of them in backoff, grafted none for minutes, so every
+    job it announced reached no node and ended short of bids. Forwarding others'
+    messages is left to the mesh."""
+
+    def _get_peers_to_send(
+        self,
+        topic_ids: Iterable[str],
+        msg_forwarder: ID,
+        origin: ID,
+        msg_id: bytes | None = None,
+    ) -> Iterable[ID]:
+        topic_ids = list(topic_ids)
+        chosen = set(super()._get_peers_to_send(topic_ids, msg_forwarder, origin, msg_id))
+        pubsub = self.pubsub
+        if pubsub is not None and origin == pubsub.my_id:
+            for topic in topic_ids:
+                chosen.update(pubsub.peer_topics.get(topic, ()))
+            chosen.discard(origin)
+        return chosen
 
 
 # -- bitswap -----------------------------------------------------------------------

@@ -9,6 +9,8 @@ Owns a node's pubsub and gossipsub routers on its gossip host. Guarantees:
   py-libp2p's 32-message subscription queue (which drops with only a log line)
   never overflows; a full channel of ours counts a drop.
 - A handler that raises is logged and counted; delivery of the rest goes on.
+- A node's own messages go to every peer in the topic, not only to its gossip mesh
+  (flood publishing, :class:`~node.p2p.compat.FloodPublishGossipSub`).
 """
 
 from __future__ import annotations
@@ -24,13 +26,12 @@ import trio
 from libp2p.abc import IHost
 from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
-from libp2p.pubsub.gossipsub import GossipSub
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.tools.anyio_service import background_trio_service
 
 from node import messages
 from node.messages import Message, MessageError
-from node.p2p.compat import GuardedPubsub
+from node.p2p.compat import FloodPublishGossipSub, GuardedPubsub
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ class Gossip:
         counted: Callable[[str, str, Message], None],
         heartbeat_interval: int = 1,
     ) -> None:
-        self._gossipsub = GossipSub(
+        self._gossipsub = FloodPublishGossipSub(
             protocols=GOSSIP_PROTOCOLS,
             degree=4,
             degree_low=3,
