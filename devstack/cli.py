@@ -322,16 +322,29 @@ def _duration(record: dict[str, Any]) -> str:
     return f"{record['updated_at'] - record['job']['created_at']:.2f}s"
 
 
-def cmd_step(args: argparse.Namespace) -> int:
+def _on_requester(args: argparse.Namespace) -> tuple[str, NodeClient]:
+    """The full id of ``args.job`` and a client of its requester's API."""
     cluster = _cluster(args)
     answer = jobs.describe(cluster, args.job)
     requester = st.node_by_peer(cluster, answer["requester"])
     if requester is None:
         raise ClusterError(f"the job's requester {answer['requester']} is not in this devstack")
-    job_id = answer["job"]["job"]["id"]
-    with NodeClient(requester.api) as client:
+    return answer["job"]["job"]["id"], NodeClient(requester.api)
+
+
+def cmd_step(args: argparse.Namespace) -> int:
+    job_id, requester = _on_requester(args)
+    with requester as client:
         opened = client.step(job_id)["opened"]
     print(f"job {job_id}: opened the {opened} gate")
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    job_id, requester = _on_requester(args)
+    with requester as client:
+        client.cancel(job_id)
+    print(f"job {job_id}: cancelled")
     return 0
 
 
@@ -619,6 +632,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
 
     p = add("step", cmd_step, "open the next gate of a job submitted with --step")
+    p.add_argument("job")
+
+    p = add("cancel", cmd_cancel, "stop a job: its containers are stopped, it ends cancelled")
     p.add_argument("job")
 
     p = add("describe", cmd_describe, "a job's state, executions and every event")

@@ -149,6 +149,11 @@ class NodeClient:
         """Open the gate a step-mode job waits at (409 if it waits at none)."""
         return self._request("POST", f"/api/v1/jobs/{job_id}/step").json()
 
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        """Cancel a job on its requester (409 if it has ended, or this node is not
+        the job's requester: the message names the one that is)."""
+        return self._request("POST", f"/api/v1/jobs/{job_id}/cancel").json()
+
     def events(self, job_id: str) -> list[dict[str, Any]]:
         return self._request("GET", f"/api/v1/jobs/{job_id}/events").json()["events"]
 

@@ -30,11 +30,12 @@ import httpx
 from devstack import state as st
 from devstack.state import ClusterState, NodeEntry
 from node.bidder import DEFAULT_BIDDER
+from node.executors.docker import NODE_LABEL, remove_containers_of
 from node.requester import DEFAULT_DISPATCH
 from profiles.locks import DEFAULT_WARN_MS
 from profiles.stalls import DEFAULT_THRESHOLD_MS
 
-CONTAINER_LABEL = "py-bacalhau.node"
+CONTAINER_LABEL = NODE_LABEL
 EXTRA_PEERS = 4
 STOP_TIMEOUT_S = 20.0
 
@@ -332,19 +333,10 @@ def remove_containers(peer_ids: list[str]) -> int:
         client = docker.from_env(timeout=30)
     except Exception:
         return 0
-    removed = 0
     try:
-        wanted = set(peer_ids)
-        for container in client.containers.list(all=True, filters={"label": CONTAINER_LABEL}):
-            if container.labels.get(CONTAINER_LABEL) in wanted:
-                with contextlib.suppress(Exception):
-                    container.remove(force=True)
-                    removed += 1
-    except Exception:
-        return removed
+        return remove_containers_of(client, peer_ids)
     finally:
         client.close()
-    return removed
 
 
 def down(state_dir: Path, say: Callable[[str], None] = print) -> bool:

@@ -38,7 +38,7 @@ from node.p2p.exchange import (
     ProvidersUnreachable,
     parse_providers,
 )
-from node.requester import NotAtGate
+from node.requester import JobNotOpen, NotAtGate
 from node.results import ResultNotFound
 from profiles.cpu import CLOCKS, MAX_SECONDS, ProfileBusy, profile_cpu
 from profiles.memory import profile_memory
@@ -235,6 +235,30 @@ def build_app(node: Node) -> Starlette:
             }
         )
 
+    async def cancel(request: Request) -> Response:
+        """Cancel a job on its requester; elsewhere the 409 names the requester."""
+        job_id = request.path_params["job_id"]
+        record = await job_or_404(job_id)
+        requester = record.job.requester
+        if requester != node.node_id:
+            api = node.membership.live_peers().get(requester, "")
+            raise ApiError(
+                409,
+                "not_requester",
+                f"job {job_id} was requested on node {requester}"
+                + (f" ({api}); cancel it there" if api else "; cancel it on that node"),
+            )
+        try:
+            await node.requester.cancel(job_id, "cancelled by the user")
+        except JobNotOpen:
+            record = await job_or_404(job_id)
+            raise ApiError(
+                409,
+                "job_ended",
+                f"job {job_id} has already ended ({record.state.value}): nothing to cancel",
+            ) from None
+        return json_response({"id": job_id, "state": JobState.CANCELLED.value})
+
     async def images(request: Request) -> Response:
         """The Docker images this node can run jobs in (a job names one of these)."""
         try:
@@ -371,6 +395,7 @@ def build_app(node: Node) -> Starlette:
         Route("/api/v1/jobs/{job_id}", describe),
         Route("/api/v1/jobs/{job_id}/events", job_events),
         Route("/api/v1/jobs/{job_id}/step", step, methods=["POST"]),
+        Route("/api/v1/jobs/{job_id}/cancel", cancel, methods=["POST"]),
         Route("/api/v1/images", images),
         Route("/api/v1/results/{result_id}", result),
         Route("/api/v1/content", add_content, methods=["POST"]),

@@ -33,6 +33,7 @@ from node.content import ContentError
 from node.content.store import BlockNotFound
 from node.context import NodeContext
 from node.executors.base import Executor, ExecutorError
+from node.executors.docker import JOB_LABEL, NODE_LABEL
 from node.jobinputs import mounts_of, shard_plan
 from node.messages import Ack, Message
 from node.models import Execution, ExecutionState, Job, JobState
@@ -118,13 +119,58 @@ class Compute:
         self._running = 0
         # Set by the node once its block exchange runs; jobs with inputs need it.
         self.exchange: Exchange | None = None
+        # Requesters this node declined as full, owed word of a free slot: requester ->
+        # the job it declined.
+        self._owed: dict[str, str] = {}
 
     def statistics(self) -> ComputeStatistics:
         return ComputeStatistics(bids_sent=self.bids_sent, running=self._running)
 
+    def _release(self, job_id: str, shard: int) -> None:
+        """Give back ``shard``'s slot; tell the requesters this node declined as full
+        that one is free (each once, until it declines them again)."""
+        self.capacity.release(job_id, shard)
+        free = self.capacity.statistics().free
+        if free <= 0 or not self._owed:
+            return
+        owed, self._owed = self._owed, {}
+        for requester, declined in owed.items():
+            freed = messages.SlotFreed(job_id=declined, slots=free)
+            self._ctx.spawn(self._ctx.send, requester, freed)
+
     def requester_of(self, job_id: str) -> str | None:
         known = self._known.get(job_id)
         return known.job.requester if known else None
+
+    async def resume(self) -> None:
+        """Settle what an earlier life of this node left: remove its containers, and
+        tell each requester which of its runs were lost so they run again at once.
+        A proposal already made stands: the node remembers it and publishes it when
+        told. Runs once the transport is up."""
+        for executor in self._executors.values():
+            removed = await executor.remove_leftovers(self._ctx.node_id)
+            if removed:
+                log.info("removed %d container(s) of an earlier life", removed)
+        me = self._ctx.node_id
+        for record in await self._ctx.db(self._ctx.store.open_jobs, "compute"):
+            job = record.job
+            mine = [e for e in record.executions if e.node == me]
+            known = self._remember(job)
+            for execution in mine:
+                if execution.state is ExecutionState.PROPOSED and execution.result_id:
+                    shard = known.shards[execution.shard] = _KnownShard(execution.shard, 0.0)
+                    shard.bid = shard.accepted = True
+                    shard.answered.set()
+                    shard.result_id = execution.result_id
+                elif execution.state in _LOST_ON_RESTART:
+                    self._ctx.spawn(self._report_lost, job, execution.shard)
+            if not known.shards:
+                await self._record(job, None, None, "lost", reason=_RESTARTED)
+
+    async def _report_lost(self, job: Job, index: int) -> None:
+        await self._record(job, index, ExecutionState.ERROR, "lost", reason=_RESTARTED)
+        lost = messages.ExecutionLost(job_id=job.id, shard=index, reason=_RESTARTED)
+        await self._ctx.send(job.requester, lost)
 
     # -- gossip ----------------------------------------------------------------
 
@@ -232,12 +278,12 @@ class Compute:
             # Not delivered (or not acked in time, which the requester takes as a
             # duplicate if it did arrive): the next round may bid again.
             shard.bid = False
-            self.capacity.release(job.id, index)
+            self._release(job.id, index)
             log.warning("bid on job %s shard %d not delivered: %s", job.id, index, exc)
             await self._record(job, index, ExecutionState.ERROR, "error", reason=str(exc))
             return
         if not ack.ok:  # e.g. a late bid: the job ended before it arrived
-            self.capacity.release(job.id, index)
+            self._release(job.id, index)
             await self._record(job, index, ExecutionState.REJECTED, "bid_refused", reason=ack.error)
             return
         await self._await_answer(job, shard)
@@ -261,7 +307,7 @@ class Compute:
             with trio.move_on_at(shard.answer_by):
                 await shard.answered.wait()
         if not shard.answered.is_set():
-            self.capacity.release(job.id, shard.index)
+            self._release(job.id, shard.index)
             await self._record(
                 job, shard.index, ExecutionState.ERROR, "error", reason="no answer to our bid"
             )
@@ -304,6 +350,7 @@ class Compute:
         if not await executor.has_image(spec.image):
             return decline("no_image", f"no image {spec.image!r} on this node")
         if not self.capacity.try_reserve(job.id, index, spec.resources):
+            self._owed[job.requester] = job.id
             return decline("full")
         shard.window = offer.window
         self._stand_bid(job, shard)
@@ -331,7 +378,7 @@ class Compute:
                 await self.capacity.reserve(job.id, shard.index, job.spec.resources)
                 nursery.cancel_scope.cancel()
         if shard.closed.is_set():
-            self.capacity.release(job.id, shard.index)
+            self._release(job.id, shard.index)
         return self.capacity.holds(job.id, shard.index)
 
     # -- direct messages from the requester ----------------------------------
@@ -340,7 +387,7 @@ class Compute:
         """Handle a direct message whose sender the node has checked is the requester."""
         known = self._known.get(message.job_id)
         if known is not None and isinstance(message, messages.Cancelled):
-            await self._cancel(known, message.reason)
+            await self._cancel(known, message.reason, message.shards)
             return Ack(True)
         shard = known.shards.get(getattr(message, "shard", 0)) if known is not None else None
         if known is None or shard is None or not shard.bid:
@@ -357,7 +404,7 @@ class Compute:
                 if not shard.answered.is_set():
                     shard.answered.set()
                     shard.bid = False  # a later round (a re-run) may take this node
-                    self.capacity.release(job.id, index)
+                    self._release(job.id, index)
                     await self._record(
                         job, index, ExecutionState.REJECTED, "bid_rejected", reason=message.reason
                     )
@@ -375,14 +422,23 @@ class Compute:
                 return Ack(False, f"a compute node does not take {type(message).__name__}")
         return Ack(True)
 
-    async def _cancel(self, known: _KnownJob, reason: str) -> None:
+    async def _cancel(self, known: _KnownJob, reason: str, shards: list[int] | None) -> None:
+        """Stop ``shards`` of the job (all of them for None): answer pending bids, stop
+        running containers (the executor removes them), give back their slots."""
         job = known.job
         for shard in known.shards.values():
+            if shards is not None and shard.index not in shards:
+                continue
             shard.answered.set()
+            shard.bid = False
             if shard.run_scope is not None:
                 shard.run_scope.cancel()
-            self.capacity.release(job.id, shard.index)
-        await self._record(job, None, None, "cancelled", reason=reason)
+            self._release(job.id, shard.index)
+        if shards is None:
+            await self._record(job, None, None, "cancelled", reason=reason)
+        else:
+            for index in shards:
+                await self._record(job, index, ExecutionState.ERROR, "stopped", reason=reason)
 
     # -- running and publishing -----------------------------------------------
 
@@ -396,13 +452,16 @@ class Compute:
             with trio.CancelScope() as scope:
                 shard.run_scope = scope
                 ctx.db_soon(self._record_call(job, index, ExecutionState.RUNNING, "running"))
-                proposal = await self._execute(job, index, work, inputs, shard)
+                async with trio.open_nursery() as beating:
+                    beating.start_soon(self._heartbeat, job, index)
+                    proposal = await self._execute(job, index, work, inputs, shard)
+                    beating.cancel_scope.cancel()
             if scope.cancelled_caught:
                 return
         finally:
             self._running -= 1
             shard.run_scope = None
-            self.capacity.release(job.id, index)
+            self._release(job.id, index)
             # After the proposal is out: nothing here is on the job's critical path.
             ctx.spawn(_remove_trees, work, inputs)
         if proposal is None:
@@ -419,13 +478,24 @@ class Compute:
         )
         await ctx.send(job.requester, proposal)
 
+    async def _heartbeat(self, job: Job, index: int) -> None:
+        """Tell the requester every :data:`~node.messages.HEARTBEAT_INTERVAL_S` that
+        this node still runs ``index`` (until cancelled, when the proposal is ready)."""
+        beat = messages.ExecutionHeartbeat(job_id=job.id, shard=index)
+        while True:
+            await trio.sleep(messages.HEARTBEAT_INTERVAL_S)
+            try:
+                await self._ctx.transport.send(job.requester, beat)
+            except TransportError as exc:
+                log.info("heartbeat of job %s shard %d not delivered: %s", job.id, index, exc)
+
     async def _execute(
         self, job: Job, index: int, work: Path, inputs: Path, shard: _KnownShard
     ) -> messages.ResultsProposed | None:
         """Run the shard and make its proposal (the results tree stored, its CID sealed
         to the requester); None, the requester told, if it could not run."""
         executor = self._executors[job.spec.engine]
-        labels = {"py-bacalhau.node": self._ctx.node_id, "py-bacalhau.job": job.id}
+        labels = {NODE_LABEL: self._ctx.node_id, JOB_LABEL: job.id}
         try:
             mounted = await self._prepare_inputs(job, index, inputs)
             started = trio.current_time()
@@ -570,6 +640,10 @@ class InputsUnavailable(Exception):
     """A shard's inputs could not be fetched or written; the message says why."""
 
 
+_RESTARTED = "the node restarted while it held the run"
+# What a node killed outright cannot pick up again: the requester runs it elsewhere.
+_LOST_ON_RESTART = (ExecutionState.ACCEPTED, ExecutionState.RUNNING)
+
 # How a compute-only node's view of a job follows its own execution.
 _COMPUTE_JOB_STATE: dict[str, JobState] = {
     "bid_refused": JobState.CANCELLED,
@@ -579,4 +653,5 @@ _COMPUTE_JOB_STATE: dict[str, JobState] = {
     "published": JobState.COMPLETED,
     "error": JobState.ERROR,
     "cancelled": JobState.CANCELLED,
+    "lost": JobState.ERROR,
 }

@@ -19,6 +19,7 @@ def check_sender(
     requester: str | None,
     accepted: Collection[str] = (),
     bidders: Collection[str] | None = None,
+    full: Collection[str] = (),
 ) -> str | None:
     """None if ``sender`` may send ``message``, else the reason it may not.
 
@@ -26,9 +27,13 @@ def check_sender(
     job is unknown here); ``accepted`` the nodes whose bid on the message's
     shard the requester accepted; ``bidders`` the nodes that may bid on (or
     decline) the shard: those it was offered to, or None once it was gossiped (or
-    when the job is not open here, which its handler answers).
+    when the job is not open here, which its handler answers); ``full`` the nodes
+    that declined an offer of this node's as full and have not said since that a
+    slot is free.
     """
     rule = messages.ENTITLED[type(message)]
+    if rule is Sender.OFFERED:
+        return None if sender in full else "not_offered"
     if rule is Sender.BIDDER:
         return None if bidders is None or sender in bidders else "not_offered"
     if isinstance(message, messages.JobAnnounced | messages.JobOffered):

@@ -25,6 +25,10 @@ JOB_PROTOCOL = "/bacalhau/job/1.0.0"
 # A message bigger than this is malformed: the largest legitimate one is a job
 # spec plus a bounded stdout preview.
 MAX_MESSAGE_BYTES = 256 * 1024
+# How often a running execution says so; a requester that hears nothing for
+# HEARTBEAT_TIMEOUT_S takes the node as lost (README, failures).
+HEARTBEAT_INTERVAL_S = 1.0
+HEARTBEAT_TIMEOUT_S = 3.5
 
 
 class MessageError(ValueError):
@@ -127,7 +131,32 @@ class ComputeError(_Message, tag="ComputeError"):
 
 
 class Cancelled(_Message, tag="Cancelled"):
+    """Stop the job's work on this node: every shard (``shards`` None) or those listed
+    (a node the requester gave up on, whose shard runs elsewhere now)."""
+
     reason: str = ""
+    shards: Annotated[list[int], msgspec.Meta(max_length=1000)] | None = None
+
+
+class ExecutionHeartbeat(_Message, tag="ExecutionHeartbeat"):
+    """An accepted node still runs ``shard``: sent every
+    :data:`HEARTBEAT_INTERVAL_S` until its proposal is out (README, failures)."""
+
+    shard: int = 0
+
+
+class ExecutionLost(_Message, tag="ExecutionLost"):
+    """A restarted node lost its run of ``shard``: the requester re-runs it at once."""
+
+    shard: int = 0
+    reason: str = ""
+
+
+class SlotFreed(_Message, tag="SlotFreed"):
+    """A node that declined this requester's offer as ``full`` has a free slot now;
+    ``job_id`` is the job whose offer it declined."""
+
+    slots: int = 1
 
 
 Message = (
@@ -144,6 +173,9 @@ Message = (
     | ResultsPublished
     | ComputeError
     | Cancelled
+    | ExecutionHeartbeat
+    | ExecutionLost
+    | SlotFreed
 )
 
 GOSSIP_TYPES: tuple[type, ...] = (JobAnnounced, BiddingClosed)
@@ -159,6 +191,9 @@ DIRECT_TYPES: tuple[type, ...] = (
     ResultsPublished,
     ComputeError,
     Cancelled,
+    ExecutionHeartbeat,
+    ExecutionLost,
+    SlotFreed,
 )
 
 
@@ -168,6 +203,7 @@ class Sender(enum.Enum):
     REQUESTER = "the job's requester"
     BIDDER = "the node itself, for a shard it was offered or saw announced"
     ACCEPTED = "a node whose bid on that shard was accepted"
+    OFFERED = "a node this node offered a shard to"
 
 
 ENTITLED: dict[type, Sender] = {
@@ -184,6 +220,9 @@ ENTITLED: dict[type, Sender] = {
     ResultsProposed: Sender.ACCEPTED,
     ResultsPublished: Sender.ACCEPTED,
     ComputeError: Sender.ACCEPTED,
+    ExecutionHeartbeat: Sender.ACCEPTED,
+    ExecutionLost: Sender.ACCEPTED,
+    SlotFreed: Sender.OFFERED,
 }
 
 _encoder = msgspec.msgpack.Encoder()

@@ -37,6 +37,7 @@ MAX_CPU = 1024.0
 MAX_MEMORY = 1 << 50
 MAX_INPUTS = 64
 MAX_SHARDS = 1000
+MAX_RETRIES = 10
 # A spec must fit in one JobAnnounced, whatever its parts.
 MAX_SPEC_BYTES = 64 * 1024
 
@@ -99,6 +100,10 @@ class JobSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     publisher: str = "ipfs"
     network: bool = False
     step: bool = False  # pause before the verdict and before publication (README, step mode)
+    # Runs of a shard started again elsewhere after its node was lost (README, failures).
+    max_retries: _Count = 2
+    # How long a job may wait for a free slot before it ends ``error``.
+    queue_timeout: float = 600.0
     inputs: list[InputSource] = msgspec.field(default_factory=list)
     sharding: Sharding | None = None
 
@@ -233,6 +238,10 @@ def validate_spec(spec: JobSpec, network_size: int | None = None) -> JobSpec:
             raise SpecError(f"env.{name}", "not a valid environment variable name")
     if not 0 < spec.timeout <= MAX_TIMEOUT_S:
         raise SpecError("timeout", f"must be in (0, {MAX_TIMEOUT_S:.0f}] seconds")
+    if not 0 <= spec.max_retries <= MAX_RETRIES:
+        raise SpecError("max_retries", f"must be between 0 and {MAX_RETRIES}")
+    if not 0 < spec.queue_timeout <= MAX_TIMEOUT_S:
+        raise SpecError("queue_timeout", f"must be in (0, {MAX_TIMEOUT_S:.0f}] seconds")
     deal = spec.deal
     if not 1 <= deal.concurrency <= MAX_CONCURRENCY:
         raise SpecError("deal.concurrency", f"must be between 1 and {MAX_CONCURRENCY}")

@@ -72,6 +72,9 @@ _TO_REQUESTER = (
     messages.ResultsProposed,
     messages.ResultsPublished,
     messages.ComputeError,
+    messages.ExecutionHeartbeat,
+    messages.ExecutionLost,
+    messages.SlotFreed,
 )
 
 try:
@@ -199,6 +202,7 @@ class Node:
                     self.exchange = Exchange(self.transport.direct_host, self.blocks)
                     await nursery.start(self.exchange.run)
                     self.compute.exchange = self.exchange
+                    nursery.start_soon(self.compute.resume)
                     await nursery.start(serve_api, self, config.host, config.api_port)
                     for peer in config.peers:
                         nursery.start_soon(self.transport.connect, peer)
@@ -373,7 +377,12 @@ class Node:
             reason: str | None = "invalid_spec"
         else:
             reason = check_sender(
-                message, sender, requester=requester, accepted=accepted, bidders=bidders
+                message,
+                sender,
+                requester=requester,
+                accepted=accepted,
+                bidders=bidders,
+                full=self.requester.full_nodes(),
             )
         if reason is not None:
             self.transport.count_dropped(f"direct_{reason}")

@@ -25,7 +25,8 @@ from node.models import JobSpec
 
 # How long each kind of answer is believed.
 FORGET_S: dict[str, float] = {
-    "full": 2.0,
+    # Until the node says a slot came free (:meth:`OfferHints.freed`); this long at most.
+    "full": 30.0,
     "unreachable": 10.0,
     "no_image": 60.0,
     "too_big": 60.0,
@@ -72,6 +73,10 @@ class OfferHints:
         """``node`` bid: it had room, and it answers."""
         for reason in ("full", "unreachable"):
             self._until.pop((node, reason, ""), None)
+
+    def freed(self, node: str) -> None:
+        """``node`` said it has a free slot now."""
+        self._until.pop((node, "full", ""), None)
 
     def _remember(self, node: str, reason: str, subject: str) -> None:
         if len(self._until) >= MAX_REMEMBERED:

@@ -62,6 +62,10 @@ MAX_RERUNS = 1
 OFFER_PATIENCE_S = 1.0
 # Offers of a shard beyond c, per attempt, before it falls back to gossip.
 EXTRA_OFFERS = 8
+# A queued shard re-offers this often even if no node said a slot came free.
+QUEUE_RETRY_S = 10.0
+# How often a running shard's nodes are checked for missed heartbeats.
+HEARTBEAT_CHECK_S = 0.5
 
 Dispatch = Literal["offer", "gossip"]
 DISPATCHES: tuple[Dispatch, ...] = ("offer", "gossip")
@@ -99,7 +103,9 @@ class RequesterStatistics:
     retries of a bid counted once; ``reruns``: shards run again for want of a winner;
     ``unsealable``: proposals this node could not open (not sealed to its key);
     ``offers`` sent, ``offers_declined``, ``offers_undelivered`` (no answer came),
-    ``gossip_fallbacks``: shards gossiped after their offers ran out."""
+    ``gossip_fallbacks``: shards gossiped after their offers ran out; ``retries``:
+    shards started again elsewhere after their node was lost; ``queued``: shards
+    waiting for a free slot now; ``cancelled``: jobs cancelled since the start."""
 
     open_jobs: int
     bids_received: int
@@ -113,6 +119,9 @@ class RequesterStatistics:
     offers_undelivered: int = 0
     gossip_fallbacks: int = 0
     hints: OfferHintStatistics | None = None
+    retries: int = 0
+    queued: int = 0
+    cancelled: int = 0
 
 
 @dataclass
@@ -139,6 +148,11 @@ class _Shard:
     verdict_at: float = 0.0  # trio clock when the accepted results were told to publish
     gate: tuple[str, dict[str, object]] | None = None  # step mode: where it waits, what for
     stepped: trio.Event = field(default_factory=trio.Event)
+    heard: dict[str, float] = field(default_factory=dict)  # trio clock: accepted node's last word
+    lost: dict[str, str] = field(default_factory=dict)  # accepted nodes that said they lost it
+    retries: int = 0  # runs started again elsewhere after their node was lost
+    declined_full: bool = False  # an offer of the last round was declined for want of a slot
+    queued: bool = False  # an event said it waits for a slot
 
     def settled(self) -> bool:
         return all(n in self.proposals or n in self.errors for n in self.accepted)
@@ -151,6 +165,17 @@ class _Shard:
         self.accepted, self.proposals, self.errors = set(), {}, {}
         self.offered, self.announced = set(), False
         self.waited = 0.0
+        self.heard, self.lost = {}, {}
+
+    def silent(self, now: float) -> dict[str, float]:
+        """The accepted nodes still running that have not been heard from for
+        :data:`~node.messages.HEARTBEAT_TIMEOUT_S`, with the seconds since."""
+        running = self.accepted - self.proposals.keys() - self.errors.keys()
+        return {
+            n: now - self.heard[n]
+            for n in running
+            if n in self.heard and now - self.heard[n] > messages.HEARTBEAT_TIMEOUT_S
+        }
 
 
 @dataclass
@@ -164,6 +189,8 @@ class _OpenJob:
     # Messages of this job through this node: "out.Kind", "in.Kind", "gossip.Kind".
     messages: Counter[str] = field(default_factory=Counter)
     ended: trio.Event = field(default_factory=trio.Event)  # its last event is stored
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)  # cancels its course
+    cancelled: str | None = None  # why it was cancelled, once it was
 
     @property
     def concurrency(self) -> int:
@@ -214,6 +241,11 @@ class Requester:
         self._reruns = 0
         self._unsealable = 0
         self._ended: Counter[JobState] = Counter()
+        self._retries = 0
+        # Shards waiting for a free slot, oldest first: a freed slot wakes the oldest.
+        self._queue: deque[trio.Event] = deque()
+        # Nodes that declined an offer as full: each says when a slot comes free.
+        self._full: set[str] = set()
 
     # -- what the node asks of this role --------------------------------------
 
@@ -249,7 +281,15 @@ class Requester:
             offers_undelivered=self._offers["undelivered"],
             gossip_fallbacks=self._offers["fallbacks"],
             hints=self._hints.statistics(),
+            retries=self._retries,
+            queued=len(self._queue),
+            cancelled=self._ended[JobState.CANCELLED],
         )
+
+    def full_nodes(self) -> frozenset[str]:
+        """The nodes that declined an offer of this node's as full and have not said
+        since that a slot came free: who may send a :class:`~node.messages.SlotFreed`."""
+        return frozenset(self._full)
 
     async def resume(self) -> None:
         """End the jobs a previous run of this node left open.
@@ -282,6 +322,9 @@ class Requester:
 
     async def on_message(self, sender: str, message: Message) -> Ack:
         """Handle a direct message the node has already checked the sender of."""
+        if isinstance(message, messages.SlotFreed):
+            self._slot_freed(sender, message.slots)
+            return Ack(True)
         open_job = self._open.get(message.job_id)
         if open_job is None:
             return Ack(False, f"job {message.job_id} is not open on this requester")
@@ -310,6 +353,12 @@ class Requester:
                 )
             case messages.ComputeError():
                 await self._on_error(open_job, shard, sender, message.message)
+            case messages.ExecutionHeartbeat():
+                shard.heard[sender] = trio.current_time()
+                return Ack(True)  # nothing changed: no waiter needs waking
+            case messages.ExecutionLost():
+                if sender not in shard.proposals and sender not in shard.errors:
+                    shard.lost[sender] = f"the node lost its run: {message.reason}"
             case _:
                 return Ack(False, f"a requester does not take {type(message).__name__}")
         open_job.changed.notify()
@@ -328,6 +377,7 @@ class Requester:
                 open_job, shard, sender, f"its proposal could not be opened: {exc}"
             )
             return
+        shard.heard[sender] = trio.current_time()
         if sender not in shard.proposals:  # a retried send is one run
             self._ctx.metrics.observe("run", message.run_seconds)
             shard.last_answer_at = trio.current_time()
@@ -361,6 +411,9 @@ class Requester:
         A node that ran an earlier attempt of the shard is rejected at once."""
         if bidder in shard.bidders:
             return  # a retried Bid: already answered
+        if open_job.state.terminal or open_job.cancelled is not None:
+            self._ctx.spawn(self._reject_bid, open_job, shard, bidder, "the job has ended")
+            return
         self._bids_received += 1
         self._reach(open_job, "to_first_bid")
         shard.bidders.add(bidder)
@@ -390,6 +443,8 @@ class Requester:
             open_job, shard, bidder, ExecutionState.ACCEPTED, "bid_accepted"
         )
         accept = messages.BidAccepted(job_id=open_job.job.id, shard=shard.index)
+        # Heartbeats are due from the acceptance on: silence counts from here.
+        shard.heard[bidder] = trio.current_time()
         if not await self._send(open_job, bidder, accept):
             shard.accepted.discard(bidder)
             await self._record_execution(
@@ -418,17 +473,36 @@ class Requester:
     async def _drive(self, job_id: str) -> None:
         open_job = self._open[job_id]
         try:
-            await self._run_course(open_job)
-        except _JobFailed as failure:
-            await self._fail(open_job, failure.reason)
-        except Exception as exc:
-            log.exception("job %s: unexpected failure", job_id)
-            await self._fail(open_job, f"internal error in the requester: {exc!r}")
+            with open_job.scope:
+                try:
+                    await self._run_course(open_job)
+                except _JobFailed as failure:
+                    await self._fail(open_job, failure.reason)
+                except Exception as exc:
+                    log.exception("job %s: unexpected failure", job_id)
+                    await self._fail(open_job, f"internal error in the requester: {exc!r}")
+            if open_job.cancelled is not None and not open_job.state.terminal:
+                await self._end(open_job, JobState.CANCELLED, "cancelled", open_job.cancelled)
         finally:
             del self._open[job_id]
             self._ended[open_job.state] += 1
             self._reach(open_job, "total")
             open_job.ended.set()
+
+    async def cancel(self, job_id: str, reason: str = "cancelled by the user") -> None:
+        """Cancel ``job_id``: its course stops wherever it is (a step-mode gate too),
+        every node holding a bid or a run of it is told to stop, and the job ends
+        ``cancelled`` with ``reason``. Returns once that event is stored.
+
+        Raises :class:`JobNotOpen` if the job is not open on this requester.
+        """
+        open_job = self._open.get(job_id)
+        if open_job is None:
+            raise JobNotOpen(job_id)
+        if open_job.cancelled is None:
+            open_job.cancelled = reason
+            open_job.scope.cancel()
+        await open_job.ended.wait()
 
     async def wait_ended(self, job_id: str, timeout: float) -> None:
         """Return once ``job_id`` has ended (its last event stored), or after ``timeout``
@@ -489,8 +563,7 @@ class Requester:
             await self._set_state(open_job, shard, JobState.RUNNING, "bidding_closed")
 
             deadline = job.spec.timeout + RESULTS_GRACE_S
-            with trio.move_on_after(deadline):
-                await open_job.changed.wait_until(shard.settled)
+            await self._await_results(open_job, shard, deadline)
             if not shard.settled():
                 # Verify what came in time; the silent nodes count as failed runs.
                 missing = sorted(shard.accepted - shard.proposals.keys() - shard.errors.keys())
@@ -527,6 +600,61 @@ class Requester:
             )
         await self._publish(open_job, shard, verdict)
 
+    async def _await_results(self, open_job: _OpenJob, shard: _Shard, deadline: float) -> None:
+        """Wait until every accepted node proposed or failed, or ``deadline`` seconds
+        passed since the last of them was accepted. A node that went silent or said
+        it lost its run is replaced by the next one (:meth:`_retry`) while the spec's
+        ``max_retries`` last; after that it counts as a failed run."""
+        end = trio.current_time() + deadline
+
+        def woken() -> bool:
+            return shard.settled() or bool(shard.lost)
+
+        while not shard.settled() and trio.current_time() < end:
+            with trio.move_on_after(min(HEARTBEAT_CHECK_S, end - trio.current_time())):
+                await open_job.changed.wait_until(woken)
+            causes = dict(shard.lost)
+            shard.lost.clear()
+            for node, silent in shard.silent(trio.current_time()).items():
+                causes.setdefault(node, f"no heartbeat for {silent:.1f}s")
+            for node, cause in sorted(causes.items()):
+                if node not in shard.accepted or node in shard.proposals or node in shard.errors:
+                    continue
+                if shard.retries >= open_job.job.spec.max_retries:
+                    await self._on_error(open_job, shard, node, f"lost: {cause}")
+                    continue
+                await self._retry(open_job, shard, node, cause)
+                end = max(end, trio.current_time() + deadline)
+
+    async def _retry(self, open_job: _OpenJob, shard: _Shard, node: str, cause: str) -> None:
+        """Give up on ``node``'s run of ``shard`` and get a bid from another node."""
+        shard.retries += 1
+        self._retries += 1
+        detected = trio.current_time() - shard.heard.get(node, trio.current_time())
+        shard.accepted.discard(node)
+        shard.heard.pop(node, None)
+        shard.tried.add(node)  # it may come back, but this shard runs elsewhere now
+        await self._record_execution(
+            open_job, shard, node, ExecutionState.ERROR, "lost", reason=cause
+        )
+        await self._set_state(
+            open_job,
+            shard,
+            JobState.BIDDING,
+            "retry",
+            peer=node,
+            cause=cause,
+            retry=shard.retries,
+            max_retries=open_job.job.spec.max_retries,
+            detected_after_s=round(detected, 3),
+        )
+        stop = messages.Cancelled(
+            job_id=open_job.job.id, reason=f"re-run elsewhere: {cause}", shards=[shard.index]
+        )
+        self._ctx.spawn(self._send, open_job, node, stop)
+        await self._gather_bids(open_job, shard, retry=True)
+        await self._set_state(open_job, shard, JobState.RUNNING, "retry_accepted")
+
     async def _gossip(self, open_job: _OpenJob, message: Message) -> None:
         open_job.messages[f"gossip.{type(message).__name__}"] += 1
         await self._ctx.transport.publish(message)
@@ -551,15 +679,24 @@ class Requester:
             shard.announced = True
         await self._gossip(open_job, announce)
 
-    async def _gather_bids(self, open_job: _OpenJob, shard: _Shard) -> None:
+    async def _gather_bids(self, open_job: _OpenJob, shard: _Shard, *, retry: bool = False) -> None:
         """Get ``concurrency`` accepted bids on ``shard``: by offers, then by gossip if
-        they run out (``offer`` dispatch), or by gossip alone.
+        they run out (``offer`` dispatch), or by gossip alone. While offers are
+        declined for want of a free slot the shard queues: it offers again as nodes
+        say a slot came free, until the spec's ``queue_timeout``. ``retry``: a run
+        was lost, and its replacement is sought.
 
-        Raises :class:`_JobFailed` with the reason when gossip's rounds pass too.
+        Raises :class:`_JobFailed` with the reason when gossip's rounds pass too, or
+        the queue timeout.
         """
         if self.dispatch == "offer":
-            if await self._offer(open_job, shard):
-                return
+            queue_until = open_job.started + open_job.job.spec.queue_timeout
+            while True:
+                if await self._offer(open_job, shard):
+                    return
+                if not shard.declined_full:
+                    break
+                await self._queue_for_slot(open_job, shard, queue_until)
             self._offers["fallbacks"] += 1
             await self._set_state(
                 open_job,
@@ -570,8 +707,51 @@ class Requester:
                 accepted=len(shard.accepted),
             )
         # The job's own announce was the first round of its first attempt's bidding.
-        announced = self.dispatch == "gossip" and shard.attempt == 0
+        announced = self.dispatch == "gossip" and shard.attempt == 0 and not retry
         await self._collect_bids(open_job, shard, first_round_announced=announced)
+
+    async def _queue_for_slot(self, open_job: _OpenJob, shard: _Shard, until: float) -> None:
+        """Wait in line until a node says a slot came free (the oldest waiter is woken
+        first) or :data:`QUEUE_RETRY_S` passed; ready to offer again.
+
+        Raises :class:`_JobFailed` once ``until`` (trio clock) has passed.
+        """
+        now = trio.current_time()
+        if now >= until:
+            queued = now - open_job.started
+            raise _JobFailed(
+                f"queued {queued:.0f}s for a free slot (queue_timeout"
+                f" {open_job.job.spec.queue_timeout:g}s): {self._cluster_summary()}"
+            )
+        if not shard.queued:
+            shard.queued = True
+            await self._set_state(
+                open_job, shard, JobState.BIDDING, "queued", offered=len(shard.offered)
+            )
+        woken = trio.Event()
+        self._queue.append(woken)
+        try:
+            with trio.move_on_at(min(until, now + QUEUE_RETRY_S)):
+                await woken.wait()
+        finally:
+            if not woken.is_set():
+                self._queue.remove(woken)
+
+    def _slot_freed(self, node: str, slots: int) -> None:
+        """``node`` has ``slots`` free: offers may go to it again, and as many queued
+        shards as it has slots free try now, oldest first."""
+        self._full.discard(node)
+        self._hints.freed(node)
+        for _ in range(max(1, min(slots, len(self._queue)))):
+            if self._queue:
+                self._queue.popleft().set()
+
+    def _cluster_summary(self) -> str:
+        size = self._ctx.membership.size
+        return (
+            f"{size} node(s) in the network, {len(self._full)} of them full at the last"
+            f" offer, {len(self._queue)} other shard(s) waiting here"
+        )
 
     async def _offer(self, open_job: _OpenJob, shard: _Shard) -> bool:
         """Offer ``shard`` to the best-ranked live nodes believed to have room, ``c``
@@ -625,8 +805,12 @@ class Requester:
                 offer_next()
             open_job.changed.notify()
 
-        for _ in range(open_job.wanted):
+        shard.declined_full = False
+        for _ in range(max(1, open_job.wanted - len(shard.accepted))):
             offer_next()
+        if in_flight == 0 and self._full:
+            shard.declined_full = True  # every node that may take it is full: queue
+
         await open_job.changed.wait_until(
             lambda: enough() or (in_flight == 0 and not (candidates and budget > 0))
         )
@@ -660,6 +844,11 @@ class Requester:
         open_job.messages[f"in.{type(answer).__name__}"] += 1
         if isinstance(answer, messages.OfferDeclined):
             self._offers["declined"] += 1
+            if answer.reason == "full":
+                # Offered again once it says a slot came free, or a queued retry comes.
+                shard.declined_full = True
+                shard.offered.discard(peer)
+                self._full.add(peer)
             self._hints.declined(peer, answer.reason, job.spec)
             why = answer.reason + (f": {answer.detail}" if answer.detail else "")
             await self._set_state(
@@ -819,12 +1008,17 @@ class Requester:
 
     async def _fail(self, open_job: _OpenJob, reason: str) -> None:
         log.info("job %s failed: %s", open_job.job.id, reason)
+        await self._end(open_job, JobState.ERROR, "error", reason)
+
+    async def _end(self, open_job: _OpenJob, state: JobState, kind: str, reason: str) -> None:
+        """End the job in ``state`` before its course completed: record ``kind`` and
+        tell every node holding a bid or an unpublished run of it to stop."""
         with trio.CancelScope(shield=True):
             await self._set_state(
                 open_job,
                 None,
-                JobState.ERROR,
-                "error",
+                state,
+                kind,
                 reason=reason,
                 messages=dict(open_job.messages),
             )
@@ -936,6 +1130,14 @@ class Requester:
 
 class NotAtGate(Exception):
     """A step was asked of a job that is not waiting at a gate."""
+
+
+class JobNotOpen(Exception):
+    """The job is not open on this requester: it ended, or another node requested it."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"job {job_id} is not open on this requester")
+        self.job_id = job_id
 
 
 class _JobFailed(Exception):

@@ -99,6 +99,10 @@ class NodeApi:
         """Open the gates a step-mode job waits at (409 ``not_at_gate`` if none)."""
         return await self._call("POST", f"/api/v1/jobs/{job_id}/step")
 
+    async def cancel(self, job_id: str) -> dict[str, Any]:
+        """Cancel a job on its requester (409 ``job_ended`` if it has ended)."""
+        return await self._call("POST", f"/api/v1/jobs/{job_id}/cancel")
+
     async def submit(self, spec: dict[str, Any], timeout: float = 150.0) -> dict[str, Any]:
         """Submit a job spec; ``{"id", "requester", "state"}``. A refused spec raises
         :class:`NodeApiError` with the ``field`` the node names. Inputs are fetched

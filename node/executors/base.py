@@ -78,6 +78,12 @@ class Executor(abc.ABC):
         daemon down, timeout). Cancellation stops and removes the container.
         """
 
+    async def remove_leftovers(self, node_id: str) -> int:
+        """Remove what runs of an earlier life of node ``node_id`` left behind (it was
+        killed outright); how many were removed. Nothing, for an executor that leaves
+        nothing behind."""
+        return 0
+
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release clients; containers still running are stopped by ``run``."""
 

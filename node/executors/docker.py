@@ -58,6 +58,10 @@ log = logging.getLogger(__name__)
 
 #: Label every container started here carries (in addition to the caller's).
 OWNER_LABEL = ("py-bacalhau", "1")
+# Which node and job a container runs for: what a restarted node and `devstack down`
+# find leftovers by.
+NODE_LABEL = "py-bacalhau.node"
+JOB_LABEL = "py-bacalhau.job"
 #: How long a positive :meth:`DockerExecutor.has_image` answer is trusted (a run that
 #: finds the image gone forgets it at once). Asking the daemon on every offer put a
 #: Docker API call on the critical path of each node's first job in a while.
@@ -603,6 +607,16 @@ class DockerExecutor(Executor):
                 self._pids[container_id] = pid
         return [pid for cid, pid in self._pids.items() if pid > 0 and cid in self._live]
 
+    async def remove_leftovers(self, node_id: str) -> int:
+        """Force-remove every container labelled as node ``node_id``'s (running or
+        not): a node killed outright leaves its runs' containers behind."""
+        try:
+            client = await self._thread(self._get_client)
+        except ExecutorError as exc:
+            log.warning("leftover containers not removed: %s", exc)
+            return 0
+        return await self._thread(remove_containers_of, client, [node_id])
+
     # -- shutting down ------------------------------------------------------------
 
     async def wait_removed(self) -> None:
@@ -631,3 +645,24 @@ class DockerExecutor(Executor):
                 # Nothing is queued any more; this only lets the idle threads go.
                 await self._thread(remover.shutdown)
             await self._thread(close)
+
+
+def remove_containers_of(client: docker.DockerClient, node_ids: Collection[str]) -> int:
+    """Force-remove every container (running or not) labelled as one of ``node_ids``'s;
+    how many were removed. A container that cannot be removed is skipped (logged);
+    this never raises."""
+    wanted, removed = set(node_ids), 0
+    try:
+        found = client.containers.list(all=True, filters={"label": NODE_LABEL})
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+        log.warning("could not list containers: %s", exc)
+        return 0
+    for container in found:
+        if container.labels.get(NODE_LABEL) not in wanted:
+            continue
+        try:
+            container.remove(force=True)
+            removed += 1
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            log.warning("could not remove container %s: %s", container.short_id, exc)
+    return removed

@@ -67,6 +67,9 @@ SAMPLES: dict[type, Message] = {
     ),
     messages.ComputeError: messages.ComputeError(job_id=JOB_ID, message="boom"),
     messages.Cancelled: messages.Cancelled(job_id=JOB_ID, reason="stop"),
+    messages.ExecutionHeartbeat: messages.ExecutionHeartbeat(job_id=JOB_ID),
+    messages.ExecutionLost: messages.ExecutionLost(job_id=JOB_ID, reason="restarted"),
+    messages.SlotFreed: messages.SlotFreed(job_id=JOB_ID, slots=1),
 }
 # A presence beacon, where the node has one (not in the entitlement table (README, dispatch)).
 NODE_ALIVE: type | None = getattr(messages, "NodeAlive", None)
@@ -86,7 +89,14 @@ DESIGN_TABLE: dict[str, set[type]] = {
         messages.Cancelled,
     },
     "bidder": {messages.Bid, messages.OfferDeclined},
-    "accepted": {messages.ResultsProposed, messages.ResultsPublished, messages.ComputeError},
+    "accepted": {
+        messages.ResultsProposed,
+        messages.ResultsPublished,
+        messages.ComputeError,
+        messages.ExecutionHeartbeat,
+        messages.ExecutionLost,
+    },
+    "declined full": {messages.SlotFreed},
 }
 if NODE_ALIVE is not None:
     DESIGN_TABLE["anyone"] = {NODE_ALIVE}
@@ -106,7 +116,12 @@ def test_every_message_type_has_a_rule_and_one_channel() -> None:
 
 
 def test_entitled_matches_the_design_table() -> None:
-    names = {Sender.REQUESTER: "requester", Sender.BIDDER: "bidder", Sender.ACCEPTED: "accepted"}
+    names = {
+        Sender.REQUESTER: "requester",
+        Sender.BIDDER: "bidder",
+        Sender.ACCEPTED: "accepted",
+        Sender.OFFERED: "declined full",
+    }
     if hasattr(Sender, "ANYONE"):
         names[Sender.ANYONE] = "anyone"
     assert {t: names[s] for t, s in ENTITLED.items()} == RULE_OF
@@ -115,6 +130,8 @@ def test_entitled_matches_the_design_table() -> None:
 def expected(message_type: type, sender_kind: str) -> str | None:
     """What check_sender must answer, from the README's entitlement table alone."""
     rule = RULE_OF[message_type]
+    if rule == "declined full":
+        return "not_offered"  # no node here declined an offer as full
     if rule in ("anyone", "bidder"):
         return None  # gossiped (no offer list): anyone may bid; NodeAlive is about oneself
     if message_type in (messages.JobAnnounced, messages.JobOffered):
@@ -184,6 +201,19 @@ def test_only_offered_nodes_answer_a_shard_that_was_not_gossiped(message_type: t
     assert check_sender(message, OTHER, requester=REQ, bidders=None) is None  # gossiped
 
 
+def test_only_a_node_that_declined_as_full_says_a_slot_came_free() -> None:
+    freed = SAMPLES[messages.SlotFreed]
+    assert check_sender(freed, ACC, requester=None, full={ACC}) is None
+    assert check_sender(freed, OTHER, requester=None, full={ACC}) == "not_offered"
+    assert check_sender(freed, REQ, requester=REQ, full=frozenset()) == "not_offered"
+
+
+def test_cancelled_names_its_shards_or_none() -> None:
+    some = messages.Cancelled(job_id=JOB_ID, reason="re-run elsewhere", shards=[0, 2])
+    assert decode(encode(some)) == some
+    assert decode(encode(SAMPLES[messages.Cancelled])).shards is None
+
+
 peers = st.sampled_from([REQ, ACC, OTHER, "QmX", ""])
 
 
@@ -206,6 +236,8 @@ def test_check_sender_property(
     rule = RULE_OF[message_type]
     if rule == "anyone":
         assert got is None
+    elif rule == "declined full":
+        assert got == "not_offered"
     elif rule == "bidder":
         assert (got is None) == (bidders is None or sender in bidders)
     elif message_type in (messages.JobAnnounced, messages.JobOffered):
@@ -296,7 +328,17 @@ message_strategies: dict[type, st.SearchStrategy[Any]] = {
         messages.ResultsPublished, job_id=text, shard=int64, result_id=text, location=text
     ),
     messages.ComputeError: st.builds(messages.ComputeError, job_id=text, shard=int64, message=text),
-    messages.Cancelled: st.builds(messages.Cancelled, job_id=text, reason=text),
+    messages.Cancelled: st.builds(
+        messages.Cancelled,
+        job_id=text,
+        reason=text,
+        shards=st.none() | st.lists(int64, max_size=4),
+    ),
+    messages.ExecutionHeartbeat: st.builds(messages.ExecutionHeartbeat, job_id=text, shard=int64),
+    messages.ExecutionLost: st.builds(
+        messages.ExecutionLost, job_id=text, shard=int64, reason=text
+    ),
+    messages.SlotFreed: st.builds(messages.SlotFreed, job_id=text, slots=int64),
 }
 if NODE_ALIVE is not None:
     message_strategies[NODE_ALIVE] = st.builds(NODE_ALIVE, api=text)

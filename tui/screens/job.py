@@ -85,6 +85,7 @@ class JobScreen(Screen[None]):
         # Priority: enter would otherwise select a row of the focused table. When the
         # job waits at no gate, check_action lets enter through to the table.
         Binding("enter,x", "open_gate", "Open gate", priority=True),
+        Binding("c", "cancel_job", "Cancel job"),
         Binding("slash", "filter", "Filter", key_display="/", priority=True),
         Binding("tab", "app.focus_next", "Next table", show=False),
     ]
@@ -95,7 +96,8 @@ class JobScreen(Screen[None]):
         " what it runs and where it stands; a step-mode job that waits at a gate shows"
         " what is behind it (proposals grouped by result CID with their votes, who is"
         " accepted and rejected, then the CID about to be published), and enter or x"
-        " opens it. Runs: one row per shard and node with each phase's latency (⏸: a"
+        " opens it; c cancels the job. Runs: one row per shard and node with each"
+        " phase's latency (⏸: a"
         " gate held it). Timeline: every event with the latency of the phase it ends;"
         " / filters it (e.g. a node's name, `shard 2`, `verdict`). Results: each"
         " shard's CID, who holds it and its stdout. tab moves between the tables."
@@ -307,20 +309,36 @@ class JobScreen(Screen[None]):
     def action_open_gate(self) -> None:
         self._step()
 
-    @work(exclusive=True, group="step", name="open the gate")
-    async def _step(self) -> None:
+    def action_cancel_job(self) -> None:
+        self._cancel()
+
+    async def _ask_requester(self, ask: str, refused: str) -> dict[str, Any] | None:
+        """POST ``ask`` (``step`` or ``cancel``) for this job to its requester; None,
+        the user told why under the title ``refused``, if it could not be done."""
         if self._requester_api is None:
             self.notify("the job's requester is not known yet", severity="warning")
-            return
+            return None
         api = connect(self._requester_api)
         try:
-            answer = await api.step(self.job_id)
+            return cast("dict[str, Any]", await getattr(api, ask)(self.job_id))
         except NodeApiError as exc:
             severity = "warning" if exc.status == 409 else "error"
-            self.notify(exc.message, title="Not opened", severity=severity)
-            return
+            self.notify(exc.message, title=refused, severity=severity)
+            return None
         finally:
             await api.aclose()
+
+    @work(exclusive=True, group="cancel", name="cancel the job")
+    async def _cancel(self) -> None:
+        if await self._ask_requester("cancel", "Not cancelled") is not None:
+            self.notify(f"job {short_job_id(self.job_id)} cancelled", title="Cancel")
+            self.refresh_now()
+
+    @work(exclusive=True, group="step", name="open the gate")
+    async def _step(self) -> None:
+        answer = await self._ask_requester("step", "Not opened")
+        if answer is None:
+            return
         shards = sorted({g.get("shard") for g in answer.get("gates") or ()} - {None})
         which = f"shard {shards[0]}" if len(shards) == 1 else f"{len(shards)} shards"
         self.notify(f"opened the {answer.get('opened') or 'next'} gate of {which}", title="Step")
