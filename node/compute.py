@@ -36,7 +36,7 @@ from node.executors.base import Executor, ExecutorError
 from node.executors.docker import JOB_LABEL, NODE_LABEL
 from node.jobinputs import mounts_of, shard_plan
 from node.messages import Ack, Message
-from node.models import Execution, ExecutionState, Job, JobState
+from node.models import RESULTS_GRACE_S, Execution, ExecutionState, Job, JobState, now
 from node.p2p.exchange import Exchange, FetchError
 from node.p2p.transport import TransportError
 from node.publishers import Publisher, PublishError
@@ -53,6 +53,10 @@ MAX_KNOWN_JOBS = 10_000
 # Closes heard before their job's announce (gossip paths differ), kept to honour.
 MAX_EARLY_CLOSES = 1_000
 INPUT_FETCH_TIMEOUT_S = 300.0
+# A message to a requester that cannot be reached is sent again after this long,
+# doubling up to the maximum (it may be restarting: README, failures).
+DELIVERY_RETRY_MIN_S = 0.5
+DELIVERY_RETRY_MAX_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +83,8 @@ class _KnownShard:
     accepted: bool = False
     result_id: str | None = None
     run_scope: trio.CancelScope | None = None
+    publishing: bool = False  # told to publish: a repeated go-ahead is the same one
+    proposal: messages.ResultsProposed | None = None  # sent again when a requester asks
 
 
 @dataclass
@@ -170,7 +176,7 @@ class Compute:
     async def _report_lost(self, job: Job, index: int) -> None:
         await self._record(job, index, ExecutionState.ERROR, "lost", reason=_RESTARTED)
         lost = messages.ExecutionLost(job_id=job.id, shard=index, reason=_RESTARTED)
-        await self._ctx.send(job.requester, lost)
+        await self._deliver(job, lost)
 
     # -- gossip ----------------------------------------------------------------
 
@@ -386,6 +392,8 @@ class Compute:
     async def on_message(self, sender: str, message: Message) -> Ack:
         """Handle a direct message whose sender the node has checked is the requester."""
         known = self._known.get(message.job_id)
+        if isinstance(message, messages.Status):
+            return Ack(True, answer=self._status(known, message.shard))
         if known is not None and isinstance(message, messages.Cancelled):
             await self._cancel(known, message.reason, message.shards)
             return Ack(True)
@@ -409,7 +417,9 @@ class Compute:
                         job, index, ExecutionState.REJECTED, "bid_rejected", reason=message.reason
                     )
             case messages.ResultsAccepted():
-                self._ctx.spawn(self._publish, known, shard)
+                if not shard.publishing:
+                    shard.publishing = True
+                    self._ctx.spawn(self._publish, known, shard)
             case messages.ResultsRejected():
                 await self._record(
                     job,
@@ -476,7 +486,8 @@ class Compute:
                 exit_code=proposal.exit_code,
             )
         )
-        await ctx.send(job.requester, proposal)
+        shard.proposal = proposal
+        await self._deliver(job, proposal)
 
     async def _heartbeat(self, job: Job, index: int) -> None:
         """Tell the requester every :data:`~node.messages.HEARTBEAT_INTERVAL_S` that
@@ -511,7 +522,7 @@ class Compute:
                 self._record_call(job, index, ExecutionState.ERROR, "error", reason=str(exc))
             )
             error = messages.ComputeError(job_id=job.id, shard=index, message=str(exc))
-            await self._ctx.send(job.requester, error)
+            await self._deliver(job, error)
             return None
         stored = trio.current_time()
         sealed = seal(job.requester, shard.result_id.encode())
@@ -570,7 +581,7 @@ class Compute:
         except PublishError as exc:
             await self._record(job, index, ExecutionState.ERROR, "error", reason=str(exc))
             error = messages.ComputeError(job_id=job.id, shard=index, message=str(exc))
-            await self._ctx.send(job.requester, error)
+            await self._deliver(job, error)
             return
         took_ms = (trio.current_time() - started) * 1000
         self._ctx.db_soon(
@@ -583,8 +594,8 @@ class Compute:
                 result_url=published.location,
             )
         )
-        await self._ctx.send(
-            job.requester,
+        await self._deliver(
+            job,
             messages.ResultsPublished(
                 job_id=job.id,
                 shard=index,
@@ -593,6 +604,41 @@ class Compute:
                 publish_ms=round(took_ms, 2),
             ),
         )
+
+    async def _deliver(self, job: Job, message: Message) -> bool:
+        """Send ``message`` to the job's requester until it is acknowledged, retrying
+        a requester that cannot be reached (it may be restarting) for as long as a
+        job's results may take; whether it was accepted. A refusal is final."""
+        give_up = now() + job.spec.timeout + RESULTS_GRACE_S
+        delay = DELIVERY_RETRY_MIN_S
+        while True:
+            try:
+                ack = await self._ctx.transport.send(job.requester, message)
+            except TransportError as exc:
+                if now() + delay > give_up:
+                    log.warning("gave up delivering %s: %s", type(message).__name__, exc)
+                    return False
+                await trio.sleep(delay)
+                delay = min(delay * 2, DELIVERY_RETRY_MAX_S)
+                continue
+            if not ack.ok:
+                log.warning("%s refused %s: %s", job.requester, type(message).__name__, ack.error)
+            return ack.ok
+
+    def _status(self, known: _KnownJob | None, index: int) -> messages.StatusReport:
+        """Where this node's run of ``index`` stands, for a restarted requester."""
+        shard = known.shards.get(index) if known is not None else None
+        state: messages.RunState = "unknown"
+        if shard is not None and shard.accepted:
+            if shard.run_scope is not None:
+                state = "running"
+            elif shard.result_id is not None:
+                state = "proposed"
+                if shard.proposal is not None and known is not None:
+                    # At once, not at the delivery loop's next try: the requester waits.
+                    self._ctx.spawn(self._deliver, known.job, shard.proposal)
+        job_id = known.job.id if known is not None else ""
+        return messages.StatusReport(job_id=job_id, shard=index, state=state)
 
     async def _record(
         self,

@@ -152,6 +152,25 @@ class ExecutionLost(_Message, tag="ExecutionLost"):
     reason: str = ""
 
 
+class Status(_Message, tag="Status"):
+    """A restarted requester asks an accepted node where its run of ``shard`` stands;
+    the node answers in the reply with a :class:`StatusReport`."""
+
+    shard: int = 0
+
+
+RunState = Literal["running", "proposed", "unknown"]
+
+
+class StatusReport(_Message, tag="StatusReport"):
+    """Where this node's run of ``shard`` stands: ``running``, ``proposed`` (its
+    proposal is being delivered), or ``unknown`` (it holds no run of it: lost).
+    Travels only inside an :class:`Ack`."""
+
+    shard: int = 0
+    state: RunState = "unknown"
+
+
 class SlotFreed(_Message, tag="SlotFreed"):
     """A node that declined this requester's offer as ``full`` has a free slot now;
     ``job_id`` is the job whose offer it declined."""
@@ -176,6 +195,7 @@ Message = (
     | ExecutionHeartbeat
     | ExecutionLost
     | SlotFreed
+    | Status
 )
 
 GOSSIP_TYPES: tuple[type, ...] = (JobAnnounced, BiddingClosed)
@@ -194,6 +214,7 @@ DIRECT_TYPES: tuple[type, ...] = (
     ExecutionHeartbeat,
     ExecutionLost,
     SlotFreed,
+    Status,
 )
 
 
@@ -215,6 +236,7 @@ ENTITLED: dict[type, Sender] = {
     ResultsAccepted: Sender.REQUESTER,
     ResultsRejected: Sender.REQUESTER,
     Cancelled: Sender.REQUESTER,
+    Status: Sender.REQUESTER,
     Bid: Sender.BIDDER,
     OfferDeclined: Sender.BIDDER,
     ResultsProposed: Sender.ACCEPTED,
@@ -245,11 +267,12 @@ def decode(data: bytes) -> Message:
 
 class Ack(msgspec.Struct, frozen=True):
     """The reply to every direct message: accepted, or why not. The reply to a
-    :class:`JobOffered` carries the offered node's ``answer``."""
+    :class:`JobOffered` carries the offered node's ``answer``, the reply to a
+    :class:`Status` a :class:`StatusReport`."""
 
     ok: bool
     error: str = ""
-    answer: Bid | OfferDeclined | None = None
+    answer: Bid | OfferDeclined | StatusReport | None = None
 
 
 _ack_decoder = msgspec.msgpack.Decoder(Ack)

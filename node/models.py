@@ -38,6 +38,8 @@ MAX_MEMORY = 1 << 50
 MAX_INPUTS = 64
 MAX_SHARDS = 1000
 MAX_RETRIES = 10
+# Time allowed beyond a job's own timeout for its results to reach the requester.
+RESULTS_GRACE_S = 30.0
 # A spec must fit in one JobAnnounced, whatever its parts.
 MAX_SPEC_BYTES = 64 * 1024
 

@@ -196,13 +196,14 @@ class Node:
                     work_dir=config.data_dir / "work",
                     bad_actor=config.bad_actor,
                 )
-                await self.requester.resume()
+                resumed = await self.requester.resume()
                 async with self.transport.running():
                     self.membership.direct = self.transport.direct_addrs[0]
                     self.exchange = Exchange(self.transport.direct_host, self.blocks)
                     await nursery.start(self.exchange.run)
                     self.compute.exchange = self.exchange
                     nursery.start_soon(self.compute.resume)
+                    self.requester.drive_resumed(resumed)
                     await nursery.start(serve_api, self, config.host, config.api_port)
                     for peer in config.peers:
                         nursery.start_soon(self.transport.connect, peer)

@@ -34,6 +34,7 @@ from node.context import NodeContext
 from node.messages import Ack, Message
 from node.metrics import Phase
 from node.models import (
+    RESULTS_GRACE_S,
     Execution,
     ExecutionState,
     Job,
@@ -44,6 +45,7 @@ from node.models import (
 )
 from node.offers import OfferHints, OfferHintStatistics
 from node.p2p.transport import TransportError
+from node.resume import ShardProgress, Stage, shard_progress
 from node.sealing import SealError, Unsealer
 from node.verifiers import VERIFIERS, Proposal, Verdict
 
@@ -53,8 +55,6 @@ BID_WINDOW_S = 5.0
 # Rounds of bidding before a shard fails for want of bids; each window doubles, so
 # the default waits 5 + 10 + 20 s for a busy cluster to free a slot.
 MAX_BID_ROUNDS = 3
-# Time allowed beyond the job's own timeout for proposals to arrive.
-RESULTS_GRACE_S = 30.0
 PUBLISH_TIMEOUT_S = 60.0
 # Fresh runs of a shard after its verification found no winner.
 MAX_RERUNS = 1
@@ -70,6 +70,14 @@ HEARTBEAT_CHECK_S = 0.5
 Dispatch = Literal["offer", "gossip"]
 DISPATCHES: tuple[Dispatch, ...] = ("offer", "gossip")
 DEFAULT_DISPATCH: Dispatch = "offer"
+
+# The state of a shard resumed at each stage.
+_STAGE_STATE: dict[Stage, JobState] = {
+    "bids": JobState.BIDDING,
+    "results": JobState.RUNNING,
+    "publish": JobState.PUBLISHING,
+    "done": JobState.COMPLETED,
+}
 
 # A job is as far along as its least advanced shard.
 _PROGRESS = (
@@ -153,6 +161,7 @@ class _Shard:
     retries: int = 0  # runs started again elsewhere after their node was lost
     declined_full: bool = False  # an offer of the last round was declined for want of a slot
     queued: bool = False  # an event said it waits for a slot
+    resume_at: Stage = "bids"  # where a resumed course goes on
 
     def settled(self) -> bool:
         return all(n in self.proposals or n in self.errors for n in self.accepted)
@@ -166,6 +175,27 @@ class _Shard:
         self.offered, self.announced = set(), False
         self.waited = 0.0
         self.heard, self.lost = {}, {}
+
+    @classmethod
+    def resumed(cls, progress: ShardProgress, clock: float) -> _Shard:
+        """The shard as an earlier life of the requester left it (trio ``clock`` now:
+        its accepted nodes' silence counts from here)."""
+        return cls(
+            index=progress.index,
+            state=_STAGE_STATE[progress.stage],
+            attempt=progress.attempt,
+            tried=set(progress.tried),
+            bidders=set(progress.accepted),
+            decided=bool(progress.accepted),
+            accepted=set(progress.accepted),
+            proposals=dict(progress.proposals),
+            errors=dict(progress.errors),
+            results_accepted=set(progress.results_accepted),
+            published=dict(progress.published),
+            heard=dict.fromkeys(progress.accepted, clock),
+            retries=progress.retries,
+            resume_at=progress.stage,
+        )
 
     def silent(self, now: float) -> dict[str, float]:
         """The accepted nodes still running that have not been heard from for
@@ -191,6 +221,7 @@ class _OpenJob:
     ended: trio.Event = field(default_factory=trio.Event)  # its last event is stored
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)  # cancels its course
     cancelled: str | None = None  # why it was cancelled, once it was
+    resumed: bool = False  # taken back by a restarted requester
 
     @property
     def concurrency(self) -> int:
@@ -291,16 +322,33 @@ class Requester:
         since that a slot came free: who may send a :class:`~node.messages.SlotFreed`."""
         return frozenset(self._full)
 
-    async def resume(self) -> None:
-        """End the jobs a previous run of this node left open.
-
-        Their bid windows and deadlines died with that process, so each one ends
-        ``error`` with a reason saying so; nothing in its history is lost.
+    async def resume(self) -> list[str]:
+        """Take back the jobs an earlier life of this node left open, each shard where
+        its records say it stood (:func:`node.resume.shard_progress`), with the
+        deadlines its submission set; the ids, for :meth:`drive_resumed` to drive
+        once the transport runs. Until then messages about them are already taken.
         """
-        for record in await self._ctx.db(self._ctx.store.open_jobs, "requester"):
-            reason = f"the requester restarted while the job was {record.state.value}"
-            event = self._ctx.event(record.job.id, "error", reason=reason)
-            await self._ctx.db(self._ctx.store.record, event, state=JobState.ERROR, reason=reason)
+        ctx, resumed = self._ctx, []
+        for record in await ctx.db(ctx.store.open_jobs, "requester"):
+            job = record.job
+            events = await ctx.db(ctx.store.events, job.id)
+            # The trio clock at submission, as if this process had seen it.
+            started = trio.current_time() - max(0.0, now() - job.created_at)
+            shards = []
+            for index in range(job.shards):
+                progress = shard_progress(index, ctx.node_id, record.executions, events)
+                shards.append(_Shard.resumed(progress, trio.current_time()))
+            open_job = _OpenJob(job, started, shards, state=record.state, resumed=True)
+            self._open[job.id] = open_job
+            stages = {str(s.index): s.resume_at for s in shards}
+            await self._set_state(open_job, None, record.state, "resumed", stages=stages)
+            resumed.append(job.id)
+        return resumed
+
+    def drive_resumed(self, job_ids: list[str]) -> None:
+        """Drive the jobs :meth:`resume` took back (the transport runs now)."""
+        for job_id in job_ids:
+            self._ctx.spawn(self._drive, job_id)
 
     async def submit(self, spec: JobSpec, shards: int = 1) -> Job:
         """Accept a validated spec of ``shards`` shards: store it, then drive it in the
@@ -378,6 +426,8 @@ class Requester:
             )
             return
         shard.heard[sender] = trio.current_time()
+        if shard.proposals.get(sender) == result_id:
+            return  # delivered again (a requester restart asked for it): recorded once
         if sender not in shard.proposals:  # a retried send is one run
             self._ctx.metrics.observe("run", message.run_seconds)
             shard.last_answer_at = trio.current_time()
@@ -516,19 +566,20 @@ class Requester:
         """Dispatch the job, run every shard's course at once, complete when all have.
         Raises :class:`_JobFailed` with the first shard's failure (the others stop)."""
         job = open_job.job
-        if self.dispatch == "gossip":
+        if self.dispatch == "gossip" and not open_job.resumed:
             await self._announce(open_job, None, window=self._bid_window)
             for shard in open_job.shards:
                 shard.announced = True
-        await self._set_state(
-            open_job,
-            None,
-            JobState.BIDDING,
-            "announced" if self.dispatch == "gossip" else "offered",
-            window=self._bid_window,
-            round=0,
-            shards=job.shards,
-        )
+        if not open_job.resumed:
+            await self._set_state(
+                open_job,
+                None,
+                JobState.BIDDING,
+                "announced" if self.dispatch == "gossip" else "offered",
+                window=self._bid_window,
+                round=0,
+                shards=job.shards,
+            )
         failure: _JobFailed | None = None
         async with trio.open_nursery() as nursery:
 
@@ -551,18 +602,29 @@ class Requester:
 
     async def _run_shard(self, open_job: _OpenJob, shard: _Shard) -> None:
         """Bid, run, verify and publish one shard; again on fresh nodes while its
-        verification finds no winner and re-runs are left."""
+        verification finds no winner and re-runs are left. A resumed shard goes on
+        from the stage its records left it at."""
         ctx, job = self._ctx, open_job.job
+        stage, shard.resume_at = shard.resume_at, "bids"
+        if stage == "done":
+            return
+        if stage == "publish":
+            await self._publish(open_job, shard, Verdict(frozenset(shard.results_accepted)))
+            return
         while True:
-            await self._gather_bids(open_job, shard)
-            if shard.announced:  # else no node but the offered ones heard of it
-                closed = messages.BiddingClosed(
-                    job_id=job.id, requester=ctx.node_id, shard=shard.index
-                )
-                await self._gossip(open_job, closed)
-            await self._set_state(open_job, shard, JobState.RUNNING, "bidding_closed")
-
             deadline = job.spec.timeout + RESULTS_GRACE_S
+            if stage == "results" and len(shard.accepted) >= open_job.concurrency:
+                # Its nodes ran on while this requester was down: ask where they stand.
+                await self._ask_status(open_job, shard)
+            else:
+                await self._gather_bids(open_job, shard, retry=stage != "bids")
+                if shard.announced:  # else no node but the offered ones heard of it
+                    closed = messages.BiddingClosed(
+                        job_id=job.id, requester=ctx.node_id, shard=shard.index
+                    )
+                    await self._gossip(open_job, closed)
+                await self._set_state(open_job, shard, JobState.RUNNING, "bidding_closed")
+            stage = "bids"
             await self._await_results(open_job, shard, deadline)
             if not shard.settled():
                 # Verify what came in time; the silent nodes count as failed runs.
@@ -599,6 +661,31 @@ class Requester:
                 open_job, shard, JobState.BIDDING, "rerun", attempt=shard.attempt, reason=reason
             )
         await self._publish(open_job, shard, verdict)
+
+    async def _ask_status(self, open_job: _OpenJob, shard: _Shard) -> None:
+        """Ask each accepted node that has not answered yet where its run stands; one
+        that holds none (or cannot be reached: its heartbeats will not come either)
+        is lost. Proposals made meanwhile come as their nodes deliver them again."""
+
+        async def ask(node: str) -> None:
+            status = messages.Status(job_id=open_job.job.id, shard=shard.index)
+            open_job.messages["out.Status"] += 1
+            try:
+                ack = await self._ctx.transport.send(node, status)
+            except TransportError as exc:
+                shard.lost[node] = f"not reachable after the requester restarted: {exc}"
+                return
+            report = ack.answer
+            if not isinstance(report, messages.StatusReport) or report.state == "unknown":
+                why = ack.error or "the node holds no run of it"
+                shard.lost[node] = f"lost while the requester restarted: {why}"
+            else:
+                shard.heard[node] = trio.current_time()
+            open_job.changed.notify()
+
+        async with trio.open_nursery() as nursery:
+            for node in sorted(shard.accepted - shard.proposals.keys() - shard.errors.keys()):
+                nursery.start_soon(ask, node)
 
     async def _await_results(self, open_job: _OpenJob, shard: _Shard, deadline: float) -> None:
         """Wait until every accepted node proposed or failed, or ``deadline`` seconds
@@ -919,19 +1006,21 @@ class Requester:
 
     async def _publish(self, open_job: _OpenJob, shard: _Shard, verdict: Verdict) -> None:
         """Tell the accepted nodes to publish (past the ``publish`` gate) and wait for it."""
+        resumed = shard.results_accepted == set(verdict.accepted)  # told before a restart
         shard.results_accepted = set(verdict.accepted)
         # ResultsAccepted is the go-ahead to publish: in step mode it waits for the gate.
-        await self._gate(
-            open_job,
-            shard,
-            "publish",
-            results={node: shard.proposals[node] for node in sorted(verdict.accepted)},
-        )
+        if not resumed:
+            await self._gate(
+                open_job,
+                shard,
+                "publish",
+                results={node: shard.proposals[node] for node in sorted(verdict.accepted)},
+            )
         shard.verdict_at = trio.current_time()
         # Before the go-ahead: the first ResultsPublished may come back at once.
         await self._set_state(open_job, shard, JobState.PUBLISHING, "publishing")
         async with trio.open_nursery() as nursery:
-            for node in verdict.accepted:
+            for node in verdict.accepted - shard.published.keys():
                 nursery.start_soon(self._tell_verdict, open_job, shard, node, None)
         # An accepted node proposed, so an error from it now is a failure to publish.
         with trio.move_on_after(PUBLISH_TIMEOUT_S):

@@ -70,6 +70,7 @@ SAMPLES: dict[type, Message] = {
     messages.ExecutionHeartbeat: messages.ExecutionHeartbeat(job_id=JOB_ID),
     messages.ExecutionLost: messages.ExecutionLost(job_id=JOB_ID, reason="restarted"),
     messages.SlotFreed: messages.SlotFreed(job_id=JOB_ID, slots=1),
+    messages.Status: messages.Status(job_id=JOB_ID),
 }
 # A presence beacon, where the node has one (not in the entitlement table (README, dispatch)).
 NODE_ALIVE: type | None = getattr(messages, "NodeAlive", None)
@@ -87,6 +88,7 @@ DESIGN_TABLE: dict[str, set[type]] = {
         messages.ResultsAccepted,
         messages.ResultsRejected,
         messages.Cancelled,
+        messages.Status,
     },
     "bidder": {messages.Bid, messages.OfferDeclined},
     "accepted": {
@@ -339,6 +341,7 @@ message_strategies: dict[type, st.SearchStrategy[Any]] = {
         messages.ExecutionLost, job_id=text, shard=int64, reason=text
     ),
     messages.SlotFreed: st.builds(messages.SlotFreed, job_id=text, slots=int64),
+    messages.Status: st.builds(messages.Status, job_id=text, shard=int64),
 }
 if NODE_ALIVE is not None:
     message_strategies[NODE_ALIVE] = st.builds(NODE_ALIVE, api=text)
@@ -365,9 +368,16 @@ def test_ack_round_trip(ok: bool, error: str, answer: messages.Bid | None) -> No
     assert decode_ack(encode_ack(Ack(ok, error, answer))) == Ack(ok, error, answer)
 
 
-def test_an_ack_answers_only_with_a_bid_or_a_decline() -> None:
+def test_an_ack_answers_only_with_a_bid_a_decline_or_a_status() -> None:
     decline = messages.OfferDeclined(job_id=JOB_ID, reason="no_image", detail="no busybox")
     assert decode_ack(encode_ack(Ack(True, answer=decline))).answer == decline
+    report = messages.StatusReport(job_id=JOB_ID, shard=2, state="proposed")
+    assert decode_ack(encode_ack(Ack(True, answer=report))).answer == report
+    bad_state = msgspec.msgpack.encode(
+        {"ok": True, "answer": {"type": "StatusReport", "job_id": "j", "state": "dreaming"}}
+    )
+    with pytest.raises(MessageError):
+        decode_ack(bad_state)
     forged = msgspec.msgpack.encode({"ok": True, "answer": SAMPLES[messages.BidAccepted]})
     with pytest.raises(MessageError):
         decode_ack(forged)
