@@ -763,9 +763,17 @@ def add_bench_parser(parser: argparse.ArgumentParser) -> None:
     )
     p.set_defaults(bench_func=bench_cluster_cost)
 
-    from devstack import bench_bids, bench_executor, bench_load, bench_publish, bench_shards
+    from devstack import (
+        bench_bids,
+        bench_chaos,
+        bench_executor,
+        bench_load,
+        bench_publish,
+        bench_shards,
+    )
 
     bench_bids.add_parser(sub, positive)
+    bench_chaos.add_parser(sub)
     bench_executor.add_parser(sub)
     bench_load.add_parser(sub)
     bench_publish.add_parser(sub)

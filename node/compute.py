@@ -127,7 +127,8 @@ class Compute:
         self.exchange: Exchange | None = None
         # Requesters this node declined as full, owed word of a free slot: requester ->
         # the job it declined.
-        self._owed: dict[str, str] = {}
+        self._owed: OrderedDict[str, str] = OrderedDict()
+        self._telling = False  # a _tell_freed task runs
 
     def statistics(self) -> ComputeStatistics:
         return ComputeStatistics(bids_sent=self.bids_sent, running=self._running)
@@ -136,13 +137,26 @@ class Compute:
         """Give back ``shard``'s slot; tell the requesters this node declined as full
         that one is free (each once, until it declines them again)."""
         self.capacity.release(job_id, shard)
-        free = self.capacity.statistics().free
-        if free <= 0 or not self._owed:
-            return
-        owed, self._owed = self._owed, {}
-        for requester, declined in owed.items():
-            freed = messages.SlotFreed(job_id=declined, slots=free)
-            self._ctx.spawn(self._ctx.send, requester, freed)
+        if self._owed and not self._telling:
+            self._telling = True
+            self._ctx.spawn(self._tell_freed)
+
+    async def _tell_freed(self) -> None:
+        """While slots are free, tell the requesters owed word of one, the longest
+        owed first, until as many as there are free slots said they will offer."""
+        told = 0
+        try:
+            while self._owed and told < self.capacity.statistics().free:
+                requester, declined = self._owed.popitem(last=False)
+                freed = messages.SlotFreed(job_id=declined, slots=1)
+                try:
+                    ack = await self._ctx.transport.send(requester, freed)
+                except TransportError as exc:
+                    log.info("no word of a free slot to %s: %s", requester, exc)
+                    continue
+                told += ack.ok  # not ok: nothing of theirs waits any more
+        finally:
+            self._telling = False
 
     def requester_of(self, job_id: str) -> str | None:
         known = self._known.get(job_id)
@@ -357,6 +371,7 @@ class Compute:
             return decline("no_image", f"no image {spec.image!r} on this node")
         if not self.capacity.try_reserve(job.id, index, spec.resources):
             self._owed[job.requester] = job.id
+            self._owed.move_to_end(job.requester)
             return decline("full")
         shard.window = offer.window
         self._stand_bid(job, shard)

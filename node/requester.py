@@ -20,6 +20,8 @@ by kind (every direct message of a job has its requester at one end).
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import logging
 from collections import Counter, deque
 from collections.abc import Callable
@@ -56,6 +58,8 @@ BID_WINDOW_S = 5.0
 # the default waits 5 + 10 + 20 s for a busy cluster to free a slot.
 MAX_BID_ROUNDS = 3
 PUBLISH_TIMEOUT_S = 60.0
+# An accepted node that has not published yet is told again this often.
+PUBLISH_RETELL_S = 5.0
 # Fresh runs of a shard after its verification found no winner.
 MAX_RERUNS = 1
 # An offer unanswered this long: offer the next node as well (the first may still bid).
@@ -161,6 +165,7 @@ class _Shard:
     retries: int = 0  # runs started again elsewhere after their node was lost
     declined_full: bool = False  # an offer of the last round was declined for want of a slot
     queued: bool = False  # an event said it waits for a slot
+    ticket: int | None = None  # its place in the line for a free slot, once it queued
     resume_at: Stage = "bids"  # where a resumed course goes on
 
     def settled(self) -> bool:
@@ -274,7 +279,8 @@ class Requester:
         self._ended: Counter[JobState] = Counter()
         self._retries = 0
         # Shards waiting for a free slot, oldest first: a freed slot wakes the oldest.
-        self._queue: deque[trio.Event] = deque()
+        self._queue: list[tuple[int, trio.Event]] = []
+        self._tickets = itertools.count()
         # Nodes that declined an offer as full: each says when a slot comes free.
         self._full: set[str] = set()
 
@@ -371,8 +377,9 @@ class Requester:
     async def on_message(self, sender: str, message: Message) -> Ack:
         """Handle a direct message the node has already checked the sender of."""
         if isinstance(message, messages.SlotFreed):
-            self._slot_freed(sender, message.slots)
-            return Ack(True)
+            if self._slot_freed(sender, message.slots):
+                return Ack(True)
+            return Ack(False, "no shard waits for a slot here")
         open_job = self._open.get(message.job_id)
         if open_job is None:
             return Ack(False, f"job {message.job_id} is not open on this requester")
@@ -815,23 +822,27 @@ class Requester:
             await self._set_state(
                 open_job, shard, JobState.BIDDING, "queued", offered=len(shard.offered)
             )
-        woken = trio.Event()
-        self._queue.append(woken)
+        if shard.ticket is None:
+            # Its place in line, kept when it is woken and loses the slot to another.
+            shard.ticket = next(self._tickets)
+        place = (shard.ticket, trio.Event())
+        bisect.insort(self._queue, place, key=lambda waiter: waiter[0])
         try:
             with trio.move_on_at(min(until, now + QUEUE_RETRY_S)):
-                await woken.wait()
+                await place[1].wait()
         finally:
-            if not woken.is_set():
-                self._queue.remove(woken)
+            if not place[1].is_set():
+                self._queue.remove(place)
 
-    def _slot_freed(self, node: str, slots: int) -> None:
+    def _slot_freed(self, node: str, slots: int) -> bool:
         """``node`` has ``slots`` free: offers may go to it again, and as many queued
-        shards as it has slots free try now, oldest first."""
+        shards as it has slots free try now, oldest first. Whether one did."""
         self._full.discard(node)
         self._hints.freed(node)
-        for _ in range(max(1, min(slots, len(self._queue)))):
-            if self._queue:
-                self._queue.popleft().set()
+        woken = min(max(1, slots), len(self._queue))
+        for _ in range(woken):
+            self._queue.pop(0)[1].set()
+        return woken > 0
 
     def _cluster_summary(self) -> str:
         size = self._ctx.membership.size
@@ -1022,11 +1033,20 @@ class Requester:
         async with trio.open_nursery() as nursery:
             for node in verdict.accepted - shard.published.keys():
                 nursery.start_soon(self._tell_verdict, open_job, shard, node, None)
+
         # An accepted node proposed, so an error from it now is a failure to publish.
-        with trio.move_on_after(PUBLISH_TIMEOUT_S):
-            await open_job.changed.wait_until(
-                lambda: shard.results_accepted <= shard.published.keys() | shard.errors.keys()
-            )
+        def waiting() -> set[str]:
+            return shard.results_accepted - shard.published.keys() - shard.errors.keys()
+
+        give_up = trio.current_time() + PUBLISH_TIMEOUT_S
+        while waiting() and trio.current_time() < give_up:
+            with trio.move_on_after(min(PUBLISH_RETELL_S, give_up - trio.current_time())):
+                await open_job.changed.wait_until(lambda: not waiting())
+            # Told again (a node publishes once however often it is told): the node
+            # may have restarted, or the go-ahead got lost.
+            again = messages.ResultsAccepted(job_id=open_job.job.id, shard=shard.index)
+            for node in waiting():
+                self._ctx.spawn(self._send, open_job, node, again)
         unpublished = shard.results_accepted - shard.published.keys()
         if unpublished:
             why = "; ".join(

@@ -14,7 +14,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -127,6 +127,32 @@ def labelled_containers(peer_ids: set[str]) -> list[str]:
         ]
     finally:
         client.close()
+
+
+def containers_with(labels: Mapping[str, str]) -> list[dict[str, Any]]:
+    """Containers (running or not) carrying every one of ``labels`` (name: value), as
+    the Docker API lists them (``Id``, ``State``, ``Labels``, ...)."""
+    client = docker_client()
+    try:
+        wanted = [f"{name}={value}" for name, value in labels.items()]
+        return client.api.containers(all=True, filters={"label": wanted})
+    finally:
+        client.close()
+
+
+def step_to_end(api: str, job_id: str, timeout: float) -> dict[str, Any]:
+    """Open each gate a step-mode job waits at on its requester ``api`` until the job
+    ends; its description."""
+
+    def stepped() -> dict[str, Any] | None:
+        answer = describe_job(api, job_id)
+        if answer["job"]["state"] in TERMINAL:
+            return answer
+        if answer["gate"] is not None:
+            httpx.post(f"{api}/api/v1/jobs/{job_id}/step", timeout=30)
+        return None
+
+    return wait_until(stepped, timeout, 0.1, f"step-mode job {job_id} to end")
 
 
 @dataclass

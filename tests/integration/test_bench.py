@@ -197,3 +197,40 @@ def test_bench_load_reports_throughput_latency_and_contention(
         assert row["contended"] > 0 and row["wait_ms"] >= 0, row
     assert_host(r)
     assert_nothing_left(r, docker_client)
+
+
+CHAOS_KEYS = {
+    "jobs", "submitted", "refused", "submit_retries", "completed", "error", "cancelled",
+    "open", "reasons", "retries", "detection_s", "recovery_s", "kills", "kill_log",
+    "results_differ", "leftover_containers", "left_after_down", "reference",
+}  # fmt: skip
+
+
+def test_bench_chaos_accounts_for_every_job_through_a_kill(
+    tmp_path: Path, docker_client: Any
+) -> None:
+    jobs = 20
+    r = run_bench(
+        tmp_path, "chaos", "--nodes", "4", "--jobs", str(jobs), "--rate", "2",
+        "--kill-every", "3", "--pause", "1", "--max-kills", "1", "--json",
+    )  # fmt: skip
+    assert r.keys() >= CHAOS_KEYS, CHAOS_KEYS - r.keys()
+    assert (r["bench"], r["nodes"], r["engine"], r["reused"]) == ("chaos", 4, "noop", False)
+    # A submission that met the killed node went to another one: none was lost.
+    assert (r["submitted"], r["refused"]) == (jobs, [])
+    assert r["completed"] + r["error"] + r["cancelled"] + r["open"] == jobs
+    assert sum(reason["count"] for reason in r["reasons"]) <= r["error"] + r["cancelled"]
+    for figure in ("detection_s", "recovery_s"):
+        assert set(r[figure]) == {"n", "p50", "p95"}
+    # Twenty submissions at 2/s take 9.5 s at least: the one kill, at 3 s, falls among them.
+    kills = r["kills"]
+    assert kills["total"] == 1 == kills["of_requesters"] + kills["of_compute_nodes"]
+    [kill] = r["kill_log"]
+    assert kill["restarted_pid"] is not None
+    assert sorted(r["reference"]) == [str(k) for k in range(10)]
+    assert r["results_differ"] == 0
+    assert r["leftover_containers"] == 0
+    assert r["left_after_down"] == {"processes": [], "containers": 0}
+    assert not st.is_alive(kill["pid"], kill["started"])
+    assert_host(r)
+    assert_nothing_left(r, docker_client)
