@@ -40,7 +40,7 @@ from typing import Any
 from devstack import state as st
 from devstack.bench import BenchCluster, BenchError, add_cluster_args, bench_cluster, report, say
 from devstack.client import NodeApiError, NodeClient
-from devstack.cluster import CONTAINER_LABEL, ClusterError, restart_node
+from devstack.cluster import ClusterError, node_containers, restart_node
 from devstack.jobs import TERMINAL
 from devstack.jobs import wait as wait_for_job
 from devstack.state import NodeEntry
@@ -529,24 +529,6 @@ def reference_cids(
             raise BenchError(f"the reference job of spec {k} ended {state}: {reason}")
         cids[k] = shard_cids(answer)
     return cids
-
-
-def node_containers(peer_ids: Sequence[str]) -> list[str] | None:
-    """The containers (any state) the nodes ``peer_ids`` started; None without Docker."""
-    try:
-        import docker
-
-        client = docker.from_env(timeout=30)
-    except Exception:
-        return None
-    try:
-        wanted = set(peer_ids)
-        found = client.containers.list(all=True, filters={"label": CONTAINER_LABEL})
-        return [c.name for c in found if c.labels.get(CONTAINER_LABEL) in wanted]
-    except Exception:
-        return None
-    finally:
-        client.close()
 
 
 def leftover_containers(peer_ids: Sequence[str]) -> list[str] | None:

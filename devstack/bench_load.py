@@ -27,6 +27,7 @@ from typing import Any
 from devstack import locks
 from devstack.bench import (
     NATIVE_LABEL,
+    BenchCluster,
     BenchError,
     add_cluster_args,
     bench_cluster,
@@ -37,10 +38,15 @@ from devstack.bench import (
 )
 from devstack.bench_bids import noop_spec
 from devstack.burst import BurstError, run_burst
+from devstack.client import NodeClient
+from devstack.cluster import node_containers
 from node.argtypes import positive
 
 DOCKER_SECONDS = 15.0
 HELD_SHARE = 0.975  # of the offered rate, sustained, for a step to count as held
+# After the load, how long the nodes get to let go of everything (a bid rejected
+# late holds its slot until its answer is overdue).
+AFTER_TIMEOUT_S = 60.0
 
 
 def _lock_rows(found: locks.ClusterContention, top: int) -> list[dict[str, Any]]:
@@ -88,6 +94,30 @@ def measure_load(
         },
     }
     return result, during
+
+
+def after_load(cluster: BenchCluster, timeout: float = AFTER_TIMEOUT_S) -> dict[str, Any]:
+    """What the load left behind, summed over the nodes: jobs still open, job tasks
+    still running (``tasks.live``) and containers of the cluster's nodes (None
+    without Docker). Polled until all are 0, or what is left after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    peers = [n.peer_id for n in cluster.state.nodes]
+    while True:
+        open_jobs = tasks = 0
+        for node in cluster.state.nodes:
+            with NodeClient(node.api) as client:
+                info = client.info()
+            open_jobs += info["requester"]["open_jobs"]
+            tasks += info["tasks"]["live"]
+        containers = node_containers(peers)
+        left = {
+            "open_jobs": open_jobs,
+            "job_tasks": tasks,
+            "containers": None if containers is None else len(containers),
+        }
+        if not (open_jobs or tasks or containers) or time.monotonic() > deadline:
+            return left
+        time.sleep(0.5)
 
 
 def docker_throughput(image: str, parallel: list[int], seconds: float) -> dict[str, Any]:
@@ -175,6 +205,7 @@ def bench_load(args: argparse.Namespace) -> int:
             say(_step_line(result))
             if result["failed"]:
                 break
+        left = after_load(cluster)
         nodes = len(cluster.state.nodes)
         dispatch = cluster.state.dispatch
     # Held: no job failed and the cluster kept up (a queue growing behind a rate it
@@ -194,6 +225,7 @@ def bench_load(args: argparse.Namespace) -> int:
         "highest_rate_held": max(held) if held else None,
         "most_sustained": max((s["sustained_jobs_per_s"] or 0 for s in steps), default=None),
         "docker_alone": docker_alone,
+        "left_after": left,
         **cluster.describe(),
     }
     if docker_alone and steps and steps[0]["sustained_jobs_per_s"]:
@@ -219,6 +251,11 @@ def bench_load(args: argparse.Namespace) -> int:
                 f"\nhighest rate held (no failure, {HELD_SHARE:.1%} of it sustained):"
                 f" {r['highest_rate_held']}; most sustained: {r['most_sustained']} jobs/s"
             )
+        left = r["left_after"]
+        lines.append(
+            f"left after the load: {left['open_jobs']} open jobs, {left['job_tasks']} job"
+            f" tasks, {left['containers']} containers"
+        )
         if "share_of_docker_rate" in r:
             lines.append(f"cluster / docker alone: {r['share_of_docker_rate']:.1%}")
         lines += ["", "during the last burst:", r["steps"][-1]["contention"]]

@@ -24,18 +24,20 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import httpx
 
 from devstack import state as st
 from devstack.state import ClusterState, NodeEntry
 from node.bidder import DEFAULT_BIDDER
-from node.executors.docker import NODE_LABEL, remove_containers_of
+from node.executors.docker import NODE_LABEL, containers_of, remove_containers_of
 from node.requester import DEFAULT_DISPATCH
 from profiles.locks import DEFAULT_WARN_MS
 from profiles.stalls import DEFAULT_THRESHOLD_MS
 
 CONTAINER_LABEL = NODE_LABEL
+T = TypeVar("T")
 EXTRA_PEERS = 4
 STOP_TIMEOUT_S = 20.0
 
@@ -323,20 +325,33 @@ def _reap_children() -> None:
             pass
 
 
-def remove_containers(peer_ids: list[str]) -> int:
-    """Remove every container (running or not) that these nodes started."""
-    if not peer_ids:
-        return 0
+def _with_docker(call: Callable[[Any], T]) -> T | None:
+    """``call`` with a Docker SDK client; None if the daemon cannot be reached or the
+    call fails (callers report what they could not see, they do not stop on it)."""
     try:
         import docker
 
         client = docker.from_env(timeout=30)
     except Exception:
-        return 0
+        return None
     try:
-        return remove_containers_of(client, peer_ids)
+        return call(client)
+    except Exception:
+        return None
     finally:
         client.close()
+
+
+def remove_containers(peer_ids: list[str]) -> int:
+    """Remove every container (running or not) that these nodes started."""
+    if not peer_ids:
+        return 0
+    return _with_docker(lambda client: remove_containers_of(client, peer_ids)) or 0
+
+
+def node_containers(peer_ids: Sequence[str]) -> list[str] | None:
+    """The names of the containers (any state) these nodes started; None without Docker."""
+    return _with_docker(lambda client: [c.name for c in containers_of(client, peer_ids)])
 
 
 def down(state_dir: Path, say: Callable[[str], None] = print) -> bool:

@@ -26,6 +26,16 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True, slots=True)
+class TaskStatistics:
+    """Tasks the roles started through :meth:`NodeContext.spawn`: ``live`` now (all
+    of them belong to jobs: none is left once every job has ended and its slots
+    are given back), ``spawned`` since the node started."""
+
+    live: int
+    spawned: int
+
+
 @dataclass
 class NodeContext:
     node_id: str
@@ -36,6 +46,11 @@ class NodeContext:
     nursery: trio.Nursery
     store_queue: StoreQueue
     metrics: PhaseLatencies  # job latency per phase: roles observe, the API reads
+    _live_tasks: int = 0
+    _spawned: int = 0
+
+    def statistics(self) -> TaskStatistics:
+        return TaskStatistics(live=self._live_tasks, spawned=self._spawned)
 
     async def db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a store call in the store's worker thread (batched with others waiting)."""
@@ -55,11 +70,15 @@ class NodeContext:
         """Run ``fn`` in the node's nursery; an exception is logged, never fatal."""
 
         async def guarded() -> None:
+            self._live_tasks += 1
             try:
                 await fn(*args)
             except Exception:
                 log.exception("task %s failed", getattr(fn, "__qualname__", fn))
+            finally:
+                self._live_tasks -= 1
 
+        self._spawned += 1
         self.nursery.start_soon(guarded)
 
     async def send(self, peer: str, message: Message) -> bool:

@@ -308,6 +308,7 @@ class Node:
             "compute": _record(self.compute.statistics()),
             "band_step": _record(self.compute.band_step.statistics()),
             "content": _record(self.exchange.statistics()),
+            "tasks": _record(self.ctx.statistics()),
         }
 
     def statistics(self) -> NodeStatistics:

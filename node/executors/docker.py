@@ -647,19 +647,25 @@ class DockerExecutor(Executor):
             await self._thread(close)
 
 
+def containers_of(client: docker.DockerClient, node_ids: Collection[str]) -> list[Any]:
+    """The containers (running or not) labelled as one of ``node_ids``'s. Raises the
+    SDK's errors."""
+    wanted = set(node_ids)
+    found = client.containers.list(all=True, filters={"label": NODE_LABEL})
+    return [c for c in found if c.labels.get(NODE_LABEL) in wanted]
+
+
 def remove_containers_of(client: docker.DockerClient, node_ids: Collection[str]) -> int:
     """Force-remove every container (running or not) labelled as one of ``node_ids``'s;
     how many were removed. A container that cannot be removed is skipped (logged);
     this never raises."""
-    wanted, removed = set(node_ids), 0
+    removed = 0
     try:
-        found = client.containers.list(all=True, filters={"label": NODE_LABEL})
+        found = containers_of(client, node_ids)
     except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
         log.warning("could not list containers: %s", exc)
         return 0
     for container in found:
-        if container.labels.get(NODE_LABEL) not in wanted:
-            continue
         try:
             container.remove(force=True)
             removed += 1

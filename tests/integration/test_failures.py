@@ -8,6 +8,8 @@ queue, and failure messages from a node not entitled to send them.
   on another node.
 - A node restarted (``devstack restart``) mid-run removes the containers of its
   earlier life and reports its run lost; the job is run again elsewhere.
+- A requester killed outright and started again takes its open job back, adopts
+  the run that went on meanwhile, and the job completes with its results.
 - ``devstack cancel`` stops every container of a c=3 job and ends it
   ``cancelled``; a second cancel, and a cancel on a node that is not the
   requester, are refused (409) naming the state or the requester; a step-mode job
@@ -32,6 +34,7 @@ import signal
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -238,6 +241,37 @@ def test_a_restarted_node_s_run_is_lost_and_runs_elsewhere(slots5: Devstack) -> 
     cause = retried(answer, victim.peer_id)["detail"]["cause"]
     assert cause.startswith("the node lost its run") or "heartbeat" in cause, cause
     assert not leftovers()
+
+
+# -- 2b. a requester killed outright and started again ----------------------------
+
+
+@pytest.mark.timeout(420)
+def test_a_killed_requester_resumes_its_job(slots5: Devstack, tmp_path: Path) -> None:
+    """kill -9 of the requester while its job runs on another node, then ``devstack
+    restart``: the requester takes the job back from its records, the run that went
+    on meanwhile is adopted (its node publishes), and the job completes with its results,
+    fetchable with ``devstack get``."""
+    assert slots5.state is not None
+    requester = slots5.state.nodes[2]
+    job_id, runner = start_on_another_node(slots5, requester, sleeper(6))
+    os.kill(requester.pid, signal.SIGKILL)  # a node this test's devstack started
+    wait_until(
+        lambda: not st.is_alive(requester.pid, requester.started),
+        30,
+        message=f"{requester.name} (pid {requester.pid}) to die",
+    )
+    fresh = restart(slots5, requester)
+    answer = wait_job_end(fresh.api, job_id, JOB_TIMEOUT_S)
+    print(f"\nrestarted requester {requester.name}: {story(answer)}")
+    assert answer["job"]["state"] == "completed", story(answer)
+    assert own_events(answer, "resumed"), story(answer)
+    published = [e for e in answer["job"]["executions"] if e["state"] == "published"]
+    assert [e["node"] for e in published] == [runner.peer_id], published
+    out = tmp_path / "results"
+    result = slots5.run("get", job_id, "-o", str(out), check=True)
+    assert [Path(p) for p in result.stdout.split()] == [out / "shard-0"], result.stdout
+    assert (out / "shard-0" / "stdout").read_text() == "done\n"
 
 
 # -- 3. cancel ---------------------------------------------------------------------

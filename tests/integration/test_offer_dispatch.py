@@ -339,12 +339,10 @@ def full3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devstack]:
 
 
 @pytest.mark.timeout(420)
-def test_every_offer_declined_falls_back_to_gossip_and_the_job_completes(
-    full3: Devstack,
-) -> None:
+def test_a_full_cluster_queues_the_job_until_a_slot_frees(full3: Devstack) -> None:
     """With every slot taken by a 6 s container, a job's offers all come back
-    declined (full) or are skipped for it; it is gossiped, every node waits its turn
-    for a slot, and it runs as soon as one frees."""
+    declined (full) or are skipped for it; it queues (no gossip), the first node to
+    free a slot says so (``SlotFreed``), and the job runs there."""
     assert full3.state is not None
     nodes = full3.state.nodes
     sleeper = {"image": "busybox:latest", "command": ["sleep", "6"]}
@@ -354,19 +352,21 @@ def test_every_offer_declined_falls_back_to_gossip_and_the_job_completes(
         return all(get_json(f"{n.api}/api/v1/node")["capacity"]["reserved"] == 1 for n in nodes)
 
     wait_until(all_running, timeout=60, message="every slot taken", ignore=(httpx.HTTPError,))
+    freed_before = transport_messages(nodes[0])["direct.in.SlotFreed"]
     answer = run_job(nodes[0].api, noop_spec())
 
     assert answer["job"]["state"] == "completed", answer["job"]
     kinds = [e["kind"] for e in answer["events"] if e["node"] == answer["requester"]]
-    assert "gossip_fallback" in kinds, kinds
+    assert "queued" in kinds and "gossip_fallback" not in kinds, kinds
     for declined in own_events(answer, "offer_declined"):
         assert declined["detail"]["reason"] == "full", declined
-    fallback = own_events(answer, "gossip_fallback")[0]["at"]
+    queued = own_events(answer, "queued")[0]["at"]
     accepted = own_events(answer, "bid_accepted")
-    assert accepted and all(e["at"] > fallback for e in accepted), answer["events"]
+    assert accepted and all(e["at"] > queued for e in accepted), answer["events"]
+    assert transport_messages(nodes[0])["direct.in.SlotFreed"] > freed_before
     for job_id, node in zip(busy, nodes, strict=True):
         assert wait_job_end(node.api, job_id, JOB_TIMEOUT_S)["job"]["state"] == "completed"
-    print(f"\nall declined: {kinds}")
+    print(f"\nall full: {kinds}")
 
 
 # -- 5. no job short of bids while nodes have room, either way -------------------
