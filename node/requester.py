@@ -16,6 +16,13 @@ verification finds no winner runs again on nodes that have not run it, up to
 shard that fails ends the job ``error`` with a reason a user can read. Every step
 is an event in the store, and the job's last event counts the messages it cost,
 by kind (every direct message of a job has its requester at one end).
+
+Failures (README, failures): offers declined ``full`` queue the shard until a node
+says a slot came free (``SlotFreed``) or the spec's ``queue_timeout``; an accepted
+node that goes silent (no ``ExecutionHeartbeat``) or says it lost its run is
+replaced by the next one, up to ``max_retries``; :meth:`Requester.cancel` stops a
+job wherever it is; and a restarted requester takes its open jobs back from its
+records (:meth:`Requester.resume`).
 """
 
 from __future__ import annotations

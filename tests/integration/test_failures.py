@@ -17,8 +17,8 @@ queue, and failure messages from a node not entitled to send them.
 - One slot per node: a burst of docker jobs all complete (they queue while the
   nodes are full), and a job that cannot get a slot before its ``queue_timeout``
   ends ``error`` saying it queued.
-- ``ExecutionHeartbeat``, ``ExecutionLost``, ``SlotFreed`` and ``Cancelled`` from a
-  stranger are dropped and counted (``transport.dropped``), and change nothing.
+- ``ExecutionHeartbeat``, ``ExecutionLost``, ``SlotFreed``, ``Cancelled`` and
+  ``Status`` from a stranger are dropped and counted (``transport.dropped``), and change nothing.
 
 No mocks: one 5-node devstack of one slot per node (``--slots 1``) shared by every
 test, real node processes, py-libp2p, Docker (``busybox``). Which node runs a job
@@ -404,8 +404,8 @@ def test_a_job_past_its_queue_timeout_ends_error(slots5: Devstack) -> None:
 @pytest.mark.timeout(300)
 def test_failure_messages_from_a_stranger_are_dropped(slots5: Devstack) -> None:
     """A stranger's ExecutionHeartbeat and ExecutionLost (to the requester: it holds
-    no accepted bid), SlotFreed (to the requester: it declined no offer) and
-    Cancelled (to the node running the job: it is not the requester) are refused and
+    no accepted bid), SlotFreed (to the requester: it declined no offer), Cancelled
+    and Status (to the node running the job: it is not the requester) are refused and
     counted; the job goes on and completes, with no retry."""
     state = slots5.state
     assert state is not None
@@ -445,6 +445,8 @@ def test_failure_messages_from_a_stranger_are_dropped(slots5: Devstack) -> None:
         await refused(forger, requester, freed, "not_offered")
         stop = messages.Cancelled(job_id=job_id, reason="forged", shards=[0])
         await refused(forger, compute, stop, "not_requester")
+        status = messages.Status(job_id=job_id, shard=0)
+        await refused(forger, compute, status, "not_requester")
 
     run_forger([requester.multiaddr, compute.multiaddr], body)
     still = describe_job(requester.api, job_id)

@@ -123,6 +123,24 @@ def test_the_gate_key_steps_and_a_409_is_a_notice(fake: FakeJobsCluster) -> None
     asyncio.run(go())
 
 
+def test_the_cancel_key_cancels_on_the_requester_and_a_409_is_a_notice(
+    fake: FakeJobsCluster,
+) -> None:
+    async def go() -> None:
+        app = _app(fake)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await _open(pilot, "step", requester=fake.targets()[0].peer_id)
+            await pilot.press("c")
+            await until(pilot, lambda: fake.cancels == [job_id("step")])
+            await until(pilot, lambda: any("cancelled" in m for m, _ in app.notes))
+            await pilot.press("c")  # cancelled already: the node's 409, as a warning
+            await until(pilot, lambda: any("already ended" in m for m, _ in app.notes))
+            assert "warning" in {s for m, s in app.notes if "already ended" in m}
+            assert fake.cancels == [job_id("step")]
+
+    asyncio.run(go())
+
+
 def test_a_job_nobody_knows_says_so(fake: FakeJobsCluster) -> None:
     async def go() -> None:
         app = _app(fake)

@@ -92,6 +92,7 @@ class FakeJobsCluster(FakeCluster):
         self.stages = {job_id(job): STAGES[job] for job in STAGES}
         self.submitted: list[dict[str, Any]] = []
         self.steps: list[str] = []
+        self.cancels: list[str] = []
         #: What POST /api/v1/jobs answers: None accepts, else (status, error body).
         self.refuse: tuple[int, dict[str, Any]] | None = None
 
@@ -122,6 +123,14 @@ class FakeJobsCluster(FakeCluster):
                     404, json={"error": "not_found", "message": f"no job {jid!r} on this node"}
                 )
             stages, at = self.stages[jid], self.stage[jid]
+            if len(parts) == 6 and parts[5] == "cancel" and request.method == "POST":
+                state = DESCRIBES[stages[at]]["job"]["state"]
+                if state in ("completed", "error", "cancelled") or jid in self.cancels:
+                    ended = "cancelled" if jid in self.cancels else state
+                    message = f"job {jid} has already ended ({ended}): nothing to cancel"
+                    return httpx.Response(409, json={"error": "job_ended", "message": message})
+                self.cancels.append(jid)
+                return httpx.Response(200, json={"id": jid, "state": "cancelled"})
             if len(parts) == 6 and parts[5] == "step" and request.method == "POST":
                 gates = DESCRIBES[stages[at]]["gates"]
                 if not gates:
