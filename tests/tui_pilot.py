@@ -10,6 +10,8 @@ from typing import Any, TypeVar
 
 from textual.pilot import Pilot
 
+from tui.app import HOME, VIEWS, BacalhauApp
+
 SIZE = (120, 40)
 T = TypeVar("T")
 
@@ -28,3 +30,13 @@ async def until(pilot: Pilot[Any], predicate: Callable[[], T], timeout: float, w
 
 def run(test: Callable[[], Awaitable[None]]) -> None:
     asyncio.run(test())
+
+
+def warmed_up(app: BacalhauApp) -> bool:
+    """Whether the app has mounted every view and is back home (it does so once, right
+    after it starts): a screen pushed before then may land on another view's stack."""
+    try:
+        stacks = [app.get_screen_stack(view.mode) for view in VIEWS]
+    except KeyError:
+        return False
+    return all(stacks) and app.current_mode == HOME

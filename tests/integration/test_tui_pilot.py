@@ -20,7 +20,7 @@ from textual import events
 from textual.command import CommandList, CommandPalette
 
 from tests.conftest import Devstack
-from tests.tui_pilot import SIZE, run, until
+from tests.tui_pilot import SIZE, run, until, warmed_up
 from tui.app import BacalhauApp
 from tui.format import MISSING
 from tui.messages import JobSelected
@@ -54,6 +54,12 @@ def _app(stack: Devstack, refresh: float = 0.5, **kwargs: Any) -> RecordingApp:
 
 def _nodes_table(app: BacalhauApp) -> NodeTable:
     return app.screen.query_one(NodeTable)
+
+
+async def _warm(pilot: Any, app: BacalhauApp) -> None:
+    """Wait until the app has mounted every view once and is back home: a key typed
+    while it does reaches whichever view is being mounted."""
+    await until(pilot, lambda: warmed_up(app), 30, "every view mounted")
 
 
 def _live_figures(table: NodeTable) -> bool:
@@ -102,6 +108,7 @@ def test_jobs_view_shows_a_submitted_job_to_completion(cluster3: Devstack) -> No
     async def go() -> None:
         app = _app(cluster3)
         async with app.run_test(size=SIZE) as pilot:
+            await _warm(pilot, app)
             await pilot.press("j")
             assert isinstance(app.screen, JobsScreen)
             assert app.source.watch_jobs
@@ -149,6 +156,7 @@ def test_filter_narrows_the_rows(cluster3: Devstack) -> None:
         async with app.run_test(size=SIZE) as pilot:
             table = _nodes_table(app)
             await until(pilot, lambda: table.row_count == 3, 30, "3 rows")
+            await _warm(pilot, app)
             await pilot.press("slash")
             await pilot.press(*"node-1")
             assert cluster3.state is not None
@@ -184,6 +192,7 @@ def test_sort_help_palette_theme_and_quit(cluster3: Devstack) -> None:
         async with app.run_test(size=SIZE) as pilot:
             table = _nodes_table(app)
             await until(pilot, lambda: _live_figures(table), 30, "live rows")
+            await _warm(pilot, app)
             # sort by RSS, largest first, with the keys; then reverse
             while table.sort_column != "rss":
                 await pilot.press("greater_than_sign")
@@ -245,6 +254,7 @@ def test_key_presses_are_answered_quickly_while_polling(cluster3: Devstack) -> N
         async with app.run_test(size=SIZE) as pilot:
             table = _nodes_table(app)
             await until(pilot, lambda: _live_figures(table), 30, "live rows")
+            await _warm(pilot, app)
             rounds_before = app.source.statistics().rounds
 
             pressed, cpu = [], []

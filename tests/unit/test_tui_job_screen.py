@@ -12,12 +12,12 @@ from typing import Any, TypeVar
 import pytest
 from textual.pilot import Pilot
 
+from tests.tui_pilot import warmed_up
 from tests.unit.tui_fake_jobs import (
     FakeJobsCluster,
     fake_source,
     job_id,
     serve_job_screens,
-    warmed_up,
 )
 from tui.app import BacalhauApp
 from tui.screens.job import JobScreen

@@ -11,7 +11,6 @@ cluster :class:`~tests.unit.tui_fake.FakeCluster` replays.
 walks through its gates: each ``POST /api/v1/jobs/{id}/step`` moves the job to its
 next captured stage, and a job at no gate answers 409 as the node does. It also
 answers ``GET /api/v1/images`` and ``POST /api/v1/jobs`` (recording the specs).
-:func:`warmed_up` says when a test may push a screen.
 """
 
 from __future__ import annotations
@@ -24,7 +23,6 @@ from typing import Any
 import httpx
 
 from tests.unit.tui_fake import CLUSTER, NOW, FakeCluster
-from tui.app import HOME, VIEWS, BacalhauApp
 from tui.source import ClusterSource
 
 DATA = Path(__file__).parent / "data" / "tui" / "describes.json"
@@ -66,16 +64,6 @@ def describes() -> dict[str, dict[str, Any]]:
 
 
 DESCRIBES = describes()
-
-
-def warmed_up(app: BacalhauApp) -> bool:
-    """Whether the app has mounted every view and is back home (it does so once, right
-    after it starts): a screen pushed before then may land on another view's stack."""
-    try:
-        stacks = [app.get_screen_stack(view.mode) for view in VIEWS]
-    except KeyError:
-        return False
-    return all(stacks) and app.current_mode == HOME
 
 
 def job_id(job: str) -> str:

@@ -97,7 +97,10 @@ class LiveTableScreen(Screen[None]):
         return not (action == "filter" and isinstance(self.focused, Input))
 
     def action_filter(self) -> None:
-        self.query_one(FilterInput).open()
+        # Not composed yet (the app mounts every view once as it starts, and a key
+        # typed then may reach one that is being mounted): nothing to open.
+        for line in self.query(FilterInput):
+            line.open()
 
     def on_input_changed(self, event: Input.Changed) -> None:
         self.table.filter_text = event.value
