@@ -370,8 +370,8 @@ class Compute:
         if not await executor.has_image(spec.image):
             return decline("no_image", f"no image {spec.image!r} on this node")
         if not self.capacity.try_reserve(job.id, index, spec.resources):
-            self._owed[job.requester] = job.id
-            self._owed.move_to_end(job.requester)
+            # Owed longest first: a requester already owed keeps its place.
+            self._owed.setdefault(job.requester, job.id)
             return decline("full")
         shard.window = offer.window
         self._stand_bid(job, shard)

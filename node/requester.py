@@ -28,7 +28,6 @@ records (:meth:`Requester.resume`).
 from __future__ import annotations
 
 import bisect
-import itertools
 import logging
 from collections import Counter, deque
 from collections.abc import Callable
@@ -172,7 +171,6 @@ class _Shard:
     retries: int = 0  # runs started again elsewhere after their node was lost
     declined_full: bool = False  # an offer of the last round was declined for want of a slot
     queued: bool = False  # an event said it waits for a slot
-    ticket: int | None = None  # its place in the line for a free slot, once it queued
     resume_at: Stage = "bids"  # where a resumed course goes on
 
     def settled(self) -> bool:
@@ -286,8 +284,8 @@ class Requester:
         self._ended: Counter[JobState] = Counter()
         self._retries = 0
         # Shards waiting for a free slot, oldest first: a freed slot wakes the oldest.
-        self._queue: list[tuple[int, trio.Event]] = []
-        self._tickets = itertools.count()
+        # Each waiter's place: (its job's submission, trio clock; the shard's index).
+        self._queue: list[tuple[tuple[float, int], trio.Event]] = []
         # Nodes that declined an offer as full: each says when a slot comes free.
         self._full: set[str] = set()
 
@@ -813,33 +811,39 @@ class Requester:
 
     async def _queue_for_slot(self, open_job: _OpenJob, shard: _Shard, until: float) -> None:
         """Wait in line until a node says a slot came free (the oldest waiter is woken
-        first) or :data:`QUEUE_RETRY_S` passed; ready to offer again.
+        first), or, first in line, until :data:`QUEUE_RETRY_S` passed; ready to offer
+        again. Only the first in line offers on the timer: the others offering too
+        would race it for each freed slot, and the line would not be first come,
+        first served.
 
         Raises :class:`_JobFailed` once ``until`` (trio clock) has passed.
         """
-        now = trio.current_time()
-        if now >= until:
-            queued = now - open_job.started
-            raise _JobFailed(
-                f"queued {queued:.0f}s for a free slot (queue_timeout"
-                f" {open_job.job.spec.queue_timeout:g}s): {self._cluster_summary()}"
-            )
         if not shard.queued:
             shard.queued = True
             await self._set_state(
                 open_job, shard, JobState.BIDDING, "queued", offered=len(shard.offered)
             )
-        if shard.ticket is None:
-            # Its place in line, kept when it is woken and loses the slot to another.
-            shard.ticket = next(self._tickets)
-        place = (shard.ticket, trio.Event())
-        bisect.insort(self._queue, place, key=lambda waiter: waiter[0])
-        try:
-            with trio.move_on_at(min(until, now + QUEUE_RETRY_S)):
-                await place[1].wait()
-        finally:
-            if not place[1].is_set():
-                self._queue.remove(place)
+        # Its place in line: its job's submission, kept when it is woken and loses
+        # the slot to another.
+        ticket = (open_job.started, shard.index)
+        while True:
+            now = trio.current_time()
+            if now >= until:
+                queued = now - open_job.started
+                raise _JobFailed(
+                    f"queued {queued:.0f}s for a free slot (queue_timeout"
+                    f" {open_job.job.spec.queue_timeout:g}s): {self._cluster_summary()}"
+                )
+            place = (ticket, trio.Event())
+            bisect.insort(self._queue, place, key=lambda waiter: waiter[0])
+            try:
+                with trio.move_on_at(min(until, now + QUEUE_RETRY_S)):
+                    await place[1].wait()
+            finally:
+                if not place[1].is_set():
+                    self._queue.remove(place)
+            if place[1].is_set() or not self._queue or self._queue[0][0] > ticket:
+                return
 
     def _slot_freed(self, node: str, slots: int) -> bool:
         """``node`` has ``slots`` free: offers may go to it again, and as many queued
