@@ -285,7 +285,8 @@ def submit_one(
     """Submit job ``index`` to its node, or to the next when one is down, until a node
     takes it or :data:`SUBMIT_GIVE_UP_S` has passed. A node killed while it answered
     may have stored the job without our hearing of it: that one is not ours (its
-    requester ends it ``error`` when it restarts) and the job goes elsewhere.
+    requester takes it back when it restarts, untracked here) and the job goes
+    elsewhere.
     ``clients``: each node's API client by the node's index."""
     nodes = sorted(clients)
     give_up = time.monotonic() + SUBMIT_GIVE_UP_S

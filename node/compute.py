@@ -36,7 +36,7 @@ from node.executors.base import Executor, ExecutorError
 from node.executors.docker import JOB_LABEL, NODE_LABEL
 from node.jobinputs import mounts_of, shard_plan
 from node.messages import Ack, Message
-from node.models import RESULTS_GRACE_S, Execution, ExecutionState, Job, JobState, now
+from node.models import RESULTS_GRACE_S, Execution, ExecutionState, Job, JobState
 from node.p2p.exchange import Exchange, FetchError
 from node.p2p.transport import TransportError
 from node.publishers import Publisher, PublishError
@@ -53,10 +53,6 @@ MAX_KNOWN_JOBS = 10_000
 # Closes heard before their job's announce (gossip paths differ), kept to honour.
 MAX_EARLY_CLOSES = 1_000
 INPUT_FETCH_TIMEOUT_S = 300.0
-# A message to a requester that cannot be reached is sent again after this long,
-# doubling up to the maximum (it may be restarting: README, failures).
-DELIVERY_RETRY_MIN_S = 0.5
-DELIVERY_RETRY_MAX_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -621,24 +617,11 @@ class Compute:
         )
 
     async def _deliver(self, job: Job, message: Message) -> bool:
-        """Send ``message`` to the job's requester until it is acknowledged, retrying
-        a requester that cannot be reached (it may be restarting) for as long as a
-        job's results may take; whether it was accepted. A refusal is final."""
-        give_up = now() + job.spec.timeout + RESULTS_GRACE_S
-        delay = DELIVERY_RETRY_MIN_S
-        while True:
-            try:
-                ack = await self._ctx.transport.send(job.requester, message)
-            except TransportError as exc:
-                if now() + delay > give_up:
-                    log.warning("gave up delivering %s: %s", type(message).__name__, exc)
-                    return False
-                await trio.sleep(delay)
-                delay = min(delay * 2, DELIVERY_RETRY_MAX_S)
-                continue
-            if not ack.ok:
-                log.warning("%s refused %s: %s", job.requester, type(message).__name__, ack.error)
-            return ack.ok
+        """Send ``message`` to the job's requester, retrying one that cannot be reached
+        (it may be restarting) for as long as a job's results may take; whether it
+        was accepted."""
+        retry_for = job.spec.timeout + RESULTS_GRACE_S
+        return await self._ctx.send(job.requester, message, retry_for=retry_for)
 
     def _status(self, known: _KnownJob | None, index: int) -> messages.StatusReport:
         """Where this node's run of ``index`` stands, for a restarted requester."""

@@ -23,6 +23,10 @@ from node.store import Store
 from node.storequeue import StoreQueue
 
 T = TypeVar("T")
+# A message sent with ``retry_for`` that could not be delivered goes again after this
+# long, doubling up to the maximum.
+RETRY_MIN_S = 0.5
+RETRY_MAX_S = 5.0
 log = logging.getLogger(__name__)
 
 
@@ -81,13 +85,23 @@ class NodeContext:
         self._spawned += 1
         self.nursery.start_soon(guarded)
 
-    async def send(self, peer: str, message: Message) -> bool:
-        """Send a direct message; False (logged) if it could not be delivered or was refused."""
-        try:
-            ack = await self.transport.send(peer, message)
-        except TransportError as exc:
-            log.warning("%s", exc)
-            return False
-        if not ack.ok:
-            log.warning("%s refused %s: %s", peer, type(message).__name__, ack.error)
-        return ack.ok
+    async def send(self, peer: str, message: Message, *, retry_for: float = 0.0) -> bool:
+        """Send a direct message; False (logged) if it could not be delivered or was
+        refused. With ``retry_for`` seconds, a peer that cannot be reached (it may be
+        restarting: README, failures) is tried again, backing off, until then; a
+        refusal is final."""
+        give_up = trio.current_time() + retry_for
+        delay = RETRY_MIN_S
+        while True:
+            try:
+                ack = await self.transport.send(peer, message)
+            except TransportError as exc:
+                if trio.current_time() + delay > give_up:
+                    log.warning("%s", exc)
+                    return False
+                await trio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
+                continue
+            if not ack.ok:
+                log.warning("%s refused %s: %s", peer, type(message).__name__, ack.error)
+            return ack.ok

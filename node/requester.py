@@ -29,8 +29,10 @@ from __future__ import annotations
 
 import bisect
 import logging
+import math
 from collections import Counter, deque
 from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -74,8 +76,6 @@ OFFER_PATIENCE_S = 1.0
 EXTRA_OFFERS = 8
 # A queued shard re-offers this often even if no node said a slot came free.
 QUEUE_RETRY_S = 10.0
-# How often a running shard's nodes are checked for missed heartbeats.
-HEARTBEAT_CHECK_S = 0.5
 
 Dispatch = Literal["offer", "gossip"]
 DISPATCHES: tuple[Dispatch, ...] = ("offer", "gossip")
@@ -207,14 +207,23 @@ class _Shard:
             resume_at=progress.stage,
         )
 
+    def running(self) -> set[str]:
+        """The accepted nodes that have neither proposed nor failed yet."""
+        return self.accepted - self.proposals.keys() - self.errors.keys()
+
+    def next_silence(self) -> float:
+        """The trio clock at which the first running node not heard from since would
+        count as silent (infinity when none runs)."""
+        heard = [self.heard[n] for n in self.running() if n in self.heard]
+        return min(heard, default=math.inf) + messages.HEARTBEAT_TIMEOUT_S
+
     def silent(self, now: float) -> dict[str, float]:
         """The accepted nodes still running that have not been heard from for
         :data:`~node.messages.HEARTBEAT_TIMEOUT_S`, with the seconds since."""
-        running = self.accepted - self.proposals.keys() - self.errors.keys()
         return {
             n: now - self.heard[n]
-            for n in running
-            if n in self.heard and now - self.heard[n] > messages.HEARTBEAT_TIMEOUT_S
+            for n in self.running()
+            if n in self.heard and now - self.heard[n] >= messages.HEARTBEAT_TIMEOUT_S
         }
 
 
@@ -328,10 +337,11 @@ class Requester:
             cancelled=self._ended[JobState.CANCELLED],
         )
 
-    def full_nodes(self) -> frozenset[str]:
+    def full_nodes(self) -> AbstractSet[str]:
         """The nodes that declined an offer of this node's as full and have not said
-        since that a slot came free: who may send a :class:`~node.messages.SlotFreed`."""
-        return frozenset(self._full)
+        since that a slot came free: who may send a :class:`~node.messages.SlotFreed`.
+        A live view, not a copy: the node asks on every direct message."""
+        return self._full
 
     async def resume(self) -> list[str]:
         """Take back the jobs an earlier life of this node left open, each shard where
@@ -496,6 +506,8 @@ class Requester:
             if reason is None and shard.state is JobState.BIDDING and room:
                 self._reach(open_job, "to_accepted")
                 shard.accepted.add(bidder)
+                # Heartbeats are due from the acceptance on: silence counts from here.
+                shard.heard[bidder] = trio.current_time()
                 self._ctx.spawn(self._accept_bid, open_job, shard, bidder)
             else:
                 self._ctx.spawn(self._reject_bid, open_job, shard, bidder, reason)
@@ -505,8 +517,6 @@ class Requester:
             open_job, shard, bidder, ExecutionState.ACCEPTED, "bid_accepted"
         )
         accept = messages.BidAccepted(job_id=open_job.job.id, shard=shard.index)
-        # Heartbeats are due from the acceptance on: silence counts from here.
-        shard.heard[bidder] = trio.current_time()
         if not await self._send(open_job, bidder, accept):
             shard.accepted.discard(bidder)
             await self._record_execution(
@@ -578,11 +588,11 @@ class Requester:
         """Dispatch the job, run every shard's course at once, complete when all have.
         Raises :class:`_JobFailed` with the first shard's failure (the others stop)."""
         job = open_job.job
-        if self.dispatch == "gossip" and not open_job.resumed:
-            await self._announce(open_job, None, window=self._bid_window)
-            for shard in open_job.shards:
-                shard.announced = True
-        if not open_job.resumed:
+        if not open_job.resumed:  # else dispatched by an earlier life of this node
+            if self.dispatch == "gossip":
+                await self._announce(open_job, None, window=self._bid_window)
+                for shard in open_job.shards:
+                    shard.announced = True
             await self._set_state(
                 open_job,
                 None,
@@ -621,7 +631,8 @@ class Requester:
         if stage == "done":
             return
         if stage == "publish":
-            await self._publish(open_job, shard, Verdict(frozenset(shard.results_accepted)))
+            verdict = Verdict(frozenset(shard.results_accepted))
+            await self._publish(open_job, shard, verdict, told_before=True)
             return
         while True:
             deadline = job.spec.timeout + RESULTS_GRACE_S
@@ -640,7 +651,7 @@ class Requester:
             await self._await_results(open_job, shard, deadline)
             if not shard.settled():
                 # Verify what came in time; the silent nodes count as failed runs.
-                missing = sorted(shard.accepted - shard.proposals.keys() - shard.errors.keys())
+                missing = sorted(shard.running())
                 late = f"no results within {deadline:.0f}s"
                 for node in missing:
                     await self._on_error(open_job, shard, node, late)
@@ -696,7 +707,7 @@ class Requester:
             open_job.changed.notify()
 
         async with trio.open_nursery() as nursery:
-            for node in sorted(shard.accepted - shard.proposals.keys() - shard.errors.keys()):
+            for node in sorted(shard.running()):
                 nursery.start_soon(ask, node)
 
     async def _await_results(self, open_job: _OpenJob, shard: _Shard, deadline: float) -> None:
@@ -710,7 +721,9 @@ class Requester:
             return shard.settled() or bool(shard.lost)
 
         while not shard.settled() and trio.current_time() < end:
-            with trio.move_on_after(min(HEARTBEAT_CHECK_S, end - trio.current_time())):
+            # Until the first moment a running node could have gone silent (a heartbeat
+            # pushes it back), or something changes.
+            with trio.move_on_at(min(shard.next_silence(), end)):
                 await open_job.changed.wait_until(woken)
             causes = dict(shard.lost)
             shard.lost.clear()
@@ -1026,12 +1039,15 @@ class Requester:
         self._ctx.metrics.observe("verify", trio.current_time() - shard.last_answer_at - gated)
         return verdict
 
-    async def _publish(self, open_job: _OpenJob, shard: _Shard, verdict: Verdict) -> None:
-        """Tell the accepted nodes to publish (past the ``publish`` gate) and wait for it."""
-        resumed = shard.results_accepted == set(verdict.accepted)  # told before a restart
+    async def _publish(
+        self, open_job: _OpenJob, shard: _Shard, verdict: Verdict, *, told_before: bool = False
+    ) -> None:
+        """Tell the accepted nodes to publish (past the ``publish`` gate) and wait for it.
+        ``told_before``: an earlier life of this requester told them (and passed the
+        gate), so the ones that have not published are only told again."""
         shard.results_accepted = set(verdict.accepted)
         # ResultsAccepted is the go-ahead to publish: in step mode it waits for the gate.
-        if not resumed:
+        if not told_before:
             await self._gate(
                 open_job,
                 shard,
