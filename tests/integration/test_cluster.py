@@ -157,7 +157,8 @@ def check_get(stack: Devstack, job_id: str, out: Path, *, results: int) -> None:
 
 def run_forger(connect_to: list[str], body: Callable[[Any], Awaitable[None]]) -> None:
     """In ``trio.run``: start a py-libp2p host with a fresh ed25519 key, dial
-    ``connect_to`` (multiaddrs) and run ``body(transport)``.
+    ``connect_to`` (multiaddrs; a repeated one is dialled once) and run
+    ``body(transport)``.
 
     Its own gossip validator is replaced by one that accepts everything, so it
     can publish what an honest node would never send.
@@ -180,14 +181,15 @@ def run_forger(connect_to: list[str], body: Callable[[Any], Awaitable[None]]) ->
             on_gossip=ignore_gossip,
             on_direct=refuse_direct,
         )
+        peers = list(dict.fromkeys(connect_to))
         async with transport.running():
             pubsub = transport._gossip.pubsub  # the one private reach: our own validator off
             pubsub.set_topic_validator(messages.JOBS_TOPIC, lambda forwarder, msg: True, False)
             async with trio.open_nursery() as nursery:
-                for addr in connect_to:
+                for addr in peers:
                     nursery.start_soon(transport.connect, addr)
             connected = transport.statistics().connected_peers
-            assert connected == len(connect_to), f"forger connected to {connected} peers"
+            assert connected == len(peers), f"forger connected to {connected} peers"
             await body(transport)
 
     trio.run(main)
