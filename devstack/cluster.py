@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 import httpx
 
 from devstack import state as st
+from devstack.errors import ClusterError
 from devstack.state import ClusterState, NodeEntry
 from node.bidder import DEFAULT_BIDDER
 from node.executors.docker import NODE_LABEL, containers_of, remove_containers_of
@@ -40,10 +41,6 @@ CONTAINER_LABEL = NODE_LABEL
 T = TypeVar("T")
 EXTRA_PEERS = 4
 STOP_TIMEOUT_S = 20.0
-
-
-class ClusterError(RuntimeError):
-    """The cluster cannot be brought up or down; the text says why and what to do."""
 
 
 @dataclass(frozen=True)
@@ -125,7 +122,7 @@ def up(options: UpOptions, say: Callable[[str], None] = print) -> ClusterState:
     from devstack.warmup import WarmUpFailed, warm_up
 
     try:
-        warm_up()
+        warm_up(free_ports(1)[0])
     except WarmUpFailed as exc:
         say(f"warning: {exc}; the nodes start cold")
 
@@ -172,10 +169,11 @@ def up(options: UpOptions, say: Callable[[str], None] = print) -> ClusterState:
             lock_warn_ms=options.lock_warn_ms,
             stall_ms=options.stall_ms,
             bad_actor=entry.bad_actor,
+            log_file=Path(entry.log_file),
         )
         pid = os.fork()
         if pid == 0:  # the node process
-            _become_node(lambda c=config, e=entry: run_node(c, Path(e.log_file)), entry)
+            _become_node(lambda c=config: run_node(c), entry)
         entry.pid = pid
         entry.started = st.process_started(pid) or time.time()
     me = os.getpid()

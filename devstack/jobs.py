@@ -16,14 +16,14 @@ from typing import Any
 
 from devstack import state as st
 from devstack.client import NodeApiError, NodeClient, download
+from devstack.errors import DevstackError
 from devstack.state import ClusterState, NodeEntry
-from node.results import unpack_results
 
 TERMINAL = {"completed", "error", "cancelled"}
 
 
-class JobNotFound(LookupError):
-    pass
+class JobNotFound(DevstackError, LookupError):
+    """No node of the devstack knows the job (or a prefix matches several)."""
 
 
 def _api_of(cluster: ClusterState, peer_id: str) -> str:
@@ -119,6 +119,8 @@ def fetch_shards(
                     shard["cid"], target, providers=shard["providers"], timeout=timeout
                 )
         else:
+            from node.results import unpack_results  # here: most verbs unpack nothing
+
             unpack_results(io.BytesIO(download(locations[0])), target)
         paths.append(target)
     return paths

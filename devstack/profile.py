@@ -3,21 +3,19 @@
 Each node profiles itself (CPU: ``POST /api/v1/debug/profile``, see
 ``profiles/cpu.py``; memory: ``POST /api/v1/debug/memory``, see
 ``profiles/memory.py``); all the nodes asked are profiled over the same seconds,
-and each profile is written under ``STATE_DIR/profiles/``: a CPU profile as
-``NODE-TIMESTAMP.html``, ``.txt`` and ``.speedscope.json``, printing the functions
-that held the CPU longest (self time); a memory profile as
-``NODE-TIMESTAMP.memory.txt`` and ``.memory.json``, printing the allocation sites
-that grew most and that hold most. Both print per node and summed over the nodes.
+and each profile is written under ``STATE_DIR/profiles/`` (the files are
+:mod:`profiles.saved`'s, shared with the TUI): a CPU profile printing the functions
+that held the CPU longest (self time), a memory profile printing the allocation
+sites that grew most and that hold most. Both print per node and summed over the
+nodes.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -25,29 +23,19 @@ from devstack import state as st
 from devstack.client import NodeClient
 from devstack.state import ClusterState, NodeEntry
 from profiles.memory import format_bytes, growth_line, size_line
+from profiles.saved import (
+    STAMP_FORMAT,
+    SavedMemoryProfile,
+    SavedProfile,
+    profile_base,
+    save_memory_profile,
+    save_profile,
+)
 
 SHOWN_FRAMES = 8
 SHOWN_SITES = 8
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class SavedProfile:
-    node: str
-    samples: int
-    paths: tuple[Path, ...]
-    top: tuple[dict[str, Any], ...]
-
-
-@dataclass(frozen=True)
-class SavedMemoryProfile:
-    node: str
-    current_bytes: int
-    peak_bytes: int
-    paths: tuple[Path, ...]
-    top_by_growth: tuple[dict[str, Any], ...]
-    top_by_size: tuple[dict[str, Any], ...]
 
 
 def _each_node(
@@ -66,11 +54,11 @@ def _each_node(
     everyone = refs == ["all"]
     nodes = list(cluster.nodes) if everyone else [st.find_node(cluster, r) for r in refs]
     out_dir.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%dT%H%M%S")
+    stamp = time.strftime(STAMP_FORMAT)
 
     def run(node: NodeEntry) -> T:
         with NodeClient(node.api) as client:
-            return one(client, node.name, out_dir / f"{node.name}-{stamp}")
+            return one(client, node.name, profile_base(out_dir, node.name, stamp))
 
     with ThreadPoolExecutor(max_workers=min(16, len(nodes))) as pool:
         return list(pool.map(run, nodes))
@@ -88,19 +76,6 @@ def profile_nodes(
     return _each_node(cluster, refs, out_dir, one)
 
 
-def save_profile(node: str, answer: dict[str, Any], base: Path) -> SavedProfile:
-    """Write ``node``'s ``/api/v1/debug/profile`` answer as ``BASE.html``, ``BASE.txt``
-    and ``BASE.speedscope.json``; ``base`` is ``DIR/NODE-TIMESTAMP``."""
-    paths = (
-        base.with_suffix(".html"),
-        base.with_suffix(".txt"),
-        base.with_suffix(".speedscope.json"),
-    )
-    for path, key in zip(paths, ("html", "text", "speedscope"), strict=True):
-        path.write_text(answer[key])
-    return SavedProfile(node, answer["samples"], paths, tuple(answer["top"]))
-
-
 def memory_profile_nodes(
     cluster: ClusterState, refs: list[str], seconds: int, out_dir: Path
 ) -> list[SavedMemoryProfile]:
@@ -110,22 +85,6 @@ def memory_profile_nodes(
         return save_memory_profile(node, client.memory(seconds), base)
 
     return _each_node(cluster, refs, out_dir, one)
-
-
-def save_memory_profile(node: str, answer: dict[str, Any], base: Path) -> SavedMemoryProfile:
-    """Write ``node``'s ``/api/v1/debug/memory`` answer as ``BASE.memory.txt`` (its
-    report) and ``BASE.memory.json`` (all of it); ``base`` is ``DIR/NODE-TIMESTAMP``."""
-    paths = (base.with_suffix(".memory.txt"), base.with_suffix(".memory.json"))
-    paths[0].write_text(answer["text"])
-    paths[1].write_text(json.dumps(answer, indent=2) + "\n")
-    return SavedMemoryProfile(
-        node=node,
-        current_bytes=answer["current_bytes"],
-        peak_bytes=answer["peak_bytes"],
-        paths=paths,
-        top_by_growth=tuple(answer["top_by_growth"]),
-        top_by_size=tuple(answer["top_by_size"]),
-    )
 
 
 def _summed(

@@ -11,12 +11,13 @@ import os
 from pathlib import Path
 
 import msgspec
-import psutil
+
+from devstack.errors import DevstackError
 
 STATE_FILE = "cluster.json"
 
 
-class StateError(RuntimeError):
+class StateError(DevstackError):
     """The state directory or file cannot be used; the text says what to do."""
 
 
@@ -88,6 +89,8 @@ def remove(state_dir: Path) -> None:
 
 
 def process_started(pid: int) -> float | None:
+    import psutil  # here: the CLI verbs that only read the state file start faster
+
     try:
         return psutil.Process(pid).create_time()
     except (psutil.NoSuchProcess, psutil.AccessDenied):
@@ -96,6 +99,8 @@ def process_started(pid: int) -> float | None:
 
 def is_alive(pid: int, started: float) -> bool:
     """True if ``pid`` is the very process recorded (same start time) and not a zombie."""
+    import psutil
+
     try:
         proc = psutil.Process(pid)
         return abs(proc.create_time() - started) < 0.5 and proc.status() != psutil.STATUS_ZOMBIE

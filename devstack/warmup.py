@@ -6,7 +6,8 @@ give it a method-cache tag. In a forked node every such write copies the page it
 lands on, so each node paid for specialising, privately, every function it ran
 (a lone forked node held ~20 MiB of private pages with under 1 MiB of objects of
 its own). :func:`warm_up` runs one throwaway node in the launcher (its own data
-dir in a temporary directory, loopback ports chosen by the OS) until it is ready
+dir in a temporary directory, its API on the loopback port the launcher chose, its
+libp2p ports chosen by the OS) until it is ready
 and has run one noop job end to end through its own API; the nodes forked after
 it inherit code that is already specialised. Nothing of it is left running: its
 trio run has returned, its sockets are closed and its temporary directory removed.
@@ -27,8 +28,9 @@ class WarmUpFailed(RuntimeError):
     """The throwaway node did not start or run its job; the text says why."""
 
 
-def warm_up() -> None:
-    """Run a throwaway node and one noop job through it; see the module docstring.
+def warm_up(api_port: int) -> None:
+    """Run a throwaway node, its API on ``api_port``, and one noop job through it; see
+    the module docstring.
 
     Raises :class:`WarmUpFailed` if the node does not come up or the job does not
     complete within :data:`WARM_UP_TIMEOUT_S`.
@@ -37,18 +39,16 @@ def warm_up() -> None:
     logging.disable(logging.WARNING)
     try:
         with tempfile.TemporaryDirectory(prefix="devstack-warmup-") as scratch:
-            trio.run(_run, Path(scratch))
+            trio.run(_run, Path(scratch), api_port)
     finally:
         logging.disable(logging.NOTSET)
 
 
-async def _run(data_dir: Path) -> None:
+async def _run(data_dir: Path, api_port: int) -> None:
     import httpx
 
-    from devstack.cluster import free_ports
     from node.node import Node, NodeConfig
 
-    (api_port,) = free_ports(1)
     node = Node(NodeConfig(data_dir=data_dir, swarm_port=0, api_port=api_port))
     try:
         with trio.fail_after(WARM_UP_TIMEOUT_S):

@@ -2,7 +2,9 @@
 
 Every error is JSON ``{"error": code, "message": ..., "field": ...}`` with a 4xx
 status for bad input; an unexpected failure is a 500 with the same shape and no
-traceback. Binds 127.0.0.1 unless told otherwise.
+traceback. Binds 127.0.0.1 unless told otherwise. The node is known here by its shape,
+:class:`ApiNode` (:class:`node.node.Node` starts the API, so this module cannot import
+it).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import msgspec
 import trio
@@ -30,7 +32,8 @@ from node.content import ContentError, parse_cid
 from node.content.store import BlockNotFound
 from node.content.tarball import dag_entries, import_archive, tar_stream
 from node.executors.base import ExecutorError
-from node.models import JobRecord, JobState, SpecError, decode_spec, shard_results
+from node.logs import read_tail
+from node.models import Job, JobRecord, JobSpec, JobState, SpecError, decode_spec, shard_results
 from node.p2p.exchange import (
     FetchError,
     FetchTimeout,
@@ -38,13 +41,20 @@ from node.p2p.exchange import (
     ProvidersUnreachable,
     parse_providers,
 )
-from node.requester import JobNotOpen, NotAtGate
-from node.results import ResultNotFound
+from node.requester import JobNotOpen, NotAtGate, Requester
+from node.results import ResultNotFound, ResultStore
 from profiles.cpu import CLOCKS, MAX_SECONDS, ProfileBusy, profile_cpu
 from profiles.memory import profile_memory
 
 if TYPE_CHECKING:
-    from node.node import Node
+    from prometheus_client import CollectorRegistry
+
+    from node.content.store import BlockStore
+    from node.context import NodeContext
+    from node.executors.docker import DockerExecutor
+    from node.p2p.exchange import Exchange
+    from node.p2p.membership import Membership
+    from node.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +67,50 @@ MAX_FETCH_TIMEOUT_S = 3600
 _WRITE_CHUNK = 1 << 20
 MAX_LIST_LIMIT = 1000
 MAX_WAIT_S = 60
+DEFAULT_LOG_LINES = 200
+MAX_LOG_LINES = 5000
+_MAX_OFFSET = 1 << 62
+
+
+class ApiConfig(Protocol):
+    """What the API reads of the node's configuration (:class:`node.node.NodeConfig`)."""
+
+    @property
+    def data_dir(self) -> Path: ...
+    @property
+    def log_file(self) -> Path | None: ...
+
+
+class ApiNode(Protocol):
+    """What the API uses of its node; :class:`node.node.Node` is one."""
+
+    @property
+    def node_id(self) -> str: ...
+    @property
+    def config(self) -> ApiConfig: ...
+    @property
+    def ctx(self) -> NodeContext: ...
+    @property
+    def store(self) -> Store: ...
+    @property
+    def requester(self) -> Requester: ...
+    @property
+    def membership(self) -> Membership: ...
+    @property
+    def docker(self) -> DockerExecutor: ...
+    @property
+    def results(self) -> ResultStore: ...
+    @property
+    def blocks(self) -> BlockStore: ...
+    @property
+    def exchange(self) -> Exchange: ...
+    @property
+    def metrics_registry(self) -> CollectorRegistry: ...
+    def health(self) -> dict[str, Any]: ...
+    def info(self) -> dict[str, Any]: ...
+    def stats(self) -> dict[str, Any]: ...
+    def contention(self) -> dict[str, Any]: ...
+    async def submit(self, spec: JobSpec) -> Job: ...
 
 
 class ApiError(Exception):
@@ -119,7 +173,7 @@ async def _save_body(request: Request, path: Path, limit: int) -> int:
     return total
 
 
-def _import_saved(archive: Path, node: Node, scratch: Path) -> str:
+def _import_saved(archive: Path, node: ApiNode, scratch: Path) -> str:
     with open(archive, "rb") as stream:
         return import_archive(stream, node.blocks.put, scratch).text
 
@@ -136,7 +190,7 @@ async def _in_threads(
         yield piece
 
 
-def build_app(node: Node) -> Starlette:
+def build_app(node: ApiNode) -> Starlette:
     """The Starlette app for ``node``."""
 
     async def healthz(request: Request) -> Response:
@@ -372,6 +426,21 @@ def build_app(node: Node) -> Starlette:
         # The keys: node, then MemoryProfile's fields (profiles/memory.py).
         return json_response({"node": node.node_id, **asdict(memory)})
 
+    async def node_logs(request: Request) -> Response:
+        """The last ``?tail=`` lines of the node's log file; with ``?after=OFFSET`` (the
+        ``offset`` a previous answer gave) only the lines written since, so a client
+        follows the log by polling. From the start if the file shrank below OFFSET."""
+        tail = _int_param(request, "tail", DEFAULT_LOG_LINES, 1, MAX_LOG_LINES)
+        after = _int_param(request, "after", 0, 0, _MAX_OFFSET)
+        path = node.config.log_file
+        if path is None:
+            raise ApiError(404, "not_found", "this node logs to stderr, not to a file")
+        try:
+            read = await trio.to_thread.run_sync(read_tail, path, tail, after)
+        except OSError as exc:
+            raise ApiError(404, "not_found", f"cannot read the log file {path}: {exc}") from None
+        return json_response({"path": str(path), "offset": read.offset, "lines": read.lines})
+
     async def on_api_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ApiError)
         return _error_response(exc.status, exc.code, exc.message, exc.field)
@@ -400,6 +469,7 @@ def build_app(node: Node) -> Starlette:
         Route("/api/v1/results/{result_id}", result),
         Route("/api/v1/content", add_content, methods=["POST"]),
         Route("/api/v1/content/{cid}", get_content),
+        Route("/api/v1/logs", node_logs),
         Route("/api/v1/debug/locks", debug_locks),
         Route("/api/v1/debug/profile", debug_profile, methods=["POST"]),
         Route("/api/v1/debug/memory", debug_memory, methods=["POST"]),
@@ -415,7 +485,7 @@ def build_app(node: Node) -> Starlette:
 
 
 async def serve_api(
-    node: Node, host: str, port: int, *, task_status: Any = trio.TASK_STATUS_IGNORED
+    node: ApiNode, host: str, port: int, *, task_status: Any = trio.TASK_STATUS_IGNORED
 ) -> None:
     """Serve the API until cancelled; ``task_status.started()`` once listening."""
     config = Config()

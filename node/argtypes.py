@@ -1,10 +1,22 @@
-"""Argparse types shared by the node's and the devstack's command lines."""
+"""Argparse types and choices shared by the node's and the devstack's command lines.
+
+Light on purpose (the standard library only): every ``devstack`` verb builds its
+parser from here before it imports what it runs. The choices the node owns are
+written out; ``tests/unit/test_bench_options.py`` checks them against the node's.
+"""
 
 from __future__ import annotations
 
 import argparse
 import math
 from collections.abc import Callable
+
+#: ``node.bidder.BIDDERS`` (sorted) and ``DEFAULT_BIDDER``.
+BIDDERS = ("all", "bacalhau-2022", "hash-space")
+DEFAULT_BIDDER = "hash-space"
+#: ``node.requester.DISPATCHES`` and ``DEFAULT_DISPATCH``.
+DISPATCHES = ("offer", "gossip")
+DEFAULT_DISPATCH = "offer"
 
 
 def positive(kind: type[int] | type[float], *, zero: bool = False) -> Callable[[str], int | float]:

@@ -91,12 +91,6 @@ class _PerNodeBidder(Bidder):
         """Seconds to wait before bidding, or None to not bid at all."""
 
 
-def wanted_bids(job: Job) -> int:
-    """How many bids a shard needs: ``max(concurrency, min_bids)``, at least 1."""
-    deal = job.spec.deal
-    return max(1, deal.concurrency, deal.min_bids)
-
-
 def rendezvous_score(node_id: str, job_id: str, shard: int) -> float:
     """xxh64 of (node, job, shard) mapped to [0, 1): each job orders the nodes afresh."""
     digest = xxhash.xxh64_intdigest(f"{node_id}\x00{job_id}\x00{shard}".encode())
@@ -142,7 +136,7 @@ class HashSpaceBidder(Bidder):
     def delays(
         self, job: Job, shard: int, members: Sequence[str], step: float | None = None
     ) -> list[float | None]:
-        wanted = wanted_bids(job)
+        wanted = job.spec.deal.wanted_bids
         step = self.step if step is None else step
         return [band(r, wanted) * step for r in rendezvous_ranks(job.id, shard, members)]
 

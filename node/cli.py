@@ -95,6 +95,7 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
         lock_warn_ms=args.lock_warn_ms,
         stall_ms=args.stall_ms,
         bad_actor=args.bad_actor,
+        log_file=args.log_file,
     )
 
 
@@ -110,9 +111,10 @@ async def serve_until_signalled(config: NodeConfig) -> None:
                 break
 
 
-def run_node(config: NodeConfig, log_file: Path | None, log_level: str = "info") -> int:
-    """Configure logging and serve; the exit status of a node process."""
-    logs.configure(log_file, log_level)
+def run_node(config: NodeConfig, log_level: str = "info") -> int:
+    """Configure logging (to ``config.log_file``) and serve; the exit status of a node
+    process."""
+    logs.configure(config.log_file, log_level)
     try:
         trio.run(serve_until_signalled, config)
     except Exception:
@@ -126,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"refusing to bind {args.host}: only loopback is allowed here", file=sys.stderr)
         return 2
-    return run_node(config_from_args(args), args.log_file, args.log_level)
+    return run_node(config_from_args(args), args.log_level)
 
 
 if __name__ == "__main__":

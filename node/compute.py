@@ -36,7 +36,14 @@ from node.executors.base import Executor, ExecutorError
 from node.executors.docker import JOB_LABEL, NODE_LABEL
 from node.jobinputs import mounts_of, shard_plan
 from node.messages import Ack, Message
-from node.models import RESULTS_GRACE_S, Execution, ExecutionState, Job, JobState
+from node.models import (
+    RESULTS_GRACE_S,
+    Execution,
+    ExecutionState,
+    Job,
+    JobState,
+    SpecError,
+)
 from node.p2p.exchange import Exchange, FetchError
 from node.p2p.transport import TransportError
 from node.publishers import Publisher, PublishError
@@ -566,9 +573,9 @@ class Compute:
         exchange = self.exchange
         if exchange is None:
             raise InputsUnavailable("this node's block exchange is not running yet")
-        mounts = mounts_of(spec)
         providers = [job.requester] if job.requester != self._ctx.node_id else []
         try:
+            mounts = mounts_of(spec)
             for _, cid in mounts:
                 await exchange.fetch(cid, providers, timeout=INPUT_FETCH_TIMEOUT_S)
             plan = await shard_plan(spec, exchange, mounts)
@@ -578,7 +585,7 @@ class Compute:
                     raise InputError(f"the inputs make {len(plan)} shards, not {index + 1}")
                 selected = plan[index]
             await exchange.in_thread(write_inputs, mounts, exchange.store.get, dest, selected)
-        except (FetchError, BlockNotFound, ContentError, InputError, OSError) as exc:
+        except (FetchError, BlockNotFound, ContentError, InputError, SpecError, OSError) as exc:
             raise InputsUnavailable(f"inputs: {exc}") from exc
         return dest
 

@@ -65,8 +65,18 @@ async def count_shards(
 
 
 def mounts_of(spec: JobSpec) -> list[tuple[str, Cid]]:
-    """The spec's inputs as (mount path, root CID) pairs, in order."""
-    return [(source.path, parse_cid(source.cid)) for source in spec.inputs]
+    """The spec's inputs as (mount path, root CID) pairs, in order.
+
+    Raises :class:`SpecError` naming the input whose CID does not parse:
+    :func:`~node.models.validate_spec` checks only their syntax.
+    """
+    mounts: list[tuple[str, Cid]] = []
+    for i, source in enumerate(spec.inputs):
+        try:
+            mounts.append((source.path, parse_cid(source.cid)))
+        except ContentError as exc:
+            raise SpecError(f"inputs[{i}].cid", str(exc)) from None
+    return mounts
 
 
 async def shard_plan(

@@ -19,6 +19,9 @@ This module owns:
 
 The counters themselves live where things happen (transport, requester, compute,
 locks, the loop's stall detector); this module only reads their ``statistics()``.
+The requester and compute sit above this module (they reach the latencies through
+their :class:`~node.context.NodeContext`), so their records are read as the shapes
+:class:`RequesterFigures` and :class:`ComputeFigures`, not imported.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Literal, NoReturn
+from typing import TYPE_CHECKING, Any, Final, Literal, NoReturn, Protocol
 
 import psutil
 import trio
@@ -45,9 +48,7 @@ from profiles.quantiles import nearest_rank
 from profiles.stalls import StallStatistics
 
 if TYPE_CHECKING:
-    from node.compute import ComputeStatistics
     from node.p2p.transport import TransportStatistics
-    from node.requester import RequesterStatistics
 
 log = logging.getLogger(__name__)
 
@@ -338,6 +339,32 @@ class ResourceSampler:
 # -- one read of everything, as JSON ----------------------------------------------
 
 
+class RequesterFigures(Protocol):
+    """What this module reads of :class:`node.requester.RequesterStatistics`."""
+
+    @property
+    def open_jobs(self) -> int: ...
+    @property
+    def bids_received(self) -> int: ...
+    @property
+    def completed(self) -> int: ...
+    @property
+    def failed(self) -> int: ...
+    @property
+    def reruns(self) -> int: ...
+    @property
+    def unsealable(self) -> int: ...
+
+
+class ComputeFigures(Protocol):
+    """What this module reads of :class:`node.compute.ComputeStatistics`."""
+
+    @property
+    def bids_sent(self) -> int: ...
+    @property
+    def running(self) -> int: ...
+
+
 @dataclass(frozen=True, slots=True)
 class NodeStatistics:
     """Every figure of one node at ``at`` (wall clock, seconds), except the locks and
@@ -347,8 +374,8 @@ class NodeStatistics:
     at: float
     resources: ResourceStatistics
     transport: TransportStatistics
-    requester: RequesterStatistics
-    compute: ComputeStatistics
+    requester: RequesterFigures
+    compute: ComputeFigures
     latency: Mapping[Phase, LatencyStatistics]
 
 

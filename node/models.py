@@ -2,31 +2,44 @@
 
 Everything here is a msgspec struct, so the same types validate API input, cross
 the wire and are stored. Validation beyond the schema (cross-field rules) lives in
-:func:`validate_spec`, which raises :class:`SpecError` naming the field.
+:func:`validate_spec`, which raises :class:`SpecError` naming the field; the rules of
+a deal live on :class:`Deal`.
+
+This module imports nothing of the node (stdlib and msgspec only), so a client (the
+CLI, the TUI) checks a spec as the node does without loading the node. It owns:
+
+* the names a spec may give: :data:`ENGINES`, :data:`VERIFIERS`, :data:`PUBLISHERS`.
+  Their implementations (node.executors, node.verifiers, node.publishers) are kept
+  in step by ``tests/unit/test_registries.py``, not by an import;
+* the rules of input paths: :data:`INPUTS_ROOT`, :func:`check_mount_path`,
+  :func:`check_mounts`, :func:`parse_input_arg` (an input as a user writes it) and
+  the glob language of :func:`glob_match`, which :mod:`node.sharding` applies to the
+  input trees;
+* a CID's syntax (:func:`check_cid_syntax`); the full parse is
+  :func:`node.content.parse_cid`, which the requester and the compute nodes apply
+  to a spec's inputs (:func:`node.jobinputs.mounts_of`).
 """
 
 from __future__ import annotations
 
 import enum
+import functools
 import re
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Annotated, Any
 
 import msgspec
 
-from node.content import ContentError, parse_cid
-from node.publishers import PUBLISHERS
-from node.sharding import (
-    INPUTS_ROOT,
-    InputError,
-    check_mount_path,
-    check_mounts,
-    glob_match,
-)
-from node.verifiers import VERIFIERS
-
-ENGINES = ("docker", "noop")
+#: The executors a spec may name (``engine``).
+ENGINES: tuple[str, ...] = ("docker", "noop")
+#: The verifiers a spec may name (``verifier``), in the order error messages list them.
+VERIFIERS: tuple[str, ...] = ("noop", "deterministic")
+#: The publishers a spec may name (``publisher``).
+PUBLISHERS: tuple[str, ...] = ("ipfs", "noop")
+#: Where the inputs mount in a job's container; every mount path is this or below it.
+INPUTS_ROOT = "/inputs"
 
 # Ceilings that keep one job spec from exhausting a node; generous on purpose.
 MAX_TIMEOUT_S = 24 * 3600.0
@@ -71,6 +84,13 @@ class Deal(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     concurrency: _Count = 1
     confidence: _Count = 0
     min_bids: _Count = 0
+
+    @property
+    def wanted_bids(self) -> int:
+        """How many bids a shard needs: ``max(concurrency, min_bids)``, at least 1.
+        The requester holds bids until this many came; the hash-space bidder makes
+        bands of this many nodes."""
+        return max(1, self.concurrency, self.min_bids)
 
 
 class InputSource(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -278,11 +298,9 @@ def _validate_inputs(spec: JobSpec) -> None:
         raise SpecError("inputs", f"at most {MAX_INPUTS} inputs")
     for i, source in enumerate(spec.inputs):
         try:
-            canonical = parse_cid(source.cid).text
-        except ContentError as exc:
+            check_cid_syntax(source.cid)
+        except InputError as exc:
             raise SpecError(f"inputs[{i}].cid", str(exc)) from None
-        if canonical != source.cid:
-            raise SpecError(f"inputs[{i}].cid", f"write the CID as {canonical}")
         try:
             check_mount_path(source.path)
         except InputError as exc:
@@ -323,3 +341,215 @@ def decode_spec(body: bytes, network_size: int | None = None) -> JobSpec:
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise SpecError("body", f"not valid JSON: {exc}") from None
     return validate_spec(spec, network_size)
+
+
+# -- input paths and globs ------------------------------------------------------------
+# The rules a spec's inputs and sharding pattern follow; node.sharding applies them to
+# the input trees (README, inputs and sharding).
+
+
+class InputError(ValueError):
+    """An input or sharding rule is invalid or matches nothing; the text says which."""
+
+
+# Every CID this network makes or reads is sha2-256 (node.content.cid). In base32, a
+# CIDv1 is its fixed header (version 1, raw "bafkrei" or dag-pb "bafybei", the hash's
+# code and length), then 256 bits of digest: one character holding the header's last
+# 2 bits (zero) and 3 digest bits, 50 of 5 bits, and one of 3 bits and 2 zero bits.
+# A base58btc CIDv0 is "Qm" and 44 characters.
+_CID_SYNTAX = re.compile(
+    r"b(?:afkrei|afybei)[a-h][a-z2-7]{50}[aeimquy4]|Qm[1-9A-HJ-NP-Za-km-z]{44}"
+)
+
+
+def check_cid_syntax(text: str) -> None:
+    """Return if ``text`` is written as a CID of this network; raise :class:`InputError`
+    naming it if not. Syntax only: :func:`node.content.parse_cid` decodes it."""
+    if not _CID_SYNTAX.fullmatch(text):
+        raise InputError(
+            f"CID {text!r}: not a sha2-256 CID, raw or dag-pb, in base32 (bafkrei... or"
+            " bafybei..., 59 characters) or base58btc (Qm..., 46 characters)"
+        )
+
+
+def parse_input_arg(text: str) -> tuple[str, str]:
+    """``CID`` -> ``(CID, '/inputs')``; ``CID:/inputs/prev`` -> ``(CID, '/inputs/prev')``:
+    an input as ``devstack submit -i`` and the TUI's form take it.
+
+    The CID's syntax is checked (:func:`check_cid_syntax`), the path normalised by
+    :func:`check_mount_path`. Raises :class:`InputError` naming what is wrong.
+    """
+    cid, colon, path = text.partition(":")
+    if not cid:
+        raise InputError(f"input {text!r}: no CID (write CID or CID:{INPUTS_ROOT}/PATH)")
+    try:
+        check_cid_syntax(cid)
+        return cid, check_mount_path(path) if colon else INPUTS_ROOT
+    except InputError as exc:
+        raise InputError(f"input {text!r}: {exc}") from None
+
+
+def check_mount_path(path: str) -> str:
+    """``path`` as a normalised container mount path: ``/inputs`` or a path under it.
+
+    One trailing slash is dropped (``/inputs/`` -> ``/inputs``); nothing else is
+    rewritten. Raises :class:`InputError` naming the path if it is not absolute, lies
+    outside ``/inputs``, has an empty (``//``), ``.`` or ``..`` component, or holds NUL.
+    """
+    if "\0" in path:
+        raise InputError(f"mount path {path!r}: contains NUL")
+    if not path.startswith("/"):
+        raise InputError(f"mount path {path!r}: must be absolute (under {INPUTS_ROOT})")
+    normal = path[:-1] if len(path) > 1 and path.endswith("/") else path
+    components = normal.split("/")[1:]
+    for component in components:
+        if component in ("", ".", ".."):
+            raise InputError(f"mount path {path!r}: empty, '.' or '..' component")
+    if components[0] != INPUTS_ROOT[1:]:
+        raise InputError(f"mount path {path!r}: must be {INPUTS_ROOT} or under it")
+    return normal
+
+
+def check_mounts(paths: list[str]) -> None:
+    """Returns if every path passes :func:`check_mount_path` and no two mounts are
+    equal or nested (``/inputs`` and ``/inputs/a`` conflict).
+
+    Raises :class:`InputError` naming the bad path, or both paths of a conflict.
+    """
+    seen: dict[str, str] = {}
+    for path in paths:
+        normal = check_mount_path(path)
+        if normal in seen:
+            raise InputError(f"mount paths {seen[normal]!r} and {path!r} are the same")
+        seen[normal] = path
+    for normal, path in seen.items():
+        for ancestor in ancestors(normal):
+            if ancestor in seen:
+                raise InputError(
+                    f"mount path {path!r} is inside mount path {seen[ancestor]!r};"
+                    " mounts cannot nest"
+                )
+
+
+def ancestors(path: str) -> Iterator[str]:
+    """Proper ancestors of a normalised absolute path, nearest first."""
+    while True:
+        path = path.rpartition("/")[0]
+        if not path:
+            return
+        yield path
+
+
+def glob_match(pattern: str, path: str) -> bool:
+    """Whether container path ``path`` matches ``pattern``.
+
+    Components are matched one by one: ``*`` matches any run of characters but ``/``,
+    ``?`` one character but ``/``, ``[abc]``, ``[a-z]`` and ``[!abc]`` one character of
+    (not of) a class (``]`` first in a class is literal). ``**`` as a whole component
+    matches zero or more components (``/inputs/**/*.txt`` matches ``/inputs/a.txt``
+    and ``/inputs/x/y/a.txt``); inside a component it is two ``*``. Dot files are not
+    special and there is no escape character: ``[*]`` matches a literal ``*``. A
+    pattern not starting with ``/`` is relative to ``/inputs``; one trailing ``/`` is
+    ignored. A pattern is compiled once (cached), so matching many paths is cheap.
+
+    Raises :class:`InputError` naming the pattern if it is empty, holds NUL, has an
+    empty, ``.`` or ``..`` component, or an unclosed ``[``.
+    """
+    return _matches(_compile(pattern), path)
+
+
+# A compiled pattern: per component, a regex for one path component or None for "**".
+_Compiled = tuple[re.Pattern[str] | None, ...]
+
+
+@functools.lru_cache(maxsize=256)
+def _compile(pattern: str) -> _Compiled:
+    if not pattern:
+        raise InputError("glob pattern is empty")
+    if "\0" in pattern:
+        raise InputError(f"glob pattern {pattern!r}: contains NUL")
+    full = pattern if pattern.startswith("/") else f"{INPUTS_ROOT}/{pattern}"
+    if len(full) > 1 and full.endswith("/"):
+        full = full[:-1]
+    compiled: list[re.Pattern[str] | None] = []
+    for component in full.split("/")[1:]:
+        if component in ("", ".", ".."):
+            raise InputError(f"glob pattern {pattern!r}: empty, '.' or '..' component")
+        if component != "**":
+            compiled.append(re.compile(_translate(component, pattern), re.DOTALL))
+        elif not compiled or compiled[-1] is not None:
+            # "**/**" means "**"; collapsing keeps matching linear in the path's depth.
+            compiled.append(None)
+    return tuple(compiled)
+
+
+def _matches(compiled: _Compiled, path: str) -> bool:
+    if not path.startswith("/"):
+        return False
+    components = path.split("/")[1:]
+    # Matching component by component, tracking every path position the pattern so far
+    # can end at: no backtracking, so a hostile pattern cannot take exponential time.
+    states = {0}
+    for regex in compiled:
+        if regex is None:
+            states = set(range(min(states), len(components) + 1))
+        else:
+            states = {
+                i + 1 for i in states if i < len(components) and regex.fullmatch(components[i])
+            }
+        if not states:
+            return False
+    return len(components) in states
+
+
+def _translate(component: str, pattern: str) -> str:
+    """The regex of one pattern component, matched against one path component."""
+    chunks: list[list[str]] = [[]]
+    i, n = 0, len(component)
+    while i < n:
+        char = component[i]
+        i += 1
+        if char == "*":
+            chunks.append([])
+        elif char == "?":
+            chunks[-1].append(".")
+        elif char == "[":
+            end = i + 1 if component.startswith("!", i) else i
+            # A ']' right after '[' or '[!' is a member, not the end.
+            end = component.find("]", end + 1)
+            if end < 0:
+                raise InputError(f"glob pattern {pattern!r}: '[' without a closing ']'")
+            chunks[-1].append(_char_class(component[i:end]))
+            i = end + 1
+        else:
+            chunks[-1].append(re.escape(char))
+    parts = ["".join(chunk) for chunk in chunks]
+    if len(parts) == 1:
+        return parts[0]
+    # Between stars every chunk has a fixed length, so its earliest occurrence is always
+    # the right one to take: an atomic group commits to it and the regex never backtracks
+    # across stars (fnmatch does the same).
+    middle = "".join(f"(?>.*?{part})" for part in parts[1:-1])
+    return f"{parts[0]}{middle}.*{parts[-1]}"
+
+
+def _char_class(body: str) -> str:
+    negated = body.startswith("!")
+    if negated:
+        body = body[1:]
+    items = []
+    i = 0
+    while i < len(body):
+        if i + 2 < len(body) and body[i + 1] == "-":
+            low, high = body[i], body[i + 2]
+            # A reversed range is empty, as in fnmatch; the regex engine would reject it.
+            if low <= high:
+                items.append(f"{re.escape(low)}-{re.escape(high)}")
+            i += 3
+        else:
+            items.append(re.escape(body[i]))
+            i += 1
+    members = "".join(items)
+    if negated:
+        return f"[^{members}]" if members else "."
+    return f"[{members}]" if members else "(?!)"

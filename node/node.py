@@ -103,10 +103,18 @@ class NodeConfig:
     bad_actor: bool = False  # forge every result (to show the verifier at work)
     lock_warn_ms: float = DEFAULT_WARN_MS  # a lock waited for or held longer logs a warning
     stall_ms: float = DEFAULT_THRESHOLD_MS  # a task step longer than this is a stall
+    log_file: Path | None = None  # where the node logs (None: stderr); GET /api/v1/logs reads it
 
     @property
     def api_url(self) -> str:
         return f"http://{self.host}:{self.api_port}"
+
+
+def make_executors(docker: DockerExecutor) -> dict[str, Executor]:
+    """One executor of each kind, by name: ``docker`` (the node's own, which it also
+    asks for its images) and ``noop``. A spec names one of :data:`node.models.ENGINES`;
+    ``tests/unit/test_registries.py`` keeps the two equal."""
+    return {executor.name: executor for executor in (docker, NoopExecutor())}
 
 
 class Node:
@@ -156,7 +164,7 @@ class Node:
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         config = self.config
         docker = self.docker = DockerExecutor()
-        executors: dict[str, Executor] = {"docker": docker, "noop": NoopExecutor()}
+        executors = make_executors(docker)
         publishers = make_publishers(
             self.results, self.blocks, api_url=config.api_url, scratch=config.data_dir / "scratch"
         )

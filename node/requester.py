@@ -39,7 +39,6 @@ from typing import Literal
 import trio
 
 from node import messages
-from node.bidder import wanted_bids
 from node.context import NodeContext
 from node.messages import Ack, Message
 from node.metrics import Phase
@@ -248,7 +247,7 @@ class _OpenJob:
 
     @property
     def wanted(self) -> int:
-        return wanted_bids(self.job)
+        return self.job.spec.deal.wanted_bids
 
     def shard(self, index: int) -> _Shard | None:
         return self.shards[index] if 0 <= index < len(self.shards) else None

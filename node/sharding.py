@@ -5,7 +5,9 @@ and writing all or some of the inputs to a host directory that is mounted at ``/
 An input is a content-addressed UnixFS tree (a CID) mounted at a container path. Paths
 here are container paths (``/inputs/books/a.txt``); entry names come from the tree as
 bytes and become path text with ``os.fsdecode``, as :mod:`node.content.reader` writes
-them. Blocks are fetched and verified through the :mod:`node.content` reader.
+them. Blocks are fetched and verified through the :mod:`node.content` reader. The
+rules of mount paths and the glob language are :mod:`node.models`' (a spec is checked
+against them without loading the node): this module applies them to the trees.
 
 Decisions a caller can rely on:
 
@@ -20,24 +22,24 @@ Decisions a caller can rely on:
 
 from __future__ import annotations
 
-import functools
 import os
-import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from node.content import Cid, ContentError, Get, parse_cid, read_tree
+from node.content import Cid, Get, parse_cid, read_tree
 from node.content.blocks import fetch
 from node.content.nodes import DirectoryNode, FileNode, Node, SymlinkNode, read_node
-
-INPUTS_ROOT = "/inputs"
+from node.models import (
+    INPUTS_ROOT,
+    InputError,
+    ancestors,
+    check_mount_path,
+    check_mounts,
+    glob_match,
+)
 
 _EXAMPLES = 5
-
-
-class InputError(ValueError):
-    """An input or sharding rule is invalid or matches nothing; the text says which."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,66 +49,6 @@ class InputEntry:
     path: str
     is_dir: bool
     size: int
-
-
-def check_mount_path(path: str) -> str:
-    """``path`` as a normalised container mount path: ``/inputs`` or a path under it.
-
-    One trailing slash is dropped (``/inputs/`` -> ``/inputs``); nothing else is
-    rewritten. Raises :class:`InputError` naming the path if it is not absolute, lies
-    outside ``/inputs``, has an empty (``//``), ``.`` or ``..`` component, or holds NUL.
-    """
-    if "\0" in path:
-        raise InputError(f"mount path {path!r}: contains NUL")
-    if not path.startswith("/"):
-        raise InputError(f"mount path {path!r}: must be absolute (under {INPUTS_ROOT})")
-    normal = path[:-1] if len(path) > 1 and path.endswith("/") else path
-    components = normal.split("/")[1:]
-    for component in components:
-        if component in ("", ".", ".."):
-            raise InputError(f"mount path {path!r}: empty, '.' or '..' component")
-    if components[0] != INPUTS_ROOT[1:]:
-        raise InputError(f"mount path {path!r}: must be {INPUTS_ROOT} or under it")
-    return normal
-
-
-def check_mounts(paths: list[str]) -> None:
-    """Returns if every path passes :func:`check_mount_path` and no two mounts are
-    equal or nested (``/inputs`` and ``/inputs/a`` conflict).
-
-    Raises :class:`InputError` naming the bad path, or both paths of a conflict.
-    """
-    seen: dict[str, str] = {}
-    for path in paths:
-        normal = check_mount_path(path)
-        if normal in seen:
-            raise InputError(f"mount paths {seen[normal]!r} and {path!r} are the same")
-        seen[normal] = path
-    for normal, path in seen.items():
-        for ancestor in _ancestors(normal):
-            if ancestor in seen:
-                raise InputError(
-                    f"mount path {path!r} is inside mount path {seen[ancestor]!r};"
-                    " mounts cannot nest"
-                )
-
-
-def glob_match(pattern: str, path: str) -> bool:
-    """Whether container path ``path`` matches ``pattern``.
-
-    Components are matched one by one: ``*`` matches any run of characters but ``/``,
-    ``?`` one character but ``/``, ``[abc]``, ``[a-z]`` and ``[!abc]`` one character of
-    (not of) a class (``]`` first in a class is literal). ``**`` as a whole component
-    matches zero or more components (``/inputs/**/*.txt`` matches ``/inputs/a.txt``
-    and ``/inputs/x/y/a.txt``); inside a component it is two ``*``. Dot files are not
-    special and there is no escape character: ``[*]`` matches a literal ``*``. A
-    pattern not starting with ``/`` is relative to ``/inputs``; one trailing ``/`` is
-    ignored.
-
-    Raises :class:`InputError` naming the pattern if it is empty, holds NUL, has an
-    empty, ``.`` or ``..`` component, or an unclosed ``[``.
-    """
-    return _matches(_compile(pattern), path)
 
 
 def list_entries(mounts: Sequence[tuple[str, Cid]], get: Get) -> list[InputEntry]:
@@ -153,13 +95,12 @@ def plan_shards(
     """
     if batch_size < 1:
         raise InputError(f"batch size must be at least 1, not {batch_size}")
-    compiled = _compile(pattern)
-    matched = {entry.path for entry in entries if _matches(compiled, entry.path)}
+    matched = {entry.path for entry in entries if glob_match(pattern, entry.path)}
     if not matched:
         examples = sorted(entry.path for entry in entries)[:_EXAMPLES]
         there = ", ".join(examples) if examples else "nothing: the inputs are empty"
         raise InputError(f"glob pattern {pattern!r} matches no input; the inputs hold {there}")
-    chosen = sorted(path for path in matched if not any(a in matched for a in _ancestors(path)))
+    chosen = sorted(path for path in matched if not any(a in matched for a in ancestors(path)))
     return [tuple(chosen[i : i + batch_size]) for i in range(0, len(chosen), batch_size)]
 
 
@@ -194,133 +135,6 @@ def write_inputs(
         raise FileExistsError(f"{dest}: inputs need an empty directory")
     for path, cid in targets:
         _write(path, cid, get, dest)
-
-
-def parse_input_arg(text: str) -> tuple[str, str]:
-    """``CID`` -> ``(CID, '/inputs')``; ``CID:/inputs/prev`` -> ``(CID, '/inputs/prev')``.
-
-    The CID is returned in canonical text form, the path normalised by
-    :func:`check_mount_path`. Raises :class:`InputError` naming what is wrong.
-    """
-    cid_text, colon, path = text.partition(":")
-    if not cid_text:
-        raise InputError(f"input {text!r}: no CID (write CID or CID:{INPUTS_ROOT}/PATH)")
-    try:
-        cid = parse_cid(cid_text)
-    except ContentError as exc:
-        raise InputError(f"input {text!r}: {exc}") from None
-    if not colon:
-        return cid.text, INPUTS_ROOT
-    try:
-        return cid.text, check_mount_path(path)
-    except InputError as exc:
-        raise InputError(f"input {text!r}: {exc}") from None
-
-
-# A compiled pattern: per component, a regex for one path component or None for "**".
-_Compiled = tuple[re.Pattern[str] | None, ...]
-
-
-@functools.lru_cache(maxsize=256)
-def _compile(pattern: str) -> _Compiled:
-    if not pattern:
-        raise InputError("glob pattern is empty")
-    if "\0" in pattern:
-        raise InputError(f"glob pattern {pattern!r}: contains NUL")
-    full = pattern if pattern.startswith("/") else f"{INPUTS_ROOT}/{pattern}"
-    if len(full) > 1 and full.endswith("/"):
-        full = full[:-1]
-    compiled: list[re.Pattern[str] | None] = []
-    for component in full.split("/")[1:]:
-        if component in ("", ".", ".."):
-            raise InputError(f"glob pattern {pattern!r}: empty, '.' or '..' component")
-        if component != "**":
-            compiled.append(re.compile(_translate(component, pattern), re.DOTALL))
-        elif not compiled or compiled[-1] is not None:
-            # "**/**" means "**"; collapsing keeps matching linear in the path's depth.
-            compiled.append(None)
-    return tuple(compiled)
-
-
-def _matches(compiled: _Compiled, path: str) -> bool:
-    if not path.startswith("/"):
-        return False
-    components = path.split("/")[1:]
-    # Matching component by component, tracking every path position the pattern so far
-    # can end at: no backtracking, so a hostile pattern cannot take exponential time.
-    states = {0}
-    for regex in compiled:
-        if regex is None:
-            states = set(range(min(states), len(components) + 1))
-        else:
-            states = {
-                i + 1 for i in states if i < len(components) and regex.fullmatch(components[i])
-            }
-        if not states:
-            return False
-    return len(components) in states
-
-
-def _translate(component: str, pattern: str) -> str:
-    """The regex of one pattern component, matched against one path component."""
-    chunks: list[list[str]] = [[]]
-    i, n = 0, len(component)
-    while i < n:
-        char = component[i]
-        i += 1
-        if char == "*":
-            chunks.append([])
-        elif char == "?":
-            chunks[-1].append(".")
-        elif char == "[":
-            end = i + 1 if component.startswith("!", i) else i
-            # A ']' right after '[' or '[!' is a member, not the end.
-            end = component.find("]", end + 1)
-            if end < 0:
-                raise InputError(f"glob pattern {pattern!r}: '[' without a closing ']'")
-            chunks[-1].append(_char_class(component[i:end]))
-            i = end + 1
-        else:
-            chunks[-1].append(re.escape(char))
-    parts = ["".join(chunk) for chunk in chunks]
-    if len(parts) == 1:
-        return parts[0]
-    # Between stars every chunk has a fixed length, so its earliest occurrence is always
-    # the right one to take: an atomic group commits to it and the regex never backtracks
-    # across stars (fnmatch does the same).
-    middle = "".join(f"(?>.*?{part})" for part in parts[1:-1])
-    return f"{parts[0]}{middle}.*{parts[-1]}"
-
-
-def _char_class(body: str) -> str:
-    negated = body.startswith("!")
-    if negated:
-        body = body[1:]
-    items = []
-    i = 0
-    while i < len(body):
-        if i + 2 < len(body) and body[i + 1] == "-":
-            low, high = body[i], body[i + 2]
-            # A reversed range is empty, as in fnmatch; the regex engine would reject it.
-            if low <= high:
-                items.append(f"{re.escape(low)}-{re.escape(high)}")
-            i += 3
-        else:
-            items.append(re.escape(body[i]))
-            i += 1
-    members = "".join(items)
-    if negated:
-        return f"[^{members}]" if members else "."
-    return f"[{members}]" if members else "(?!)"
-
-
-def _ancestors(path: str) -> Iterator[str]:
-    """Proper ancestors of a normalised absolute path, nearest first."""
-    while True:
-        path = path.rpartition("/")[0]
-        if not path:
-            return
-        yield path
 
 
 def _path(entry: InputEntry) -> str:
@@ -369,9 +183,9 @@ def _targets(
             raise InputError(f"selected path: {exc}") from None
     targets = []
     for path in sorted(paths):
-        if any(a in paths for a in _ancestors(path)):
+        if any(a in paths for a in ancestors(path)):
             continue
-        mount = next((m for m in (path, *_ancestors(path)) if m in roots), None)
+        mount = next((m for m in (path, *ancestors(path)) if m in roots), None)
         if mount is None:
             raise InputError(f"selected path {path!r} is not inside any input mount")
         targets.append((path, _resolve(path, mount, roots[mount], dirs, get)))

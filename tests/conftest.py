@@ -1,10 +1,14 @@
-"""Fixtures shared by the integration tests: real devstack clusters and polling helpers.
+"""What the tests share: real devstack clusters, waiting with deadlines, and py-libp2p
+put back as it was after a test that patched it.
 
 A cluster fixture starts ``devstack up --detach`` as a subprocess (the venv's
 interpreter, so the nodes run the code under test), yields a :class:`Devstack`
 handle, and on teardown runs ``devstack down`` and then asserts that nothing it
 started is left: no node process and no container labelled with one of its peer
 ids. Teardown runs whether the tests passed or not.
+
+Every wait is a poll with a deadline that names what it waited for
+(:func:`wait_until`, :func:`wait_until_async`), never a fixed sleep.
 """
 
 from __future__ import annotations
@@ -14,18 +18,19 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
 import pytest
+import trio
 
 from devstack import state as st
 from devstack.cluster import CONTAINER_LABEL
 from devstack.jobs import TERMINAL
-from devstack.state import ClusterState
+from devstack.state import ClusterState, NodeEntry
 
 REPO = Path(__file__).resolve().parent.parent
 # Generous: this is a 2-core machine, often shared with other clusters.
@@ -46,6 +51,7 @@ UP_TIMEOUT_S = 300.0
 DOWN_TIMEOUT_S = 120.0
 
 T = TypeVar("T")
+_ABSENT = object()
 
 
 def wait_until(
@@ -73,10 +79,67 @@ def wait_until(
                 return value
             last = value
         if time.monotonic() >= deadline:
-            raise AssertionError(
-                f"timed out after {timeout:g}s waiting for {message}; last: {last!r}"
-            )
+            raise timed_out(timeout, message, last)
         time.sleep(interval)
+
+
+async def wait_until_async(
+    predicate: Callable[[], T],
+    timeout: float,
+    interval: float = 0.05,
+    message: str = "condition",
+    pause: Callable[[float], Awaitable[Any]] = trio.sleep,
+) -> T:
+    """:func:`wait_until` for async code: between tries it awaits ``pause(interval)``
+    (``trio.sleep``; a Textual pilot's ``pause`` in the TUI tests), so the code under
+    test runs meanwhile. The deadline is wall-clock time, whatever clock the loop has."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise timed_out(timeout, message, value)
+        await pause(interval)
+
+
+def timed_out(timeout: float, message: str, last: Any) -> AssertionError:
+    """The failure of a wait: how long, for what, and the last value seen."""
+    return AssertionError(f"timed out after {timeout:g}s waiting for {message}; last: {last!r}")
+
+
+@contextlib.contextmanager
+def undo_libp2p_patches() -> Iterator[None]:
+    """Undo, at the end of the block, whatever ``node.p2p.compat`` patched in py-libp2p
+    inside it (``compat.apply``, called by a test or by the Transport or Node it
+    makes): the patches are process-wide, and a test must not hand them on to the
+    next. Every attribute of each module and class compat names (its ``REQUIRED``
+    owners, the owners of ``LIBP2P_LOCKS``, and compat itself, whose flag says
+    whether it applied) is put back as it was, and what was added is removed."""
+    from node.p2p import compat
+
+    owners = [
+        compat,
+        *dict.fromkeys([o for o, _, _ in compat.REQUIRED] + list(compat.LIBP2P_LOCKS)),
+    ]
+    saved = [(owner, dict(vars(owner))) for owner in owners]
+    try:
+        yield
+    finally:
+        for owner, before in saved:
+            now = dict(vars(owner))
+            for name in now.keys() - before.keys():
+                delattr(owner, name)
+            for name, value in before.items():
+                if now.get(name, _ABSENT) is not value:
+                    setattr(owner, name, value)
+
+
+@pytest.fixture
+def libp2p_patches_undone() -> Iterator[None]:
+    """The test may patch py-libp2p (see :func:`undo_libp2p_patches`); it is put back after."""
+    with undo_libp2p_patches():
+        yield
 
 
 def get_json(url: str, timeout: float = 10.0) -> Any:
@@ -217,6 +280,49 @@ class Devstack:
 
     def live_pids(self) -> list[int]:
         return [pid for pid, started in self._pids.items() if st.is_alive(pid, started)]
+
+    def node_named(self, name: str) -> NodeEntry:
+        assert self.state is not None
+        return next(n for n in self.state.nodes if n.name == name)
+
+    def wait_ready(self, node: NodeEntry, timeout: float = 120) -> None:
+        """Until ``node`` answers healthy and ready (back in the network)."""
+        wait_until(
+            lambda: (h := get_json(f"{node.api}/api/v1/healthz"))["ok"] and h["ready"],
+            timeout,
+            0.2,
+            f"{node.name} to be ready",
+            ignore=(httpx.HTTPError,),
+        )
+
+    def wait_whole(self, timeout: float = 90) -> None:
+        """Until every node sees every other as a live member of the network."""
+        assert self.state is not None
+        size = len(self.state.nodes)
+        for node in self.state.nodes:
+            wait_until(
+                lambda n=node: get_json(f"{n.api}/api/v1/healthz")["network_size"] >= size,
+                timeout,
+                0.2,
+                f"{node.name} to see all {size} nodes",
+                ignore=(httpx.HTTPError,),
+            )
+
+    def restart(self, node: NodeEntry, *overrides: str) -> NodeEntry:
+        """``devstack restart`` the node (``overrides``: more ``bacalhau-node run``
+        options for it alone), whether it runs or was killed; its new entry, once it is
+        ready and every node sees the whole network again. A test that stops or
+        reconfigures a node of a shared cluster calls this at its end, so the next test
+        finds the cluster whole whatever the order."""
+        extra = ("--", *overrides) if overrides else ()
+        result = self.run("restart", node.name, *extra, check=True)
+        assert node.name in result.stdout, result.stdout
+        self.reload()
+        fresh = self.node_named(node.name)
+        assert fresh.pid != node.pid
+        self.wait_ready(fresh)
+        self.wait_whole()
+        return fresh
 
     def down_and_check(self) -> None:
         """``devstack down``; then assert no node process and no container is left."""

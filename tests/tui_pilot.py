@@ -1,31 +1,28 @@
 """What the TUI's pilot tests share: the terminal size, waiting on what the app
-shows (with a deadline, never a fixed sleep), and running an async test."""
+shows (with a deadline, never a fixed sleep), counting the app's poll rounds, and
+running an async test."""
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from textual.pilot import Pilot
 
+from tests.conftest import wait_until_async
 from tui.app import HOME, VIEWS, BacalhauApp
 
 SIZE = (120, 40)
 T = TypeVar("T")
 
 
-async def until(pilot: Pilot[Any], predicate: Callable[[], T], timeout: float, what: str) -> T:
-    """Let the app run until ``predicate()`` is truthy; its value. Fails after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}; last {value!r}")
-        await pilot.pause(0.1)
+async def until(
+    pilot: Pilot[Any], predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.1
+) -> T:
+    """Let the app run until ``predicate()`` is truthy; its value. Fails after ``timeout``
+    seconds, naming ``what``."""
+    return await wait_until_async(predicate, timeout, interval, what, pause=pilot.pause)
 
 
 def run(test: Callable[[], Awaitable[None]]) -> None:
@@ -40,3 +37,28 @@ def warmed_up(app: BacalhauApp) -> bool:
     except KeyError:
         return False
     return all(stacks) and app.current_mode == HOME
+
+
+# The rounds an app polls by itself once started: its first, and the one the jobs view
+# asks for (its list is stale) when the app mounts it at start.
+OWN_ROUNDS = 2
+
+
+async def rounds(pilot: Pilot[Any], count: int, timeout: float = 20) -> None:
+    """Let the app (with a refresh too long to come round during a test) poll ``count``
+    rounds in all, at least :data:`OWN_ROUNDS`: those it makes by itself once every view
+    is mounted, then one per :meth:`BacalhauApp.poll_now`. Counting from its own rounds,
+    not from whichever came first, what a screen shows after them is the same every
+    run."""
+    app = pilot.app
+    assert isinstance(app, BacalhauApp) and count >= OWN_ROUNDS
+    source = app.source
+    await until(
+        pilot,
+        lambda: warmed_up(app) and source.statistics().rounds >= OWN_ROUNDS,
+        timeout,
+        "every view mounted and the app's own rounds",
+    )
+    while (done := source.statistics().rounds) < count:
+        app.poll_now()
+        await until(pilot, lambda d=done: source.statistics().rounds > d, timeout, "a round")

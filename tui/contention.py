@@ -1,9 +1,9 @@
 """Pure helpers of the TUI's contention screens: lock and stall rows, call trees.
 
 This module owns what the locks view and a node's view compute from the nodes'
-``GET /api/v1/debug/locks`` documents, on top of :mod:`devstack.locks` (whose
-:func:`~devstack.locks.merge` and :func:`~devstack.locks.since` are the ranking
-``devstack locks`` prints, reused as they are):
+``GET /api/v1/debug/locks`` documents, on top of :mod:`profiles.contention` (whose
+:func:`~profiles.contention.merge` and :func:`~profiles.contention.since` are the
+ranking ``devstack locks`` prints, reused as they are):
 
 - :class:`ContentionTracker` turns each round of documents into a
   :class:`ContentionRound`: the merge, one :class:`LockRow` per lock (which nodes
@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from devstack.locks import ClusterContention, MergedStalls, MergedTask, merge, since
+from profiles.contention import ClusterContention, MergedStalls, MergedTask, merge, since
 from tui.format import MISSING, fmt_ms
 
 Report = tuple[str, dict[str, Any]]
@@ -159,7 +159,7 @@ class ContentionRound:
 
 
 def valid_reports(reports: Iterable[Report]) -> tuple[list[Report], list[str]]:
-    """The documents :func:`~devstack.locks.merge` can read, and the nodes of the others."""
+    """The documents :func:`~profiles.contention.merge` can read, and the nodes of the others."""
     good, bad = [], []
     for node, report in reports:
         try:

@@ -1,104 +1,59 @@
-"""The tail of a node's log file, followed, and how its lines read on screen.
+"""A node's log tail, followed over its API, and how its lines read on screen.
 
-This module owns :func:`tail_lines` (the last N lines of a file, read backwards in
-blocks: never the whole file), :class:`LogFollower` (the tail once, then only what
-was appended; a truncated or replaced file starts over) and :func:`format_log_line`
-(a node's JSON log line as ``time level logger message``). The reads block: the
-node view calls them in a worker thread. Nothing here imports Textual.
+This module owns :class:`LogCursor` (where the node view is in a node's log: the
+``offset`` to ask ``GET /api/v1/logs?tail=N&after=OFFSET`` after next, and whether an
+answer is a fresh tail that replaces what was shown) and :func:`format_log_line` (a
+node's JSON log line as ``time level logger message``). The node reads its own log
+file; the TUI never opens it. Nothing here does I/O or imports Textual.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
 from rich.text import Text
 
-BLOCK = 64 * 1024
-MAX_TAIL_BYTES = 4 * 1024 * 1024  # a tail never reads more than this, however long the lines
 MAX_LINE_CHARS = 2000  # a longer line is cut on screen (the file keeps it whole)
-
-
-def _decode(raw: bytes) -> str:
-    return raw.decode("utf-8", errors="replace").rstrip("\r")
-
-
-def tail_lines(
-    path: Path, count: int, *, block: int = BLOCK, max_bytes: int = MAX_TAIL_BYTES
-) -> tuple[list[str], int]:
-    """The last ``count`` complete lines of ``path`` and the offset just past the last
-    of them (where the next read starts).
-
-    A last line without its newline yet is not complete: it is left for the next
-    read, whole. Reads ``block`` bytes at a time from the end, and at most
-    ``max_bytes`` (a line longer than that is not returned). Raises OSError if the
-    file cannot be read.
-    """
-    with path.open("rb") as f:
-        size = f.seek(0, os.SEEK_END)
-        data = b""
-        pos = size
-        while pos > 0 and data.count(b"\n") <= count and len(data) < max_bytes:
-            step = min(block, pos)
-            pos -= step
-            f.seek(pos)
-            data = f.read(step) + data
-    end = data.rfind(b"\n") + 1  # 0: no complete line
-    complete = data[:end]
-    pieces = complete.split(b"\n")[:-1]  # each line, without its newline
-    if pos > 0 and pieces:
-        pieces = pieces[1:]  # the first piece began before what was read
-    shown = pieces[-count:] if count > 0 else []
-    return [_decode(p) for p in shown], pos + end
 
 
 @dataclass(frozen=True)
 class LogRead:
-    """What one :meth:`LogFollower.read` found."""
+    """What one ``GET /api/v1/logs`` brought."""
 
     lines: tuple[str, ...]  # new complete lines, oldest first
     restarted: bool = False  # the lines are a fresh tail: drop what was shown before
-    error: str = ""  # why nothing could be read ("" if the file was read)
+    error: str = ""  # why nothing could be read ("" if the node answered)
+    path: str = ""  # the node's log file, as the node names it
 
 
-class LogFollower:
-    """Follows ``path`` as ``tail -f`` does: the last ``lines`` lines first, then
-    whatever is appended. If the file shrank or was replaced, or more than
-    ``max_bytes`` were appended between two reads, it starts over from a fresh tail."""
+class LogCursor:
+    """Follows a node's log as ``tail -f`` does, one answer at a time: the first
+    request (:attr:`after` None) asks for the tail, every later one for what was
+    written after the previous answer's ``offset``.
 
-    def __init__(self, path: Path, lines: int = 200, *, max_bytes: int = 1024 * 1024) -> None:
-        self.path = path
-        self.lines = lines
-        self.max_bytes = max_bytes
-        self._offset: int | None = None
-        self._inode: int | None = None
+    The node starts over with a fresh tail when its file shrank below the offset asked
+    (truncated, or replaced by a shorter one): the answer's offset then goes back,
+    and :meth:`read` says the lines replace what was shown."""
 
-    def read(self) -> LogRead:
-        try:
-            stat = self.path.stat()
-            if (
-                self._offset is None
-                or stat.st_ino != self._inode
-                or stat.st_size < self._offset
-                or stat.st_size - self._offset > self.max_bytes
-            ):
-                lines, self._offset = tail_lines(self.path, self.lines)
-                self._inode = stat.st_ino
-                return LogRead(tuple(lines), restarted=True)
-            if stat.st_size == self._offset:
-                return LogRead(())
-            with self.path.open("rb") as f:
-                f.seek(self._offset)
-                data = f.read(stat.st_size - self._offset)
-        except OSError as exc:
-            self._offset = self._inode = None
-            return LogRead((), restarted=True, error=exc.strerror or str(exc))
-        end = data.rfind(b"\n") + 1
-        self._offset += end
-        return LogRead(tuple(_decode(p) for p in data[:end].split(b"\n")[:-1]))
+    def __init__(self) -> None:
+        self.after: int | None = None
+        """The ``after`` of the next request (None: a fresh tail)."""
+        self.path = ""
+
+    def read(self, answer: dict[str, Any]) -> LogRead:
+        """The new lines of ``answer`` (``{"path", "offset", "lines"}``).
+
+        Raises KeyError/TypeError/ValueError for an answer without that shape.
+        """
+        path, offset, lines = str(answer["path"]), int(answer["offset"]), answer["lines"]
+        if not isinstance(lines, list):
+            raise TypeError(f"lines: a list expected, got {type(lines).__name__}")
+        restarted = self.after is None or offset < self.after or path != self.path
+        self.after, self.path = offset, path
+        return LogRead(tuple(str(line) for line in lines), restarted=restarted, path=path)
 
 
 _LEVEL_STYLE = {

@@ -18,9 +18,8 @@ own figures as a :class:`SourceStatistics` (as trio's primitives expose
 yet; nothing is estimated. The pure helpers the tables use to sort and filter records
 (:func:`sort_records`, :func:`matches`) live here too.
 
-It talks to nodes only with :class:`httpx.AsyncClient` (one per node: httpcore's pool
-scans all its connections for every request, which over 50 nodes cost more than the
-rest of the TUI) and decodes the answers straight into the few fields it reads
+It talks to nodes only with :class:`devstack.client.aio.AsyncNodeClient` (one per
+node) and decodes the answers straight into the few fields it reads
 (:class:`StatsDocument`, :class:`NodeInfoDocument`, :class:`JobsDocument`). It imports
 neither Textual nor any node runtime (libp2p, trio): only :mod:`devstack.state`, to
 find the cluster.
@@ -32,7 +31,7 @@ import asyncio
 import enum
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -41,7 +40,9 @@ import httpx
 import msgspec
 
 from devstack import state as st
-from tui.api import ssl_context
+from devstack.client import calls
+from devstack.client.aio import AsyncNodeClient
+from devstack.client.calls import Call, NodeApiError
 
 #: A job's states that are final (``node.models.JobState.terminal``; not imported, as
 #: ``node.models`` pulls in the node's runtime).
@@ -50,8 +51,6 @@ DEFAULT_TIMEOUT_S = 3.0
 DEFAULT_MAX_CONCURRENCY = 16
 DEFAULT_HISTORY = 60
 DEFAULT_JOBS_LIMIT = 50
-# Below the node's 30 s keep-alive, so a reused connection is never closed under us.
-_KEEPALIVE_S = 10.0
 T = TypeVar("T")
 
 
@@ -570,7 +569,7 @@ class ClusterSource:
         self._semaphore = asyncio.Semaphore(max_concurrency)
         # One client per node API: httpcore's pool scans every pooled connection for each
         # request, so one pool over 50 nodes spent more CPU than everything else together.
-        self._clients: dict[str, httpx.AsyncClient] = {}
+        self._clients: dict[str, AsyncNodeClient] = {}
         self._open = False
         self._nodes: dict[str, _NodeState] = {}
         self._rounds = self._requests = self._failures = self._in_flight = 0
@@ -590,14 +589,14 @@ class ClusterSource:
         for client in clients.values():
             await client.aclose()
 
-    def _client_for(self, api: str) -> httpx.AsyncClient:
+    def _client_for(self, api: str) -> AsyncNodeClient:
         client = self._clients.get(api)
         if client is None:
-            client = self._clients[api] = httpx.AsyncClient(
-                verify=ssl_context(),
-                base_url=api,
-                timeout=httpx.Timeout(self._timeout, connect=min(1.0, self._timeout)),
-                limits=httpx.Limits(max_connections=4, keepalive_expiry=_KEEPALIVE_S),
+            client = self._clients[api] = AsyncNodeClient(
+                api,
+                timeout=self._timeout,
+                connect_timeout=min(1.0, self._timeout),
+                max_connections=4,
                 transport=self._transport,
             )
         return client
@@ -694,40 +693,19 @@ class ClusterSource:
                 return target.name
         return peer_id[-6:]
 
-    async def _get(
-        self,
-        api: str,
-        path: str,
-        decoder: msgspec.json.Decoder[T],
-        params: Mapping[str, Any] | None = None,
-    ) -> T:
-        """GET ``api + path``, decoded, within the concurrency bound; raises _Unanswered."""
+    async def _get(self, api: str, call: Call, decoder: msgspec.json.Decoder[T]) -> T:
+        """``call`` on ``api``, decoded, within the concurrency bound; raises _Unanswered."""
         client = self._client_for(api)
         async with self._semaphore:
             self._in_flight += 1
             self._requests += 1
             try:
-                for attempt in (1, 2):
-                    try:
-                        response = await client.get(path, params=params)
-                        break
-                    except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
-                        # A kept-alive connection that broke: one fresh try.
-                        if attempt == 2:
-                            raise _Unanswered(f"connection broke: {exc}") from None
-                    except httpx.TimeoutException:
-                        raise _Unanswered(f"no answer within {self._timeout:g}s") from None
-                    except httpx.HTTPError as exc:
-                        raise _Unanswered(str(exc) or type(exc).__name__) from None
-                if not response.is_success:
-                    raise _Unanswered(f"{path}: HTTP {response.status_code}")
-                try:
-                    return decoder.decode(response.content)
-                except msgspec.DecodeError as exc:  # ValidationError included
-                    raise _Unanswered(f"{path}: unexpected answer ({exc})") from None
-            except _Unanswered:
+                return await client.fetch(call, decoder)
+            except NodeApiError as exc:
                 self._failures += 1
-                raise
+                if exc.status is not None:
+                    raise _Unanswered(f"{call.path}: HTTP {exc.status}") from None
+                raise _Unanswered(exc.message) from None
             finally:
                 self._in_flight -= 1
 
@@ -743,14 +721,14 @@ class ClusterSource:
                 cpu=deque(maxlen=self._history), latency=deque(maxlen=self._history)
             )
         try:
-            stats = await self._get(target.api, "/api/v1/stats", _STATS)
+            stats = await self._get(target.api, calls.stats(), _STATS)
         except _Unanswered as exc:
             if self._alive(target) is False:
                 return absent_row(target, NodeStatus.DOWN, "its process has exited", state)
             return absent_row(target, NodeStatus.UNREACHABLE, str(exc), state)
         if state.slots is None:
             try:
-                info = await self._get(target.api, "/api/v1/node", _INFO)
+                info = await self._get(target.api, calls.info(), _INFO)
                 state.slots = info.capacity.slots
             except _Unanswered:
                 pass  # asked again next round
@@ -767,10 +745,7 @@ class ClusterSource:
             return
         try:
             answer = await self._get(
-                target.api,
-                "/api/v1/jobs",
-                _JOBS,
-                params={"role": "requester", "limit": self._jobs_limit},
+                target.api, calls.list_jobs("requester", self._jobs_limit), _JOBS
             )
         except _Unanswered:
             return  # the old list stays; asked again next round

@@ -1,13 +1,14 @@
 """The submit form's values turned into a job spec, checked by the API's own rules.
 
 This module owns :class:`FormValues` (what the form holds, as typed),
-:func:`check_form` (the spec dict to send, or an error per form field) and
+:func:`check_form` (the :class:`~node.models.JobSpec` to send, as the API decodes
+it, or an error per form field) and
 :func:`form_field` (which field of the form a spec field the API names belongs to).
 The rules are the node's: the spec is checked with :func:`node.models.decode_spec`,
 the function ``POST /api/v1/jobs`` runs on what it receives, so a value the form lets
 through is one the API takes, and the message shown is the API's. Inputs are parsed
-with :func:`node.sharding.parse_input_arg`, as ``devstack submit -i`` does. Pure: no
-Textual, no I/O (``node.models`` pulls in trio's import, nothing runs).
+with :func:`node.models.parse_input_arg`, as ``devstack submit -i`` does. Pure: no
+Textual, no I/O, and nothing of the node but its model.
 """
 
 from __future__ import annotations
@@ -19,10 +20,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from node.models import ENGINES, SpecError, decode_spec
-from node.publishers import PUBLISHERS
-from node.sharding import InputError, parse_input_arg
-from node.verifiers import VERIFIERS
+from node.models import (
+    ENGINES,
+    PUBLISHERS,
+    VERIFIERS,
+    InputError,
+    JobSpec,
+    SpecError,
+    decode_spec,
+    parse_input_arg,
+)
 
 #: The form's fields, in the order they are laid out (and errors are focused).
 FIELDS = (
@@ -106,7 +113,7 @@ class FormValues:
 class Checked:
     """The spec to send (None if the form has errors) and the errors by form field."""
 
-    spec: dict[str, Any] | None
+    spec: JobSpec | None
     errors: dict[str, str] = field(default_factory=dict)
 
 
@@ -171,11 +178,17 @@ def check_form(values: FormValues, network_size: int | None = None) -> Checked:
     if errors:
         return Checked(None, errors)
     try:
-        decode_spec(json.dumps(spec).encode(), network_size)
+        checked = decode_spec(json.dumps(spec).encode(), network_size)
     except SpecError as exc:
-        where = form_field(exc.field)
-        message = field_message(exc.field, exc.message, input_words(values.inputs))
-        if where == GENERAL and exc.field:
-            message = f"{exc.field}: {message}"
-        return Checked(None, {where: message})
-    return Checked(spec)
+        return Checked(None, refusal(exc.field, exc.message, values.inputs))
+    return Checked(checked)
+
+
+def refusal(spec_field: str, message: str, inputs: str) -> dict[str, str]:
+    """The error to show for a refusal naming ``spec_field`` (by the model here, or by
+    the node): under the form field it belongs to, else in general, naming it."""
+    where = form_field(spec_field) if spec_field else GENERAL
+    text = field_message(spec_field, message, input_words(inputs))
+    if where == GENERAL and spec_field:
+        text = f"{spec_field}: {text}"
+    return {where: text}

@@ -50,8 +50,7 @@ from docker.types import Mount
 from docker.utils import parse_repository_tag
 
 from node.executors.base import MAX_LOG_BYTES, Executor, ExecutorError, RunResult, write_results
-from node.models import JobSpec
-from node.sharding import INPUTS_ROOT
+from node.models import INPUTS_ROOT, JobSpec
 from profiles.locks import ThreadLock
 
 log = logging.getLogger(__name__)

@@ -144,6 +144,18 @@ def test_cluster(tmp_path: Path, docker_client: Any) -> None:
     assert_nothing_left(r, docker_client)
 
 
+def test_bench_cli_times_every_verb(tmp_path: Path, docker_client: Any) -> None:
+    r = run_bench(tmp_path, "cli", "--nodes", "2", "--runs", "2", "--json")
+
+    assert r["bench"] == "cli" and r["runs"] == 2
+    verbs = {"--help", "status", "list", "describe", "submit --help", "submit (to the HTTP call)"}
+    assert set(r["verbs"]) == verbs
+    for figures in r["verbs"].values():
+        assert_summary(figures, 2)
+    assert_host(r)
+    assert_nothing_left(r, docker_client)
+
+
 def test_bench_bids_reports_the_simulator_keys(tmp_path: Path) -> None:
     result = run_bench(
         tmp_path,

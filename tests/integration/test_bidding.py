@@ -5,9 +5,10 @@ as, and how a full cluster queues its jobs.
 No mocks: real node processes, libp2p gossip and streams, the default hash-space
 bidder. A 10-node cluster measures bids per job on ``noop`` jobs (Docker is not
 the bottleneck) and fails jobs for want of bids; a 3-node cluster of one slot per
-node queues Docker jobs. The jobs that must wait out 5 + 10 + 20 s of bid windows
-are submitted early and checked late, so their windows overlap other tests' work.
-Every wait is a poll with a deadline, never a fixed sleep.
+node queues Docker jobs. Each test submits its own jobs, waits for them to end and
+for every slot to be free again, and starts again a node it killed: a test finds
+its cluster whole, whatever ran before it. Every wait is a poll with a deadline,
+never a fixed sleep, and no duration is bounded above.
 """
 
 from __future__ import annotations
@@ -157,6 +158,22 @@ def reserved_slots(nodes: Iterable[NodeEntry]) -> dict[str, int]:
     return {f"{n.name}/{n.peer_id[-6:]}": node_info(n.api)["capacity"]["reserved"] for n in nodes}
 
 
+def wait_slots_free(nodes: list[NodeEntry]) -> None:
+    """Until no node of ``nodes`` holds a slot, nor CPU or memory: every bid was
+    answered or refused (a bid nobody answers holds its slot for its window + 10 s at
+    most)."""
+    wait_until(
+        lambda: not any(reserved_slots(nodes).values()),
+        timeout=90,
+        interval=0.5,
+        message=f"every slot of {len(nodes)} nodes to be released",
+    )
+    for node in nodes:
+        capacity = node_info(node.api)["capacity"]
+        held = (capacity["reserved"], capacity["cpu_reserved"], capacity["memory_reserved"])
+        assert held == (0, 0, 0), (node.name, capacity)
+
+
 def elapsed_to(answer: dict[str, Any], kind: str) -> float:
     """Seconds from the job's creation to its requester's first ``kind`` event."""
     event = next(
@@ -187,37 +204,6 @@ def cluster3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devstack]:
     stack = Devstack(state_dir=state_dir, nodes=3, up_args=("--slots", "1", *GOSSIP))
     with running_devstack(state_dir, 3, stack) as running:
         yield running
-
-
-@pytest.fixture(scope="module")
-def short_of_bids(cluster10: Devstack) -> dict[str, Any]:
-    """Two jobs that need more bids than the 10-node network can give, submitted
-    here (after the measurements) and checked at the end, so their 35 s of bid
-    windows overlap the 3-node test:
-
-    - ``min_bids``: ``deal.min_bids`` = 20 on 10 nodes (submit bounds only
-      ``concurrency`` by network size);
-    - ``crashed``: ``concurrency`` = 10 after node-9 is killed: the live network
-      size forgets a node only after the membership TTL (60 s), so the submit is
-      accepted, and only 9 nodes can bid.
-    """
-    assert cluster10.state is not None
-    nodes = cluster10.state.nodes
-    min_bids = submit(nodes[1].api, noop_spec(1, min_bids=20))
-    victim = nodes[-1]
-    assert st.is_alive(victim.pid, victim.started), f"{victim.name} is not running"
-    os.kill(victim.pid, signal.SIGKILL)  # a node this test's devstack started
-    wait_until(
-        lambda: not st.is_alive(victim.pid, victim.started),
-        timeout=30,
-        message=f"{victim.name} (pid {victim.pid}) to die",
-    )
-    crashed = submit(nodes[0].api, noop_spec(NETWORK))
-    return {
-        "min_bids": (nodes[1].api, min_bids),
-        "crashed": (nodes[0].api, crashed),
-        "victim": victim,
-    }
 
 
 # -- 1. bids per job -------------------------------------------------------------
@@ -316,9 +302,7 @@ def test_bids_per_job_stay_well_under_network_size(cluster10: Devstack) -> None:
 
 
 @pytest.mark.timeout(180)
-def test_concurrency_over_network_size_is_refused_at_submit(
-    cluster10: Devstack, short_of_bids: dict[str, Any]
-) -> None:
+def test_concurrency_over_network_size_is_refused_at_submit(cluster10: Devstack) -> None:
     for index in (0, 4):
         response = httpx.post(
             f"{cluster10.api(index)}/api/v1/jobs", json=noop_spec(NETWORK + 1), timeout=30
@@ -368,9 +352,10 @@ def test_full_cluster_queues_and_completes_everything(cluster3: Devstack) -> Non
         assert len(accepted) == 1, (job_id, answer["events"])
         published = [e for e in answer["job"]["executions"] if e["state"] == "published"]
         assert len(published) == 1, (job_id, answer["job"]["executions"])
+    wait_slots_free(nodes)
 
 
-# -- 2, checked late: jobs short of bids end error -------------------------------
+# -- 4. jobs short of bids end error, and let their slots go ----------------------
 
 
 def check_short_of_bids(answer: dict[str, Any], wanted: int) -> int:
@@ -394,9 +379,8 @@ def check_short_of_bids(answer: dict[str, Any], wanted: int) -> int:
         if e["node"] == answer["requester"] and e["kind"] in ("announced", "rebid")
     ]
     assert len(rounds) == MAX_BID_ROUNDS, rounds
-    took = elapsed_to(answer, "error")
-    # It waited out every window, and not much more (a loaded machine adds a little).
-    assert WINDOWS_S - 0.5 <= took <= WINDOWS_S + 60, took
+    # It waited out every window (how much longer a loaded machine takes is not bounded).
+    assert elapsed_to(answer, "error") >= WINDOWS_S - 0.5, answer["events"]
     return int(match[1])
 
 
@@ -417,64 +401,55 @@ def silent_nodes(cluster: Devstack, victim: NodeEntry, job_id: str) -> str:
     return "\n".join(lines)
 
 
-@pytest.mark.timeout(180)
-def test_min_bids_over_network_size_ends_error_naming_bidders(
-    short_of_bids: dict[str, Any],
-) -> None:
-    api, job_id = short_of_bids["min_bids"]
-    bid = check_short_of_bids(wait_job(api, job_id), wanted=20)
+@pytest.mark.timeout(300)
+def test_min_bids_over_network_size_ends_error_naming_bidders(cluster10: Devstack) -> None:
+    """``deal.min_bids`` = 20 on 10 nodes (submit bounds only ``concurrency`` by the
+    network's size): the job ends error after its bid windows, naming how many bid,
+    and every bid held for it is let go."""
+    assert cluster10.state is not None
+    api = cluster10.api(1)
+    answer = wait_job(api, submit(api, noop_spec(1, min_bids=20)))
+    bid = check_short_of_bids(answer, wanted=20)
     assert 1 <= bid <= NETWORK
+    wait_slots_free(cluster10.state.nodes)
 
 
-@pytest.mark.timeout(180)
-def test_crashed_node_leaves_job_short_of_bids_ends_error(
-    cluster10: Devstack, short_of_bids: dict[str, Any]
-) -> None:
-    api, job_id = short_of_bids["crashed"]
-    answer = wait_job(api, job_id)
-    bid = check_short_of_bids(answer, wanted=NETWORK)
-    silent = silent_nodes(cluster10, short_of_bids["victim"], job_id)  # says why, if any
-    assert bid == NETWORK - 1, silent
+@pytest.mark.timeout(420)
+def test_crashed_node_leaves_job_short_of_bids_ends_error(cluster10: Devstack) -> None:
+    """``concurrency`` = 10 after node-9 is killed: the live network size forgets a
+    node only after the membership TTL (60 s), so the submit is accepted, and only 9
+    nodes can bid. The job ends error naming them; their held bids are rejected and
+    their slots freed. Node-9 is started again at the end."""
+    assert cluster10.state is not None
+    victim = cluster10.state.nodes[-1]
+    live = cluster10.state.nodes[:-1]
+    api = cluster10.api(0)
+    assert st.is_alive(victim.pid, victim.started), f"{victim.name} is not running"
+    os.kill(victim.pid, signal.SIGKILL)  # a node this test's devstack started
+    try:
+        wait_until(
+            lambda: not st.is_alive(victim.pid, victim.started),
+            timeout=30,
+            message=f"{victim.name} (pid {victim.pid}) to die",
+        )
+        job_id = submit(api, noop_spec(NETWORK))
+        answer = wait_job(api, job_id)
+        bid = check_short_of_bids(answer, wanted=NETWORK)
+        silent = silent_nodes(cluster10, victim, job_id)  # says why, if any
+        assert bid == NETWORK - 1, silent
 
-    # The requester holds bids until c of them came, so none of the 9 ran; each is
-    # rejected, with the job's reason, once the job fails.
-    def all_answered() -> tuple[set[str], set[str]] | None:
-        accepted, rejected = answered_bids(describe(api, job_id))
-        return (accepted, rejected) if len(accepted | rejected) >= NETWORK - 1 else None
+        # The requester holds bids until c of them came, so none of the 9 ran; each is
+        # rejected, with the job's reason, once the job fails.
+        def all_answered() -> tuple[set[str], set[str]] | None:
+            accepted, rejected = answered_bids(describe(api, job_id))
+            return (accepted, rejected) if len(accepted | rejected) >= NETWORK - 1 else None
 
-    accepted, rejected = wait_until(
-        all_answered, timeout=60, interval=0.5, message="the 9 held bids to be answered"
-    )
-    assert not accepted, accepted
-    assert len(rejected) == NETWORK - 1
-    assert short_of_bids["victim"].peer_id not in rejected
-
-
-# -- 4. capacity comes back ------------------------------------------------------
-
-
-@pytest.mark.timeout(300)  # includes taking both clusters down
-def test_late_bids_release_capacity(
-    cluster10: Devstack, cluster3: Devstack, short_of_bids: dict[str, Any]
-) -> None:
-    """After all of the above (late bids rejected or refused, jobs failed and
-    cancelled), no live node still holds a slot."""
-    assert cluster10.state is not None and cluster3.state is not None
-    victim: NodeEntry = short_of_bids["victim"]
-    live = [n for n in cluster10.state.nodes if n.peer_id != victim.peer_id]
-    live += cluster3.state.nodes
-    assert all(st.is_alive(n.pid, n.started) for n in live)
-    reserved: dict[str, int] = {}
-
-    def all_free() -> bool:
-        reserved.update(reserved_slots(live))
-        return not any(reserved.values())
-
-    # A bid nobody answers holds its slot for its window + 10 s at most.
-    wait_until(all_free, timeout=90, interval=0.5, message="every slot to be released")
-    assert len(reserved) == len(live), reserved
-    for node in live:
-        capacity = node_info(node.api)["capacity"]
-        held = (capacity["reserved"], capacity["cpu_reserved"], capacity["memory_reserved"])
-        assert held == (0, 0, 0), (node.name, capacity)
-    print(f"\nreserved slots after all jobs: {reserved}")
+        accepted, rejected = wait_until(
+            all_answered, timeout=60, interval=0.5, message="the 9 held bids to be answered"
+        )
+        assert not accepted, accepted
+        assert len(rejected) == NETWORK - 1
+        assert victim.peer_id not in rejected
+        wait_slots_free(live)
+    finally:
+        cluster10.restart(victim)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import struct
 import threading
-import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from functools import partial
@@ -25,6 +24,7 @@ from node.executors.base import MAX_LOG_BYTES, PHASES, ExecutorError, RunResult
 from node.executors.docker import DockerExecutor, DockerExecutorStatistics, _Demux
 from node.executors.noop import NoopExecutor
 from node.models import JobSpec, Resources
+from tests.conftest import wait_until_async
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -271,10 +271,9 @@ def test_timeout_kills_and_removes(
     tmp_path: Path, client: docker.DockerClient, labels: dict[str, str]
 ) -> None:
     async def body(ex: DockerExecutor) -> None:
-        t0 = trio.current_time()
+        # Longer than the test's own timeout: only the kill ends this run in time.
         with pytest.raises(ExecutorError, match=r"timed out after 1(\.0)?s"):
-            await ex.run("job-8", 0, spec("sleep", "30", timeout=1), tmp_path, labels=labels)
-        assert trio.current_time() - t0 < 10
+            await ex.run("job-8", 0, spec("sleep", "3600", timeout=1), tmp_path, labels=labels)
         stats = ex.statistics()
         assert (stats.timed_out, stats.failed, stats.finished, stats.running) == (1, 0, 0, 0)
 
@@ -285,11 +284,10 @@ def test_cancel_removes_container(
     tmp_path: Path, client: docker.DockerClient, labels: dict[str, str]
 ) -> None:
     async def body(ex: DockerExecutor) -> None:
-        t0 = trio.current_time()
+        # Longer than the test's own timeout: only the cancellation ends this run in time.
         with trio.move_on_after(2) as scope:
-            await ex.run("job-9", 0, spec("sleep", "30"), tmp_path, labels=labels)
+            await ex.run("job-9", 0, spec("sleep", "3600"), tmp_path, labels=labels)
         assert scope.cancelled_caught
-        assert trio.current_time() - t0 < 10
         assert leftovers(client, labels) == []
         assert ex.statistics().running == 0
 
@@ -353,14 +351,6 @@ def test_stdout_is_truncated(
 
 
 # -- phases, one-request logs and deferred removal ------------------------------------
-
-
-def wait_for(condition: Callable[[], bool], what: str, deadline_s: float = 30.0) -> None:
-    """Poll ``condition`` until it holds; fail naming ``what`` after ``deadline_s``."""
-    deadline = time.monotonic() + deadline_s
-    while not condition():
-        assert time.monotonic() < deadline, f"still not {what} after {deadline_s:g}s"
-        time.sleep(0.05)
 
 
 def test_phases_ms_names_every_phase(
@@ -460,7 +450,7 @@ def test_finished_run_is_removed_without_aclose(
 
     async def body(ex: DockerExecutor) -> None:
         await ex.run("job-24", 0, spec("true"), tmp_path / "a", labels=labels)
-        await trio.to_thread.run_sync(wait_for, lambda: not leftovers(client, labels), "removed")
+        await wait_until_async(lambda: not leftovers(client, labels), 30, 0.05, "the removal")
         await ex.run("job-24", 1, spec("true"), tmp_path / "b", labels=labels)
         await ex.wait_removed()
         assert leftovers(client, labels) == []

@@ -103,32 +103,6 @@ def wait_no_containers(labels: dict[str, str], what: str) -> None:
     wait_until(lambda: not containers_with(labels), GONE_TIMEOUT_S, 0.2, what)
 
 
-def node_named(stack: Devstack, name: str) -> NodeEntry:
-    assert stack.state is not None
-    return next(n for n in stack.state.nodes if n.name == name)
-
-
-def wait_ready(node: NodeEntry) -> None:
-    wait_until(
-        lambda: (h := get_json(f"{node.api}/api/v1/healthz"))["ok"] and h["ready"],
-        120,
-        0.2,
-        f"{node.name} to be ready",
-        ignore=(httpx.HTTPError,),
-    )
-
-
-def restart(stack: Devstack, node: NodeEntry) -> NodeEntry:
-    """``devstack restart`` the node; its new entry once it is ready."""
-    result = stack.run("restart", node.name, check=True)
-    assert node.name in result.stdout, result.stdout
-    stack.reload()
-    fresh = node_named(stack, node.name)
-    assert fresh.pid != node.pid
-    wait_ready(fresh)
-    return fresh
-
-
 def start_on_another_node(
     stack: Devstack, requester: NodeEntry, spec: dict[str, Any]
 ) -> tuple[str, NodeEntry]:
@@ -204,7 +178,7 @@ def test_a_killed_node_s_shard_runs_elsewhere(slots5: Devstack) -> None:
         assert "heartbeat" in retry["detail"]["cause"], retry
     finally:
         # Whole again for the next tests; its earlier life's container goes.
-        restart(slots5, victim)
+        slots5.restart(victim)
         wait_no_containers(
             {NODE_LABEL: victim.peer_id, JOB_LABEL: job_id},
             f"the restarted {victim.name} to remove its orphaned container",
@@ -226,7 +200,7 @@ def test_a_restarted_node_s_run_is_lost_and_runs_elsewhere(slots5: Devstack) -> 
     earlier = {c["Id"] for c in containers_with({NODE_LABEL: victim.peer_id})}
     assert earlier, f"{victim.name} runs no container"
 
-    restart(slots5, victim)
+    slots5.restart(victim)
 
     def leftovers() -> list[str]:
         mine = containers_with({NODE_LABEL: victim.peer_id})
@@ -261,7 +235,7 @@ def test_a_killed_requester_resumes_its_job(slots5: Devstack, tmp_path: Path) ->
         30,
         message=f"{requester.name} (pid {requester.pid}) to die",
     )
-    fresh = restart(slots5, requester)
+    fresh = slots5.restart(requester)
     answer = wait_job_end(fresh.api, job_id, JOB_TIMEOUT_S)
     print(f"\nrestarted requester {requester.name}: {story(answer)}")
     assert answer["job"]["state"] == "completed", story(answer)

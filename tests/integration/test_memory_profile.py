@@ -17,6 +17,7 @@ import trio
 from devstack.cluster import free_ports
 from node.node import Node, NodeConfig
 from profiles.memory import short_path
+from tests.conftest import wait_until_async
 
 KIB = 1024
 
@@ -37,13 +38,8 @@ async def _hoarder(kept: list[bytes]) -> None:
         await trio.sleep(0.1)
 
 
-async def _wait_for_tracing(timeout: float) -> None:
-    with trio.fail_after(timeout):
-        while not tracemalloc.is_tracing():
-            await trio.sleep(0.01)
-
-
 @pytest.mark.timeout(120)
+@pytest.mark.usefixtures("libp2p_patches_undone")  # the node patches py-libp2p in this process
 def test_memory_profile_of_a_node_names_the_allocation_site_first(tmp_path: Path) -> None:
     if tracemalloc.is_tracing():
         pytest.skip("tracemalloc is already on (PYTHONTRACEMALLOC?)")
@@ -62,7 +58,7 @@ def test_memory_profile_of_a_node_names_the_allocation_site_first(tmp_path: Path
             nursery.start_soon(_hoarder, kept)
             async with httpx.AsyncClient(timeout=60) as http, trio.open_nursery() as requests:
                 requests.start_soon(ask, http, "first", 2)
-                await _wait_for_tracing(30)
+                await wait_until_async(tracemalloc.is_tracing, 30, 0.01, "the first session")
                 await ask(http, "second", 1)
                 await ask(http, "zero", 0)
             nursery.cancel_scope.cancel()
@@ -76,7 +72,8 @@ def test_memory_profile_of_a_node_names_the_allocation_site_first(tmp_path: Path
     grown = body["top_by_growth"][0]
     assert grown["site"] == ALLOCATION_SITE, body["text"]
     assert grown["function"] == "hoard_in_the_node_on_purpose"
-    assert grown["size_diff_bytes"] >= 2 << 20, grown
+    # At least one step of the hoarder (one every 0.1 s) fell within the 2 s session.
+    assert grown["size_diff_bytes"] >= 500 * KIB, grown
     assert body["top_by_size"][0]["site"] == ALLOCATION_SITE, body["text"]
     assert body["peak_bytes"] >= body["current_bytes"] > 0
     assert f"{ALLOCATION_SITE} in hoard_in_the_node_on_purpose" in body["text"]

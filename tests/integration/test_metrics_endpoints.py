@@ -1,11 +1,14 @@
 """Node metrics on a real devstack: ``GET /metrics`` (Prometheus text) and
 ``GET /api/v1/stats`` (JSON) parse, carry every documented figure, and move when
-jobs run. Every wait is a poll with a deadline, never a fixed sleep.
+jobs run; ``GET /api/v1/logs`` tails and follows a node's own log file. Every wait
+is a poll with a deadline, never a fixed sleep.
 """
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 
 from devstack.jobs import TERMINAL
+from node.api import MAX_LOG_LINES
 from node.metrics import PHASES
 from tests.conftest import Devstack, describe_job, get_json, wait_job_end, wait_until
 
@@ -135,3 +139,57 @@ def test_a_running_container_shows_in_its_nodes_figures(cluster5: Devstack) -> N
         timeout=30,
         message="the container to leave the figures once it is gone",
     )
+
+
+def logs(api: str, query: str) -> dict[str, Any]:
+    response = httpx.get(f"{api}/api/v1/logs?{query}", timeout=10)
+    assert response.status_code == 200, response.text[:300]
+    return response.json()
+
+
+def ends_with_lines(written: bytes, lines: list[str]) -> bool:
+    return written.endswith("".join(f"{line}\n" for line in lines).encode())
+
+
+@pytest.mark.timeout(300)
+def test_a_nodes_log_is_tailed_and_followed(cluster5: Devstack) -> None:
+    assert cluster5.state is not None
+    entry, api = cluster5.state.nodes[0], cluster5.api(0)
+    log_file = Path(entry.log_file)
+
+    first = logs(api, "tail=3")
+    assert first["path"] == entry.log_file
+    assert 1 <= len(first["lines"]) <= 3  # the node logged at least that it was ready
+    # The log only grows: what the answer read is the file up to its offset.
+    assert ends_with_lines(log_file.read_bytes()[: first["offset"]], first["lines"])
+    assert all("ts" in json.loads(line) for line in first["lines"])  # the node's JSON lines
+
+    # The requester logs a job that fails; ?after= gives only what came since.
+    job_id = submit(api, {"image": "nosuch-logs-image:1", "command": ["true"]})
+    followed = wait_until(
+        lambda: (
+            (answer := logs(api, f"tail={MAX_LOG_LINES}&after={first['offset']}"))
+            and any(job_id in line for line in answer["lines"])
+            and answer
+        ),
+        timeout=JOB_TIMEOUT_S,
+        message=f"node 0's log to mention job {job_id}",
+    )
+    since = log_file.read_bytes()[first["offset"] : followed["offset"]]
+    assert since.decode().splitlines() == followed["lines"]
+
+    # An offset past the end (the file was rotated): from its start again.
+    again = logs(api, f"tail=1&after={10**15}")
+    assert len(again["lines"]) == 1
+    assert ends_with_lines(log_file.read_bytes()[: again["offset"]], again["lines"])
+
+    for query, field in (
+        ("tail=0", "tail"),
+        (f"tail={MAX_LOG_LINES + 1}", "tail"),
+        ("tail=many", "tail"),
+        ("after=-1", "after"),
+    ):
+        response = httpx.get(f"{api}/api/v1/logs?{query}", timeout=10)
+        assert response.status_code == 400, (query, response.text)
+        body = response.json()
+        assert (body["error"], body["field"]) == ("bad_parameter", field), body

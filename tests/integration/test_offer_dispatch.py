@@ -139,14 +139,8 @@ def offers10(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devstack]:
 def live_members(stack: Devstack) -> list[str]:
     """Every node's peer id, once every node sees all of them (the requester ranks
     the live members it knows)."""
+    stack.wait_whole()
     assert stack.state is not None
-    for node in stack.state.nodes:
-        wait_until(
-            lambda n=node: get_json(f"{n.api}/api/v1/healthz")["network_size"] >= NETWORK,
-            timeout=90,
-            message=f"{node.name} to see the whole network",
-            ignore=(httpx.HTTPError,),
-        )
     return [n.peer_id for n in stack.state.nodes]
 
 
@@ -215,15 +209,7 @@ def test_a_restarted_peer_gets_the_next_message_on_a_new_stream(offers10: Devsta
     ranked_first(requester, members, target.peer_id, noop_spec())
     warm = streams_of(requester)
 
-    restarted = offers10.run("restart", target.name, check=True)
-    assert target.name in restarted.stdout
-    offers10.reload()
-    wait_until(
-        lambda: get_json(f"{target.api}/api/v1/healthz")["ok"],
-        timeout=90,
-        message=f"{target.name} to answer after its restart",
-        ignore=(httpx.HTTPError,),
-    )
+    offers10.restart(target)
     answer, _ = ranked_first(requester, members, target.peer_id, noop_spec())
 
     assert runners(answer) == {target.peer_id}, answer["events"]
@@ -275,54 +261,54 @@ def test_offers_all_declined_fall_back_to_gossip_and_the_job_completes(
 def test_a_declining_node_leads_to_the_next_ranked(offers10: Devstack) -> None:
     """A node offering half a core declines a job asking for a whole one (too big);
     the next-ranked node runs it. The requester then remembers, and the next such
-    job ranked first to that node goes straight to the next one."""
+    job ranked first to that node goes straight to the next one. The node gets its
+    whole core back at the end."""
     assert offers10.state is not None
-    small = offers10.state.nodes[7]
-    offers10.run("restart", small.name, "--", "--cpu", "0.5", check=True)
-    offers10.reload()
-    wait_until(
-        lambda: get_json(f"{small.api}/api/v1/node")["capacity"]["cpu"] == 0.5,
-        timeout=90,
-        message=f"{small.name} to come back with half a core",
-        ignore=(httpx.HTTPError,),
-    )
-    members = live_members(offers10)
-    requester = offers10.state.nodes[2]
-    spec = noop_spec(resources={"cpu": 1.0})
+    small = offers10.restart(offers10.state.nodes[7], "--cpu", "0.5")
+    try:
+        assert get_json(f"{small.api}/api/v1/node")["capacity"]["cpu"] == 0.5
+        members = live_members(offers10)
+        requester = offers10.state.nodes[2]
+        spec = noop_spec(resources={"cpu": 1.0})
 
-    answer, order = ranked_first(requester, members, small.peer_id, spec)
-    declined = own_events(answer, "offer_declined")
-    assert [e["detail"]["peer"] for e in declined] == [small.peer_id], answer["events"]
-    assert declined[0]["detail"]["reason"].startswith("too_big"), declined
-    assert runners(answer) == {order[1]}, (order[:3], answer["events"])
+        answer, order = ranked_first(requester, members, small.peer_id, spec)
+        declined = own_events(answer, "offer_declined")
+        assert [e["detail"]["peer"] for e in declined] == [small.peer_id], answer["events"]
+        assert declined[0]["detail"]["reason"].startswith("too_big"), declined
+        assert runners(answer) == {order[1]}, (order[:3], answer["events"])
 
-    answer, order = ranked_first(requester, members, small.peer_id, spec)
-    assert not own_events(answer, "offer_declined"), answer["events"]
-    assert runners(answer) == {order[1]}
-    hints = get_json(f"{requester.api}/api/v1/node")["requester"]["hints"]
-    assert hints["skipped"] >= 1, hints
+        answer, order = ranked_first(requester, members, small.peer_id, spec)
+        assert not own_events(answer, "offer_declined"), answer["events"]
+        assert runners(answer) == {order[1]}
+        hints = get_json(f"{requester.api}/api/v1/node")["requester"]["hints"]
+        assert hints["skipped"] >= 1, hints
+    finally:
+        offers10.restart(small)  # its own options again: a whole core
 
 
 @pytest.mark.timeout(600)
 def test_a_dead_node_leads_to_the_next_ranked(offers10: Devstack) -> None:
     """A node killed with SIGKILL stays a live member for a while (membership forgets
     it only after its TTL); an offer to it cannot be delivered, and the next-ranked
-    node runs the job."""
+    node runs the job. The node is started again at the end."""
     assert offers10.state is not None
     members = live_members(offers10)
     victim, requester = offers10.state.nodes[9], offers10.state.nodes[4]
     assert st.is_alive(victim.pid, victim.started)
     os.kill(victim.pid, signal.SIGKILL)  # a node this test's devstack started
-    wait_until(
-        lambda: not st.is_alive(victim.pid, victim.started),
-        timeout=30,
-        message=f"{victim.name} (pid {victim.pid}) to die",
-    )
-    answer, order = ranked_first(requester, members, victim.peer_id, noop_spec())
+    try:
+        wait_until(
+            lambda: not st.is_alive(victim.pid, victim.started),
+            timeout=30,
+            message=f"{victim.name} (pid {victim.pid}) to die",
+        )
+        answer, order = ranked_first(requester, members, victim.peer_id, noop_spec())
 
-    undelivered = own_events(answer, "offer_undelivered")
-    assert [e["detail"]["peer"] for e in undelivered] == [victim.peer_id], story(answer)
-    assert runners(answer) == {order[1]}, (order[:3], answer["events"])
+        undelivered = own_events(answer, "offer_undelivered")
+        assert [e["detail"]["peer"] for e in undelivered] == [victim.peer_id], story(answer)
+        assert runners(answer) == {order[1]}, (order[:3], answer["events"])
+    finally:
+        offers10.restart(victim)
 
 
 # -- 4. every offer declined -----------------------------------------------------
@@ -380,7 +366,7 @@ def test_no_job_ends_short_of_bids_while_nodes_have_room(
     """90 noop jobs of concurrency 3 at 1.5 jobs/s on 20 nodes (the load that left two
     jobs of 150 short of bids with gossip alone, 17 idle nodes able to run them): every
     job completes, on either path."""
-    from devstack.burst import run_burst
+    from devstack.bench.burst import run_burst
 
     state_dir = tmp_path_factory.mktemp(f"room20-{dispatch}")
     stack = Devstack(state_dir=state_dir, nodes=20, up_args=("--dispatch", dispatch))

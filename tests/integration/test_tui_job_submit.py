@@ -11,7 +11,6 @@ deadlines; nothing here sleeps to synchronise.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import httpx
@@ -21,8 +20,8 @@ from textual.widgets import Input, Select, Switch
 
 from node.content.importer import add_bytes
 from tests.conftest import Devstack, get_json
-from tests.tui_pilot import SIZE, run, until
-from tui.app import HOME, VIEWS, BacalhauApp
+from tests.tui_pilot import SIZE, run, until, warmed_up
+from tui.app import BacalhauApp
 from tui.screens.job import JobScreen
 from tui.screens.jobs import JobsScreen
 from tui.screens.submit import SubmitScreen
@@ -52,13 +51,9 @@ def _app(stack: Devstack) -> RecordingApp:
 
 
 def _ready(app: BacalhauApp) -> bool:
-    """The first poll is in and every view is mounted (the app mounts them once, right
-    after it starts; a screen pushed meanwhile could land on another view's stack)."""
-    try:
-        stacks = [app.get_screen_stack(view.mode) for view in VIEWS]
-    except KeyError:
-        return False
-    return app.snapshot is not None and all(stacks) and app.current_mode == HOME
+    """The first poll is in and every view is mounted (a screen pushed before then
+    could land on another view's stack)."""
+    return app.snapshot is not None and warmed_up(app)
 
 
 def _requested(stack: Devstack, node: int = 0) -> list[str]:
@@ -263,13 +258,13 @@ def test_bad_values_are_shown_under_their_fields_and_submit_nothing(cluster3: De
                     "/api/v1/jobs", json={"image": "busybox", "command": ["echo", "seed"]}
                 )
                 seed = answer.json()["id"]
-            deadline = time.monotonic() + 60
-            while (d := get_json(f"{cluster3.api(0)}/api/v1/jobs/{seed}"))["shards"][0][
-                "cid"
-            ] is None:
-                assert time.monotonic() < deadline, "the seed job did not publish"
-                await pilot.pause(0.2)
-            published = d["shards"][0]["cid"]
+            published = await until(
+                pilot,
+                lambda: get_json(f"{cluster3.api(0)}/api/v1/jobs/{seed}")["shards"][0]["cid"],
+                60,
+                f"the seed job {seed} to publish",
+                0.2,
+            )
             before.append(seed)
             _set(form, inputs=published, glob="/inputs/*.nothing")
             await pilot.press("ctrl+s")

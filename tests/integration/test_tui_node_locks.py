@@ -75,7 +75,7 @@ def test_node_view_shows_its_locks_stalls_and_log(cluster3: Devstack) -> None:
             sites = screen.query_one(LockSites)
             await until(pilot, lambda: sites.row is not None, 10, "a lock's call sites")
             assert sites.row is not None and sites.row.key == table.cursor_key
-            # its log tail, from the file cluster.json names
+            # its log tail, over GET /api/v1/logs: the file cluster.json names
             assert cluster3.state is not None
             await until(pilot, lambda: screen.log_shown, 20, "the log tail")
             assert str(screen.log_file) == cluster3.state.nodes[1].log_file
@@ -185,7 +185,10 @@ def test_locks_view_shows_contention_after_jobs(cluster3: Devstack) -> None:
             await pilot.press("n")
             assert isinstance(app.screen, NodesScreen)
             await until(
-                pilot, lambda: screen.poller is not None and screen.poller.in_flight == 0, 10, "-"
+                pilot,
+                lambda: screen.poller is not None and screen.poller.in_flight == 0,
+                10,
+                "the locks view's requests to end",
             )
             assert not [w for w in app.workers if w.node is screen and w.is_running]
 

@@ -6,9 +6,8 @@ starts 50 nodes, waits until they are ready and then opens the TUI because the p
 is a terminal. Keys go in with ``tmux send-keys``; what the test checks is what
 ``tmux capture-pane`` shows, polled with deadlines (nothing sleeps to synchronise).
 
-It prints its figures (``pytest -s`` shows them): how long the TUI takes to paint
-after the launcher says the cluster is ready, the TUI process's CPU while it watches
-the 50 nodes, and the latency of a view switch as seen from outside the terminal.
+It checks what a user sees, not how fast: the node table live with every node, the
+view switches, a job to completion, the filter, the help, and the stop question.
 """
 
 from __future__ import annotations
@@ -17,10 +16,8 @@ import os
 import re
 import shlex
 import signal
-import statistics
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -51,17 +48,13 @@ WIDTH, HEIGHT = 120, 40
 # Node rows on screen at 120x40: the summary bar, the table's title and header and the
 # key bar take 4 lines (a horizontal scrollbar may take one more).
 MIN_ROWS_SHOWN = HEIGHT - 10
-READY_POLL_S = 0.05  # while waiting for the ready line and the first paint
-KEY_POLL_S = 0.02  # while timing a key press
-KEY_PRESSES = 10  # j, n, j, n, ...
-CPU_WINDOW_S = 30.0
+KEY_PRESSES = 4  # j, n, j, n
 JOB_TIMEOUT_S = 240.0
 
 READY = re.compile(r"devstack ready: (\d+) nodes in ([\d.]+)s")
 # The launcher's last line, printed by the pane's shell once the launcher has exited.
 EXITED = re.compile(r"launcher exit status (\d+)")
 UP_SUMMARY = re.compile(r"(\d+)/(\d+) nodes up")
-POLLED = re.compile(r"polled in (\d+) ms")
 # The table's title on its top border: "─Nodes 50 · sort node ▲", "─Nodes 11 of 50 · filter ..."
 TITLE = re.compile(r"^─(Nodes|Jobs) (\d+)(?: of (\d+))?", re.M)
 # " node-7  U9tG  C     up             4.0  ▁▁▁▁▁▁  81.4M      2 ...": index, status, cpu%, rss
@@ -119,28 +112,20 @@ class Tmux:
         self.run("send-keys", "-t", self.name, *(["-l"] if literal else []), *keys)
 
     def wait_for(
-        self,
-        check: Callable[[str], T],
-        timeout: float,
-        what: str,
-        interval: float = 0.1,
-        history: bool = False,
-    ) -> tuple[T, float]:
-        """Capture the pane until ``check(screen)`` is truthy: that value, and the
-        monotonic time of the capture that showed it. Fails after ``timeout`` seconds,
-        showing the last screen."""
-        deadline = time.monotonic() + timeout
-        while True:
-            text = self.screen(history)
-            seen = time.monotonic()
-            value = check(text)
-            if value:
-                return value, seen
-            if seen > deadline:
-                raise AssertionError(
-                    f"timed out after {timeout:g}s waiting for {what}; the pane shows:\n{text}"
-                )
-            time.sleep(interval)
+        self, check: Callable[[str], T], timeout: float, what: str, history: bool = False
+    ) -> T:
+        """Capture the pane until ``check(screen)`` is truthy; that value. Fails after
+        ``timeout`` seconds, showing the last screen."""
+        last = [""]
+
+        def shown() -> T:
+            last[0] = self.screen(history)
+            return check(last[0])
+
+        try:
+            return wait_until(shown, timeout, 0.1, what)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; the pane shows:\n{last[0]}") from None
 
     def kill(self) -> None:
         self.run("kill-session", "-t", self.name, check=False)
@@ -249,10 +234,6 @@ def stop_process(proc: psutil.Process | None, sig: int, timeout: float) -> None:
         pass
 
 
-def ms(seconds: float) -> str:
-    return f"{seconds * 1000:.0f} ms"
-
-
 @pytest.mark.timeout(900)
 def test_devstack_up_50_nodes_in_tmux(tmp_path: Path) -> None:
     if not os.access(TMUX, os.X_OK):
@@ -271,67 +252,20 @@ def test_devstack_up_50_nodes_in_tmux(tmp_path: Path) -> None:
             lambda: find_launcher(shell_pid), timeout=30, message="the launcher process"
         )
 
-        # (a) First paint: from the launcher's ready line (it prints it, and the nodes'
-        # list, before it starts the TUI) to the TUI's node table. The line scrolls out
-        # of the 40-line pane under the list of 50 nodes: read the scrollback too.
-        ready, ready_at = tmux.wait_for(
-            READY.search,
-            UP_TIMEOUT_S,
-            "the launcher's ready line",
-            interval=READY_POLL_S,
-            history=True,
-        )
+        # The launcher prints its ready line (and the nodes' list, which scrolls the line
+        # out of the 40-line pane: read the scrollback too) before it starts the TUI.
+        ready = tmux.wait_for(READY.search, UP_TIMEOUT_S, "the launcher's ready line", history=True)
         assert int(ready[1]) == NODES
-        load_at_ready = os.getloadavg()[0]
         state = stack.reload()  # the nodes' pids and peer ids, to check they are gone at the end
         assert state is not None and len(state.nodes) == NODES
         assert state.launcher_pid == launcher.pid
         peer_ids = {n.peer_id for n in state.nodes}
-        # Each capture is checked for every stage, so one frame can pass several at once.
-        stages: dict[str, Callable[[str], object]] = {
-            "frame": lambda s: " py-bacalhau devstack · " in s,  # the summary bar
-            "table": node_table_shown,
-            "live": live_node_table,
-        }
-        painted: dict[str, float] = {}
-        frame_cpu: list[float] = []  # CPU seconds the TUI process had used by its first frame
-
-        def paint_stages(screen: str) -> bool:
-            now = time.monotonic()
-            for stage, check in stages.items():
-                if stage not in painted and check(screen):
-                    painted[stage] = now
-                    if stage == "frame" and (proc := find_tui(launcher)):
-                        frame_cpu.append(sum(proc.cpu_times()[:2]))
-            return len(painted) == len(stages)
-
-        tmux.wait_for(
-            paint_stages,
-            60,
-            f"the TUI to paint {NODES} rows, up, with figures",
-            interval=READY_POLL_S,
-        )
-        first_frame, first_table, first_live = (
-            painted[stage] - ready_at for stage in ("frame", "table", "live")
-        )
-        print(
-            f"\ndevstack up --nodes {NODES} in tmux {WIDTH}x{HEIGHT}: ready in {ready[2]}s"
-            f" (the launcher's figure); load average {load_at_ready:.1f} then"
-        )
-        print(
-            f"(a) first paint after the ready line: the TUI's first frame {ms(first_frame)},"
-            f" the node table with {NODES} rows {ms(first_table)}, every row up with figures"
-            f" {ms(first_live)} (capture-pane every {ms(READY_POLL_S)}); the TUI process had"
-            f" used {ms(frame_cpu[0]) if frame_cpu else '?'} of CPU by its first frame"
-        )
-        # Generous bounds (a loaded 2-core machine): the figures are reported, not tuned to.
-        assert first_table < 30, f"the node table took {first_table:.1f}s after ready"
-        tui = wait_until(lambda: find_tui(launcher), timeout=10, message="the TUI process")
-        top, _ = tmux.wait_for(live_node_table, 10, "the top rows")
+        tui = wait_until(lambda: find_tui(launcher), timeout=30, message="the TUI process")
+        top = tmux.wait_for(live_node_table, 60, f"the TUI to show {NODES} rows, up, with figures")
         assert top[0] == 0
         # ctrl+end: the cursor to the last row, which scrolls the rest of the table in
         tmux.send("C-End")
-        bottom, _ = tmux.wait_for(
+        bottom = tmux.wait_for(
             lambda s: (rows := live_node_table(s)) and rows[-1] == NODES - 1 and rows,
             10,
             f"node-{NODES - 1} at the bottom, with figures",
@@ -340,52 +274,13 @@ def test_devstack_up_50_nodes_in_tmux(tmp_path: Path) -> None:
         tmux.send("C-Home")
         tmux.wait_for(lambda s: (rows := node_table_shown(s)) and rows[0] == 0, 10, "node-0")
 
-        # (b) The TUI's CPU while it watches the 50 nodes (it polls each every 2 s). The
-        # screen is read once a second meanwhile (which costs the TUI nothing).
-        before, cpu_from = tui.cpu_times(), time.monotonic()
-        polled_ms: list[int] = []
-        captures: list[float] = []  # how long a capture-pane takes, for (c)
-        while (elapsed := time.monotonic() - cpu_from) < CPU_WINDOW_S:
-            started = time.monotonic()
-            screen = tmux.screen()
-            captures.append(time.monotonic() - started)
-            if polled := POLLED.search(screen):
-                polled_ms.append(int(polled[1]))
-            time.sleep(min(1.0, max(0.0, CPU_WINDOW_S - elapsed)))
-        after, cpu_to = tui.cpu_times(), time.monotonic()
-        cpu_percent = (
-            (after.user + after.system - before.user - before.system) / (cpu_to - cpu_from) * 100
-        )
-        print(
-            f"(b) the TUI process watching {NODES} nodes for {CPU_WINDOW_S:.0f}s:"
-            f" {cpu_percent:.1f}% of a core; RSS {tui.memory_info().rss / 2**20:.0f} MiB;"
-            f" a poll round of every node took {min(polled_ms, default=0)}-"
-            f"{max(polled_ms, default=0)} ms (its summary bar)"
-        )
-        assert cpu_percent < 100
-        tmux.wait_for(live_node_table, 30, "the node table still live")
-
-        # (c) Key to effect seen from outside: from just before `tmux send-keys` to the
-        # first capture showing the other view. This includes tmux's own work and the
-        # cost of a capture-pane (a process each, on a loaded machine) plus up to one
-        # 20 ms polling interval, on top of what the app takes.
-        latencies: list[float] = []
+        # j and n switch the view, seen from outside the terminal.
         for i in range(KEY_PRESSES):
             key, view = ("j", "jobs") if i % 2 == 0 else ("n", "nodes")
-            sent = time.monotonic()
             tmux.send(key)
-            _, seen = tmux.wait_for(
-                lambda s, v=view: view_of(s) == v, 10, f"the {view} view", interval=KEY_POLL_S
-            )
-            latencies.append(seen - sent)
+            tmux.wait_for(lambda s, v=view: view_of(s) == v, 10, f"the {view} view")
         assert view_of(tmux.screen()) == "nodes"
-        print(
-            f"(c) {len(latencies)} view switches (j/n) seen from outside while it polls:"
-            f" median {ms(statistics.median(latencies))}, max {ms(max(latencies))}"
-            f" (send-keys to capture-pane every {ms(KEY_POLL_S)}; includes tmux's overhead:"
-            f" a capture-pane alone took {ms(statistics.median(captures))} median)"
-        )
-        assert max(latencies) < 3, f"a view switch took {max(latencies):.2f}s to show"
+        tmux.wait_for(live_node_table, 30, "the node table still live")
 
         # The jobs view: a job submitted over HTTP shows up and completes there.
         tmux.send("j")
@@ -398,7 +293,7 @@ def test_devstack_up_50_nodes_in_tmux(tmp_path: Path) -> None:
         assert response.status_code == 201, response.text
         job_id = response.json()["id"]
         tmux.wait_for(lambda s: job_state(s, job_id), 30, f"job {job_id} listed")
-        final, _ = tmux.wait_for(
+        final = tmux.wait_for(
             lambda s: (ended := job_state(s, job_id)) in TERMINAL and ended,
             JOB_TIMEOUT_S,
             f"job {job_id} to end on screen",
@@ -439,7 +334,7 @@ def test_devstack_up_50_nodes_in_tmux(tmp_path: Path) -> None:
             "the stop question",
         )
         tmux.send("y")
-        exited, _ = tmux.wait_for(
+        exited = tmux.wait_for(
             EXITED.search, DOWN_TIMEOUT_S + 60, "the launcher to exit", history=True
         )
         last_words = tmux.screen(history=True)

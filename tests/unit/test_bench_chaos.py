@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from devstack.bench_chaos import (
+from devstack.bench.chaos import (
     SPECS,
     Accepted,
     Ledger,
@@ -70,20 +70,20 @@ def answer(
 @given(st.sampled_from(["noop", "docker"]), st.integers(0, 10_000), st.integers(1, 5))
 def test_a_spec_repeats_every_SPECS_jobs(engine: str, index: int, laps: int) -> None:
     assert job_spec(engine, index) == job_spec(engine, index + laps * SPECS)
-    assert job_spec(engine, index)["engine"] == engine
+    assert job_spec(engine, index).engine == engine
 
 
 @pytest.mark.parametrize("engine", ["noop", "docker"])
 def test_the_specs_of_one_lap_are_distinct(engine: str) -> None:
-    commands = {tuple(job_spec(engine, i)["command"]) for i in range(SPECS)}
+    commands = {tuple(job_spec(engine, i).command) for i in range(SPECS)}
     assert len(commands) == SPECS
 
 
 def test_a_docker_job_runs_the_local_image_briefly() -> None:
     spec = job_spec("docker", 13, "busybox:latest")
-    assert spec["image"] == "busybox:latest"
-    assert spec["command"] == ["sh", "-c", "echo chaos-3; sleep 1"]
-    assert spec["deal"] == {"concurrency": 1}
+    assert spec.image == "busybox:latest"
+    assert spec.command == ["sh", "-c", "echo chaos-3; sleep 1"]
+    assert spec.deal.concurrency == 1
 
 
 @given(st.integers(0, 10_000), st.integers(1, 60))

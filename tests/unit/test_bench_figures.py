@@ -10,14 +10,14 @@ from typing import Any
 
 import pytest
 
-from devstack.bench_publish import (
+from devstack.bench.options import cluster_sizes
+from devstack.bench.publish import (
     ShardLatency,
     latency_figures,
     shard_latencies,
     spread,
 )
-from devstack.bench_shards import (
-    cluster_sizes,
+from devstack.bench.shards import (
     coverage,
     file_name,
     make_text,
@@ -276,7 +276,7 @@ def test_sizes_argument() -> None:
 def test_shard_stdouts_use_whole_previews_and_fetch_cut_ones(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from devstack import bench_shards
+    from devstack.bench import shards as bench_shards
     from node.compute import STDOUT_PREVIEW_BYTES
 
     fetched: list[str] = []

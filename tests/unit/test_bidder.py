@@ -25,7 +25,6 @@ from node.bidder import (
     rendezvous_ranks,
     rendezvous_score,
     seed_delay_ms,
-    wanted_bids,
 )
 from node.models import Deal, Job, JobSpec
 
@@ -268,8 +267,9 @@ def test_empty_or_repeated_members_are_rejected(name: str) -> None:
 
 
 def test_min_bids_widens_the_band() -> None:
-    assert wanted_bids(job(concurrency=1, min_bids=4)) == 4
-    assert wanted_bids(job(concurrency=3, min_bids=0)) == 3
+    assert Deal(concurrency=1, min_bids=4).wanted_bids == 4
+    assert Deal(concurrency=3, min_bids=0).wanted_bids == 3
+    assert Deal(concurrency=0).wanted_bids == 1
     members = [f"node-{i}" for i in range(20)]
     delays = HashSpaceBidder().delays(job(concurrency=1, min_bids=4), 0, members)
     assert delays.count(0.0) == 4

@@ -1,4 +1,8 @@
-"""node.p2p.compat: the pin check, and the patches it applies to py-libp2p."""
+"""node.p2p.compat: the pin check, and the patches it applies to py-libp2p.
+
+The patches are process-wide: every test here runs under ``libp2p_patches_undone``
+(``tests/conftest.py``), which puts py-libp2p back as it was afterwards, so no other test
+finds it patched or not depending on whether these ran first."""
 
 from __future__ import annotations
 
@@ -12,6 +16,9 @@ from libp2p.stream_muxer.yamux.yamux import Yamux, YamuxStream
 
 from node.p2p import compat
 from profiles.locks import REGISTRY, TrioLock
+from tests.conftest import undo_libp2p_patches
+
+pytestmark = pytest.mark.usefixtures("libp2p_patches_undone")
 
 
 class FakeSecuredConn:
@@ -43,6 +50,27 @@ def test_apply_patches_once() -> None:
     assert SecureSession._drain is compat._drain_without_views
     assert AutoConnector.maybe_connect is compat._no_auto_connect
     assert Yamux.__init__.__wrapped__.__qualname__ == "Yamux.__init__"  # type: ignore[attr-defined]
+
+
+def test_what_apply_patches_is_undone_after_the_block() -> None:
+    originals = (
+        libp2p.network.swarm._HAPPY_EYEBALLS_DELAY,
+        SecureSession.__dict__["_drain"],
+        AutoConnector.__dict__["maybe_connect"],
+        Yamux.__dict__["__init__"],
+        compat._applied,
+    )
+    with undo_libp2p_patches():
+        compat._applied = False  # apply afresh, whether or not it was applied before
+        compat.apply()
+        assert SecureSession._drain is compat._drain_without_views
+    assert (
+        libp2p.network.swarm._HAPPY_EYEBALLS_DELAY,
+        SecureSession.__dict__["_drain"],
+        AutoConnector.__dict__["maybe_connect"],
+        Yamux.__dict__["__init__"],
+        compat._applied,
+    ) == originals
 
 
 def test_yamux_locks_made_after_apply_are_instrumented_and_work() -> None:

@@ -10,7 +10,8 @@ import pytest
 import trio
 import trio.testing
 
-from devstack.locks import format_contention, merge, since
+from devstack.locks import format_contention
+from profiles.contention import merge, since
 from profiles.locks import LockRegistry, TrioLock
 from profiles.report import contention_report
 from profiles.stalls import StallDetector
@@ -40,15 +41,16 @@ def node_report(contend: bool) -> dict[str, Any]:
                 pass
             return
 
-        async def holder() -> None:
-            async with lock:
-                await trio.sleep(HOLD_S)
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(holder)
-            await trio.testing.wait_all_tasks_blocked()
+        async def waiter() -> None:
             async with lock:
                 pass
+
+        async with trio.open_nursery() as nursery:
+            async with lock:
+                nursery.start_soon(waiter)
+                # The hold starts once the waiter is parked: its wait covers all of it.
+                await trio.testing.wait_all_tasks_blocked()
+                await trio.sleep(HOLD_S)
             nursery.start_soon(block_the_loop, name="blocker")
 
     trio.run(main, instruments=[detector])

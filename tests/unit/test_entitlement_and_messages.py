@@ -494,22 +494,27 @@ def test_a_spec_too_big_for_an_announce_is_refused_naming_its_largest_part() -> 
     decode(encode(messages.JobAnnounced(job_id=JOB_ID, job=job)))
 
 
-@pytest.mark.parametrize(
-    "body",
-    [
-        {"resources": {"memory": 10**30}},
-        {"deal": {"min_bids": 10**30}},
-    ],
-    ids=["memory", "min_bids"],
-)
-def test_a_valid_spec_can_be_encoded(body: dict[str, Any]) -> None:
-    raw = json.dumps({"image": "busybox", "command": ["true"], **body}).encode()
-    try:
-        spec = decode_spec(raw)
-    except SpecError:
-        return  # refused at the door: fine
+# (the largest value a spec may hold, one past it, the field named): the spec's bounds
+# are what keeps every value within what the wire format carries.
+WIRE_EDGES = [
+    ({"resources": {"memory": MAX_MEMORY}}, {"resources": {"memory": MAX_MEMORY + 1}}, "memory"),
+    ({"resources": {"cpu": MAX_CPU}}, {"resources": {"cpu": MAX_CPU * 2}}, "cpu"),
+    ({"deal": {"min_bids": 1 << 31}}, {"deal": {"min_bids": (1 << 31) + 1}}, "min_bids"),
+]
+
+
+@pytest.mark.parametrize(("largest", "over", "field"), WIRE_EDGES, ids=[e[2] for e in WIRE_EDGES])
+def test_the_largest_spec_accepted_fits_the_wire_and_one_more_is_refused(
+    largest: dict[str, Any], over: dict[str, Any], field: str
+) -> None:
+    base = {"image": "busybox", "command": ["true"]}
+    spec = decode_spec(json.dumps({**base, **largest}).encode())
     job = Job(id=JOB_ID, requester=REQ, spec=spec, created_at=1000.0)
-    encode(messages.JobAnnounced(job_id=JOB_ID, job=job))
+    announce = messages.JobAnnounced(job_id=JOB_ID, job=job)
+    assert decode(encode(announce)) == announce
+    with pytest.raises(SpecError) as info:
+        decode_spec(json.dumps({**base, **over}).encode())
+    assert info.value.field.endswith(f".{field}"), info.value
 
 
 # -- job specs -------------------------------------------------------------------

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from node.p2p.exchange import (
     parse_providers,
     to_libp2p,
 )
+from tests.conftest import wait_until_async
 from tests.unit.test_unixfs import Tree, snapshot, write_tree
 
 TREE: dict[str, Tree] = {
@@ -38,6 +38,8 @@ TREE: dict[str, Tree] = {
     "sub": {"big.bin": os.urandom(1_300_000), "deeper": {"x": b"x"}, "link": ("link", "../a")},
 }
 LISTEN = "/ip4/127.0.0.1/tcp/0"
+# The peers patch py-libp2p as a node does; it is put back after each test.
+pytestmark = pytest.mark.usefixtures("libp2p_patches_undone")
 
 
 @dataclass
@@ -130,9 +132,10 @@ def test_a_provider_without_the_block_is_skipped_at_once(tmp_path: Path) -> None
     async def test(group: list[Peer]) -> None:
         has, lacks, fetcher = group
         root = add(has, tmp_path)
-        started = time.monotonic()
+        # The root is wanted from ``lacks`` first (the least loaded, listed first). Only its
+        # DONT_HAVE moves that want on: wants sent again go to the same provider, so
+        # without it the fetch would end FetchTimeout.
         await exchange(fetcher).fetch(root, [lacks.id, has.id], timeout=30)
-        assert time.monotonic() - started < 5  # DONT_HAVE moved the wants on
         assert set(fetcher.store.cids()) == set(has.store.cids())
 
     run(tmp_path, 3, test)
@@ -144,12 +147,11 @@ def test_refusals_name_what_is_missing(tmp_path: Path) -> None:
         has, lacks = group
         root = add(has, tmp_path)
         missing = Cid.of(0x55, b"nobody has this")
-        started = time.monotonic()
+        # The only provider said DONT_HAVE: refused at once, not timed out.
         with pytest.raises(NotProvided, match=f"no provider has block {missing}"):
             await exchange(lacks).fetch(missing, [has.id])
         with pytest.raises(BlockNotFound, match=str(root)):
             await exchange(lacks).fetch(root)  # not here, and no provider named
-        assert time.monotonic() - started < 5
         report = await exchange(has).fetch(root)  # complete here: nothing to fetch
         assert report.blocks_fetched == 0
 
@@ -165,10 +167,10 @@ def test_unreachable_and_silent_providers(tmp_path: Path) -> None:
         with pytest.raises(ProvidersUnreachable, match="cannot reach any provider"):
             await exchange(fetcher).fetch(missing, stranger, timeout=5)
         # A peer that speaks no bitswap: the want goes nowhere, the deadline ends it.
-        started = time.monotonic()
+        started = trio.current_time()
         with pytest.raises(FetchTimeout, match=f"1 blocks of {missing} still missing"):
             await exchange(fetcher).fetch(missing, [silent.id], timeout=2)
-        assert 2 <= time.monotonic() - started < 5
+        assert trio.current_time() - started >= 2  # not before its deadline
         statistics = exchange(fetcher).statistics()
         assert (statistics.fetches, statistics.fetches_failed) == (2, 2)
 
@@ -219,8 +221,9 @@ def test_a_fetch_survives_losing_a_provider_midway(
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(fetch)
-            while fetcher.store.statistics().blocks < 4:
-                await trio.sleep(0.005)
+            await wait_until_async(
+                lambda: fetcher.store.statistics().blocks >= 4, 60, 0.005, "4 blocks fetched"
+            )
             if how == "provider gone":
                 await first.host.close()  # type: ignore[attr-defined]
             else:

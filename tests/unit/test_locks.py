@@ -1,8 +1,10 @@
 """Tests for profiles.locks: instrumented trio and thread locks and their registry.
 
-Tasks and threads are ordered with trio.testing.wait_all_tasks_blocked() and threading.Event;
-the only sleeps are the 50 ms holds that make up the contention scenarios. Timing bounds are
-generous (>= 45 ms, < 2000 ms) because the suite runs on a loaded 2-core machine.
+Contention is arranged, not hoped for: a holder starts its hold only once the waiter is
+parked on the lock (trio.testing.wait_all_tasks_blocked() for tasks; for threads, the
+lock's own list of waiters), so the wait recorded covers the whole hold. The only sleeps
+are those 50 ms holds. Durations are only bounded below (a wait lasts at least the hold
+it waited out), never above: how fast the machine is does not decide a result.
 """
 
 from __future__ import annotations
@@ -32,12 +34,13 @@ from profiles.locks import (
     TrioLock,
     measure_overhead,
 )
+from tests.conftest import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
 HOLD_S = 0.05
 MIN_NS = 45_000_000
-MAX_NS = 2_000_000_000
+WAIT_S = 30.0  # for the other thread
 THIS_FILE = Path(__file__).resolve()
 
 
@@ -69,6 +72,11 @@ def site(marker: str, function: str) -> str:
 def only(registry: LockRegistry) -> LockStatistics:
     (stats,) = registry.statistics()
     return stats
+
+
+def wait_parked(lock: ThreadLock | ThreadRLock) -> None:
+    """Until a thread has begun waiting for ``lock`` (its wait is being timed)."""
+    wait_until(lambda: lock._waiting, WAIT_S, 0.001, f"a thread to wait for {lock.name!r}")
 
 
 def messages(caplog: pytest.LogCaptureFixture, word: str) -> list[str]:
@@ -103,9 +111,9 @@ async def test_trio_contended_wait_and_hold_are_recorded_and_warned(
     assert stats.acquisitions == 2
     assert stats.contended == 1
     assert stats.slow_waits == 1  # the wait passed the registry's warn_ms
-    assert MIN_NS <= stats.max_wait_ns < MAX_NS
+    assert stats.max_wait_ns >= MIN_NS
     assert stats.total_wait_ns == stats.max_wait_ns == stats.p99_wait_ns == stats.mean_wait_ns
-    assert MIN_NS <= stats.max_hold_ns < MAX_NS
+    assert stats.max_hold_ns >= MIN_NS
     waiter_site = site("trio-waiter", "waiter")
     holder_site = site("trio-holder", "test_trio_contended_wait_and_hold_are_recorded_and_warned")
     assert stats.top_waiters == ((waiter_site, 1),)
@@ -191,7 +199,7 @@ async def test_trio_long_uncontended_hold_warns_once(caplog: pytest.LogCaptureFi
     assert messages(caplog, "waited") == []
     stats = only(registry)
     assert stats.top_holders == ((holder_site, 1),)
-    assert MIN_NS <= stats.max_hold_ns < MAX_NS
+    assert stats.max_hold_ns >= MIN_NS
 
 
 def test_thread_contended_wait_and_hold_are_recorded_and_warned(
@@ -201,24 +209,20 @@ def test_thread_contended_wait_and_hold_are_recorded_and_warned(
     registry = LockRegistry()
     lock = ThreadLock("thread-contended", registry=registry)
     holding = threading.Event()
-    about_to_wait = threading.Event()
     errors: list[BaseException] = []
 
     def holder() -> None:
         try:
             with lock:  # thread-holder
                 holding.set()
-                # The waiter sets this just before blocking and keeps the GIL until it blocks,
-                # so the 50 ms below is spent with the waiter waiting.
-                assert about_to_wait.wait(30)
+                wait_parked(lock)  # the whole hold below is spent with the waiter waiting
                 time.sleep(HOLD_S)
         except BaseException as exc:  # surfaced in the main thread
             errors.append(exc)
 
     def waiter() -> None:
         try:
-            assert holding.wait(30)
-            about_to_wait.set()
+            assert holding.wait(WAIT_S)
             assert lock.acquire()  # thread-waiter
             lock.release()
         except BaseException as exc:
@@ -228,7 +232,7 @@ def test_thread_contended_wait_and_hold_are_recorded_and_warned(
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(30)
+        thread.join(WAIT_S)
     assert not any(thread.is_alive() for thread in threads)
     assert errors == []
     assert not lock.locked()
@@ -237,8 +241,8 @@ def test_thread_contended_wait_and_hold_are_recorded_and_warned(
     assert stats.acquisitions == 2
     assert stats.contended == 1
     assert stats.slow_waits == 1  # the wait passed the registry's warn_ms
-    assert MIN_NS <= stats.max_wait_ns < MAX_NS
-    assert MIN_NS <= stats.max_hold_ns < MAX_NS
+    assert stats.max_wait_ns >= MIN_NS
+    assert stats.max_hold_ns >= MIN_NS
     waiter_site = site("thread-waiter", "waiter")
     holder_site = site("thread-holder", "holder")
     assert stats.top_waiters == ((waiter_site, 1),)
@@ -283,7 +287,6 @@ def test_thread_rlock_counts_only_the_outermost_acquisition(
     registry = LockRegistry()
     lock = ThreadRLock("rlock", registry=registry)
     holding = threading.Event()
-    about_to_wait = threading.Event()
     errors: list[BaseException] = []
 
     def holder() -> None:
@@ -293,7 +296,7 @@ def test_thread_rlock_counts_only_the_outermost_acquisition(
                     assert lock.acquire(blocking=False)
                     lock.release()
                     holding.set()
-                    assert about_to_wait.wait(30)
+                    wait_parked(lock)
                     time.sleep(HOLD_S)
                 assert lock.locked()  # still held: one level left
         except BaseException as exc:
@@ -301,10 +304,9 @@ def test_thread_rlock_counts_only_the_outermost_acquisition(
 
     def waiter() -> None:
         try:
-            assert holding.wait(30)
+            assert holding.wait(WAIT_S)
             with pytest.raises(RuntimeError):
                 lock.release()  # not the owner
-            about_to_wait.set()
             with lock, lock:  # rlock-waiter
                 pass
         except BaseException as exc:
@@ -314,7 +316,7 @@ def test_thread_rlock_counts_only_the_outermost_acquisition(
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(30)
+        thread.join(WAIT_S)
     assert not any(thread.is_alive() for thread in threads)
     assert errors == []
     assert not lock.locked()
@@ -325,8 +327,8 @@ def test_thread_rlock_counts_only_the_outermost_acquisition(
     assert stats.acquisitions == 2
     assert stats.contended == 1
     assert stats.slow_waits == 1  # the wait passed the registry's warn_ms
-    assert MIN_NS <= stats.max_wait_ns < MAX_NS
-    assert MIN_NS <= stats.max_hold_ns < MAX_NS
+    assert stats.max_wait_ns >= MIN_NS
+    assert stats.max_hold_ns >= MIN_NS
     assert stats.top_waiters == ((site("rlock-waiter", "waiter"), 1),)
     assert stats.top_holders == ((site("rlock-holder", "holder"), 1),)
     assert len(messages(caplog, "waited")) == 1
@@ -337,7 +339,7 @@ def test_threshold_is_per_registry_and_validated(caplog: pytest.LogCaptureFixtur
     caplog.set_level(logging.WARNING, logger="profiles.locks")
     assert REGISTRY.warn_ms == 10.0
     registry = LockRegistry()
-    registry.warn_ms = 1000
+    registry.warn_ms = 3_600_000  # an hour: this hold, past the default's 10 ms, stays under
     lock = ThreadLock("lenient", registry=registry)
     with lock:
         time.sleep(HOLD_S)
@@ -347,7 +349,7 @@ def test_threshold_is_per_registry_and_validated(caplog: pytest.LogCaptureFixtur
         registry.warn_ms = -1
     with pytest.raises(ValueError):
         registry.warn_ms = float("nan")
-    assert registry.warn_ms == 1000
+    assert registry.warn_ms == 3_600_000
 
 
 def test_registry_groups_by_name_and_site_survives_gc_and_resets() -> None:
@@ -394,8 +396,6 @@ def test_measure_overhead_prices_every_kind_of_lock() -> None:
         "TrioLock fast_acquire",
     }
     assert all(value > 0 for value in results.values())
-    # No trip through the scheduler: cheaper than even a plain trio.Lock.
-    assert results["TrioLock fast_acquire"] < results["trio.Lock"]
 
 
 events = st.lists(

@@ -1,6 +1,11 @@
 """Tests for profiles.memory: the allocation site is named, one session at a time,
 bad durations refused, tracing left as it was found; and devstack's saving and printing
-of memory profiles."""
+of memory profiles.
+
+What is asserted does not hang on how fast the machine is: a profile must see at least
+one step of the hoarder (one step every 50 ms, in a session of a second), and the
+second session is refused while the first waits on a stopped
+:class:`trio.testing.MockClock`."""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 from devstack.profile import SavedMemoryProfile, format_memory_profiles, save_memory_profile
 from profiles.cpu import MAX_SECONDS
@@ -36,7 +42,7 @@ ALLOCATION_SITE = f"{short_path(__file__)}:{ALLOCATION_LINE}"
 
 
 async def _hoarder(kept: list[bytes]) -> None:
-    while True:
+    while True:  # until cancelled, once the session is over
         hoard_kibibytes_on_purpose(kept)
         await trio.sleep(0.05)
 
@@ -65,12 +71,12 @@ def _not_tracing() -> None:
 def test_the_allocation_site_is_first_by_growth_and_by_size() -> None:
     profile, kept = _profile_while_hoarding(1)
 
-    assert len(kept) >= 5 * CHUNK
+    assert len(kept) >= CHUNK
     grown, largest = profile.top_by_growth[0], profile.top_by_size[0]
     assert grown.site == ALLOCATION_SITE, profile.text
     assert grown.function == "hoard_kibibytes_on_purpose"
-    assert grown.size_diff_bytes >= 5 * CHUNK * KIB
-    assert grown.count_diff >= 5 * CHUNK
+    assert grown.size_diff_bytes >= CHUNK * KIB  # at least one step within the session
+    assert grown.count_diff >= CHUNK
     assert largest.site == ALLOCATION_SITE, profile.text
     assert largest.size_bytes >= grown.size_diff_bytes
     assert profile.peak_bytes >= profile.current_bytes >= largest.size_bytes
@@ -110,22 +116,25 @@ def test_cancelling_stops_tracing() -> None:
             await profile_memory(30)
         assert scope.cancelled_caught
 
-    trio.run(main)
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
     assert not tracemalloc.is_tracing()
 
 
 @pytest.mark.timeout(60)
 def test_second_session_is_refused_not_queued() -> None:
+    clock = trio.testing.MockClock()  # stopped: the first session cannot end on its own
+
     async def main() -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(profile_memory, 1)
-            await trio.sleep(0.2)
+            await trio.testing.wait_all_tasks_blocked()  # it has begun, and waits
             with pytest.raises(MemoryProfileBusy):
                 await profile_memory(1)
+            clock.autojump_threshold = 0  # now let time run: the first session ends
         # Once the first has ended, the next is admitted.
         await profile_memory(0.1)
 
-    trio.run(main)
+    trio.run(main, clock=clock)
 
 
 @pytest.mark.timeout(30)

@@ -11,6 +11,7 @@ from types import MappingProxyType
 import psutil
 import pytest
 import trio
+import trio.testing
 from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import generate_latest
@@ -32,6 +33,7 @@ from node.p2p.transport import TransportStatistics
 from node.requester import RequesterStatistics
 from profiles.locks import LockStatistics
 from profiles.stalls import StallStatistics
+from tests.conftest import wait_until, wait_until_async
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -131,10 +133,12 @@ def process_tree() -> Iterator[subprocess.Popen[bytes]]:
     """A shell with two sleeping children, standing in for a container's processes."""
     proc = subprocess.Popen(["sh", "-c", "sleep 60 & sleep 60 & wait"])
     try:
-        deadline = time.monotonic() + 10
-        while len(psutil.Process(proc.pid).children()) < 2:
-            assert time.monotonic() < deadline, "the shell did not start its children"
-            time.sleep(0.01)
+        wait_until(
+            lambda: len(psutil.Process(proc.pid).children()) >= 2,
+            10,
+            0.01,
+            "the shell to start its two children",
+        )
         yield proc
     finally:
         for child in psutil.Process(proc.pid).children(recursive=True):
@@ -184,16 +188,18 @@ def test_the_sampler_task_samples_and_survives_a_failing_source() -> None:
 
     async def main() -> None:
         sampler = ResourceSampler(interval=0.01)
+
+        def asked_again() -> bool:
+            sampler.statistics()  # watched: it samples each interval
+            return calls >= 2
+
         async with trio.open_nursery() as nursery:
             nursery.start_soon(sampler.run, flaky_pids)
-            with trio.fail_after(10):
-                while calls < 2:  # the loop asked again after the failure
-                    sampler.statistics()  # watched: sample each interval
-                    await trio.sleep(0.01)
+            await wait_until_async(asked_again, 10, 0.01, "the sampler to ask after a failure")
             nursery.cancel_scope.cancel()
         assert sampler.statistics().process.rss_bytes > 0
 
-    trio.run(main)
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
 
 
 def test_an_unwatched_sampler_sleeps_and_a_read_brings_it_a_fresh_sample() -> None:
@@ -206,22 +212,24 @@ def test_an_unwatched_sampler_sleeps_and_a_read_brings_it_a_fresh_sample() -> No
 
     async def main() -> None:
         sampler = ResourceSampler(interval=0.01, idle_interval=3600)
+
+        def sampled_twice_more() -> bool:
+            sampler.statistics()  # watched: it samples each interval
+            return calls >= 3
+
         async with trio.open_nursery() as nursery:
             nursery.start_soon(sampler.run, no_containers)
-            with trio.fail_after(10):
-                while calls < 1:
-                    await trio.sleep(0.01)
-            await trio.sleep(0.2)  # twenty intervals: unwatched, it does not sample
+            await trio.testing.wait_all_tasks_blocked()  # its first sample, then it waits
+            assert calls == 1
+            # Most of its idle interval, on the mock clock: unwatched, it does not sample.
+            await trio.sleep(3000)
             assert calls == 1
             first = sampler.statistics()  # a read wakes it, and is never stale
             assert first.at > 0
-            with trio.fail_after(10):
-                while calls < 3:
-                    sampler.statistics()
-                    await trio.sleep(0.01)
+            await wait_until_async(sampled_twice_more, 10, 0.01, "two samples, watched")
             nursery.cancel_scope.cancel()
 
-    trio.run(main)
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
 
 
 # -- the JSON and Prometheus views ---------------------------------------------------

@@ -11,7 +11,6 @@ from __future__ import annotations
 import fnmatch
 import os
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -20,18 +19,15 @@ from hypothesis import strategies as st
 
 from node.content import Cid, ContentError, add_bytes, add_path, parse_cid
 from node.content.blocks import Get
-from node.sharding import (
+from node.models import (
     INPUTS_ROOT,
-    InputEntry,
     InputError,
     check_mount_path,
     check_mounts,
     glob_match,
-    list_entries,
     parse_input_arg,
-    plan_shards,
-    write_inputs,
 )
+from node.sharding import InputEntry, list_entries, plan_shards, write_inputs
 
 BIG = 600 * 1024  # three 256 KiB chunks: a file whose root is not its content
 
@@ -242,13 +238,14 @@ def test_glob_match_rejects_invalid_patterns(pattern: str, why: str) -> None:
         glob_match(pattern, "/inputs/a")
 
 
-def test_glob_match_stays_fast_on_hostile_patterns() -> None:
-    start = time.monotonic()
+# A backtracking matcher would take exponential time on these: it would not end before
+# the test's timeout (a guard, not a measure: no duration is asserted).
+@pytest.mark.timeout(60)
+def test_glob_match_ends_on_hostile_patterns() -> None:
     assert not glob_match("*a*a*a*a*a*a*a*a*a*a*b", "/inputs/" + "a" * 5000)
     deep = "/inputs/" + "/".join(["a"] * 200) + "/c"
     assert not glob_match("/" + "/".join(["**", "a"] * 30) + "/b", deep)
     assert glob_match("/" + "/".join(["**", "a"] * 30) + "/c", deep)
-    assert time.monotonic() - start < 2
 
 
 # Components built from a few characters so that matches are frequent.

@@ -1,7 +1,9 @@
 """Tests for profiles.stalls: stall attribution, stacks, scheduling delay, logging, overhead.
 
 The blocking calls here (``time.sleep`` inside a task step) are the stalls under test, not
-waits for a condition. Upper bounds are generous because CI runs on a loaded 2-core box.
+waits for a condition. A stall's length is only bounded below (it lasts at least the sleep
+in it), never above, and thresholds sit far from the steps that must not pass them: how
+fast or loaded the machine is does not decide a result.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ def test_blocking_step_is_reported_with_name_and_stack() -> None:
 
     blocker = _entry(stats, "blocker")
     assert blocker.stalls >= 1
-    assert 95 <= blocker.max_ms < 5000
+    assert blocker.max_ms >= 95
     assert blocker.total_ms >= blocker.max_ms
     assert stats.worst_task == "blocker"
     assert stats.worst_stall_ms == blocker.max_ms
@@ -112,9 +114,9 @@ def test_short_steps_are_not_stalls() -> None:
             for i in range(3):
                 nursery.start_soon(spinner, name=f"spinner-{i}")
 
-    # 200 ms rather than the default: an OS preemption on a loaded box can stretch a
-    # short step past 20 ms, and that is not what this test is about.
-    detector = StallDetector(threshold_ms=200.0)
+    # A minute rather than the default 20 ms: an OS preemption on a loaded box can stretch
+    # a short step past any small threshold, and that is not what this test is about.
+    detector = StallDetector(threshold_ms=60_000.0)
     trio.run(main, instruments=[detector])
     stats = detector.statistics()
     assert stats.steps >= 600
@@ -140,7 +142,7 @@ def test_scheduling_delay_reflects_a_blocked_loop() -> None:
     detector = StallDetector(threshold_ms=20.0)
     trio.run(main, instruments=[detector])
     stats = detector.statistics()
-    assert 90 <= stats.sched_delay_max_ms < 5000
+    assert stats.sched_delay_max_ms >= 90
     assert stats.sched_delay_count > 0
     assert 0 < stats.sched_delay_mean_ms <= stats.sched_delay_max_ms
     assert stats.sched_delay_p99_ms <= stats.sched_delay_max_ms
@@ -178,7 +180,8 @@ def _repeater_warnings(caplog: pytest.LogCaptureFixture) -> list[logging.LogReco
 
 def test_warnings_are_rate_limited_per_task(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="profiles.stalls")
-    detector = StallDetector(threshold_ms=5.0)
+    # An hour between warnings: all five stalls fall in one interval however slow they run.
+    detector = StallDetector(threshold_ms=5.0, warn_interval_s=3600.0)
     _run_repeater(detector)
     assert _entry(detector.statistics(), "repeater").stalls >= 5
     assert len(_repeater_warnings(caplog)) == 1
@@ -252,7 +255,7 @@ def test_installed_mid_run_with_add_instrument() -> None:
     trio.run(main)
     stats = detector.statistics()
     assert stats.stalls >= 1
-    assert 45 <= stats.worst_stall_ms < 5000
+    assert stats.worst_stall_ms >= 45
 
 
 def test_invalid_arguments() -> None:

@@ -1,13 +1,13 @@
 """The pure parts of the TUI's node and locks views: the cluster-wide ranking (on
-``devstack locks``'s merge), rates between rounds, stall text, call sites, the
-pyinstrument call tree parser (against pyinstrument's own renderer), the log tail
-and follower, and how log lines and figures read."""
+:mod:`profiles.contention`'s merge, as ``devstack locks`` prints it), rates between
+rounds, stall text, call sites, the pyinstrument call tree parser (against
+pyinstrument's own renderer), following a log over ``GET /api/v1/logs``, and how log
+lines and figures read."""
 
 from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,9 +16,10 @@ from hypothesis import strategies as hs
 from pyinstrument.renderers import ConsoleRenderer
 from pyinstrument.session import Session
 
-from devstack.locks import format_contention, merge, top_site
+from devstack.locks import format_contention, top_site
+from profiles.contention import merge
 from tests.unit.tui_fake import CLUSTER
-from tests.unit.tui_fake_locks import LOG_LINES, PROFILE, locks_document
+from tests.unit.tui_fake_locks import LOG_LINES, PROFILE, locks_document, log_answer
 from tui.contention import (
     REPO_ROOT,
     CallNode,
@@ -32,7 +33,7 @@ from tui.contention import (
     task_lines,
     valid_reports,
 )
-from tui.log_tail import LogFollower, format_log_line, tail_lines
+from tui.log_tail import LogCursor, LogRead, format_log_line
 from tui.widgets.lock_sites import sites_text
 from tui.widgets.trends import Trend, trend_text
 
@@ -344,78 +345,43 @@ def test_log_lines_read_as_time_level_logger_message(utc: None) -> None:
     assert " WARN  profiles." in real and "{" not in real[:20]
 
 
-_line = hs.text(hs.characters(exclude_characters="\n\r", exclude_categories=("Cs",)), max_size=30)
+def _ask(cursor: LogCursor, data: bytes, tail: int) -> LogRead:
+    """One ``GET /api/v1/logs`` of a node whose log file holds ``data``, read."""
+    offset, lines = log_answer(data, tail, cursor.after)
+    return cursor.read({"path": "/x/node-0.log", "offset": offset, "lines": lines})
 
 
-@given(hs.lists(_line, max_size=40), _line, hs.integers(0, 50), hs.integers(1, 64))
-def test_tail_is_the_last_complete_lines(
-    tmp_path_factory: pytest.TempPathFactory, lines: list[str], partial: str, count: int, block: int
-) -> None:
-    path = tmp_path_factory.mktemp("tail") / "x.log"
-    complete = "".join(f"{line}\n" for line in lines).encode()
-    path.write_bytes(complete + partial.encode())
-    found, offset = tail_lines(path, count, block=block)
-    assert found == (lines[-count:] if count else [])
-    assert offset == len(complete)
-
-
-def test_tail_reads_only_the_end_of_a_big_file(tmp_path: Path) -> None:
-    path = tmp_path / "big.log"
-    with path.open("wb") as f:
-        for i in range(200_000):  # ~3 MB
-            f.write(f"line {i:08d}\n".encode())
-    found, offset = tail_lines(path, 3, block=4096)
-    assert found == ["line 00199997", "line 00199998", "line 00199999"]
-    assert offset == path.stat().st_size
-    # a single line longer than max_bytes is not returned
-    path.write_bytes(b"x" * 10_000 + b"\n")
-    assert tail_lines(path, 5, block=1024, max_bytes=2048) == ([], 10_001)
-
-
-@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(hs.lists(hs.binary(max_size=40).map(lambda b: b.replace(b"\r", b"")), max_size=15))
-def test_follower_gives_every_line_once(tmp_path: Path, chunks: list[bytes]) -> None:
-    path = tmp_path / f"f{abs(hash(tuple(chunks)))}.log"
-    path.write_bytes(b"")
-    follower = LogFollower(path, lines=1000)
-    first = follower.read()
-    assert first.restarted and first.lines == ()
+def test_cursor_gives_every_line_once(chunks: list[bytes]) -> None:
+    cursor = LogCursor()
+    first = _ask(cursor, b"", 1000)
+    assert first.restarted and first.lines == () and first.path == "/x/node-0.log"
+    data = b""
     got: list[str] = []
     for chunk in chunks:
-        with path.open("ab") as f:
-            f.write(chunk)
-        found = follower.read()
+        data += chunk
+        found = _ask(cursor, data, 1000)
         assert not found.restarted and not found.error
         got += found.lines
-    data = b"".join(chunks)
     want = [p.decode("utf-8", errors="replace") for p in data[: data.rfind(b"\n") + 1].split(b"\n")]
     assert got == want[:-1]
 
 
-def test_follower_starts_over_on_truncation_replacement_and_floods(tmp_path: Path) -> None:
-    path = tmp_path / "node.log"
-    path.write_text("a\nb\nc\n")
-    follower = LogFollower(path, lines=2, max_bytes=100)
-    assert follower.read().lines == ("b", "c")
-    with path.open("a") as f:
-        f.write("d\ne")
-    assert follower.read().lines == ("d",)
-    with path.open("a") as f:
-        f.write("\n")
-    assert follower.read().lines == ("e",)
-    path.write_text("x\n")  # truncated (same inode, shorter)
-    again = follower.read()
+def test_cursor_starts_over_when_the_log_shrinks() -> None:
+    cursor = LogCursor()
+    data = b"a\nb\nc\n"
+    assert _ask(cursor, data, 2) == LogRead(("b", "c"), restarted=True, path="/x/node-0.log")
+    data += b"d\ne"
+    assert _ask(cursor, data, 2).lines == ("d",)
+    data += b"\n"
+    assert _ask(cursor, data, 2).lines == ("e",)
+    again = _ask(cursor, b"x\n", 2)  # truncated, or replaced by a shorter file
     assert again.restarted and again.lines == ("x",)
-    other = tmp_path / "new.log"
-    other.write_text("y\nz\nw\n")
-    other.replace(path)  # replaced (another inode)
-    assert follower.read() == type(again)(("z", "w"), restarted=True)
-    with path.open("a") as f:
-        f.write("".join(f"{i}\n" for i in range(100)))  # more than max_bytes at once
-    flood = follower.read()
-    assert flood.restarted and flood.lines == ("98", "99")
-    path.unlink()
-    gone = follower.read()
-    assert gone.error and gone.lines == ()
-    path.write_text("back\n")
-    assert follower.read().lines == ("back",)
+    assert _ask(cursor, b"x\ny\n", 2) == LogRead(("y",), path="/x/node-0.log")
+    for wrong in (
+        {},
+        {"path": "p", "offset": "?", "lines": []},
+        {"path": "p", "offset": 1, "lines": "a"},
+    ):
+        with pytest.raises((KeyError, TypeError, ValueError)):
+            cursor.read(wrong)

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from textual.pilot import Pilot
 
-from tests.tui_pilot import SIZE, warmed_up
+from tests.tui_pilot import OWN_ROUNDS, SIZE, rounds, until
 from tests.unit.tui_fake_jobs import (
     FakeJobsCluster,
     fake_source,
@@ -47,19 +47,31 @@ def _app(fake: FakeJobsCluster) -> BacalhauApp:
 
 
 async def _first_round(pilot: Pilot[Any]) -> None:
-    app = pilot.app
-    assert isinstance(app, BacalhauApp)
-    while app.source.statistics().rounds < 1 or not warmed_up(app):
-        await pilot.pause(0.05)
+    await rounds(pilot, OWN_ROUNDS)  # every view mounted, and the app's own rounds in
 
 
 async def _open_job(pilot: Pilot[Any], job: str) -> JobScreen:
     await _first_round(pilot)
     screen = JobScreen(job_id(job))
     await pilot.app.push_screen(screen)
-    while screen.describe is None or not screen.query_one(TimelineTable).row_count:
-        await pilot.pause(0.05)
+    await until(
+        pilot,
+        lambda: screen.describe is not None and screen.query_one(TimelineTable).row_count,
+        20,
+        f"the {job} job's timeline",
+        0.05,
+    )
     await pilot.pause()
+    return screen
+
+
+async def _open_form(pilot: Pilot[Any]) -> SubmitScreen:
+    await _first_round(pilot)
+    screen = SubmitScreen()
+    await pilot.app.push_screen(screen)
+    await until(
+        pilot, lambda: screen.values().image == "busybox:latest", 20, "the nodes' images", 0.05
+    )
     return screen
 
 
@@ -75,8 +87,13 @@ def test_job_at_the_publish_gate(snap_compare: Any, fake: FakeJobsCluster) -> No
         screen = await _open_job(pilot, "step")
         # enter opens the verdict gate: the view follows the job to its publish gate
         await pilot.press("enter")
-        while not screen.gates or screen.gates[0].name != "publish":
-            await pilot.pause(0.05)
+        await until(
+            pilot,
+            lambda: screen.gates and screen.gates[0].name == "publish",
+            20,
+            "the publish gate",
+            0.05,
+        )
         pilot.app.clear_notifications()
         await pilot.pause()
 
@@ -102,11 +119,7 @@ def test_job_sharded_completed_filtered(snap_compare: Any, fake: FakeJobsCluster
 
 def test_submit_form(snap_compare: Any, fake: FakeJobsCluster) -> None:
     async def before(pilot: Pilot[Any]) -> None:
-        await _first_round(pilot)
-        screen = SubmitScreen()
-        await pilot.app.push_screen(screen)
-        while screen.values().image != "busybox:latest":
-            await pilot.pause(0.05)
+        await _open_form(pilot)
         await pilot.pause()
 
     assert snap_compare(_app(fake), terminal_size=SIZE, run_before=before)
@@ -114,14 +127,9 @@ def test_submit_form(snap_compare: Any, fake: FakeJobsCluster) -> None:
 
 def test_submit_form_refuses_a_bad_value(snap_compare: Any, fake: FakeJobsCluster) -> None:
     async def before(pilot: Pilot[Any]) -> None:
-        await _first_round(pilot)
-        screen = SubmitScreen()
-        await pilot.app.push_screen(screen)
-        while screen.values().image != "busybox:latest":
-            await pilot.pause(0.05)
+        screen = await _open_form(pilot)
         await pilot.press(*"echo hello", "tab", "tab", *"4", "ctrl+s")
-        while not screen.errors():
-            await pilot.pause(0.05)
+        await until(pilot, screen.errors, 20, "the refusal under its field", 0.05)
         await pilot.pause()
         assert fake.submitted == []
 

@@ -5,14 +5,13 @@ The real-cluster versions are in ``tests/integration/test_tui_job_submit.py``.""
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from textual.pilot import Pilot
 
-from tests.tui_pilot import warmed_up
+from tests.tui_pilot import until, warmed_up
 from tests.unit.tui_fake_jobs import (
     FakeJobsCluster,
     fake_source,
@@ -26,7 +25,7 @@ from tui.widgets.gate_panel import GatePanel
 from tui.widgets.timeline import TimelineTable
 
 pytestmark = pytest.mark.timeout(60)
-T = TypeVar("T")
+WAIT_S = 10.0  # for what the app shows next
 
 
 class NotingApp(BacalhauApp):
@@ -52,21 +51,25 @@ def _app(fake: FakeJobsCluster) -> NotingApp:
     return NotingApp(source, refresh=60.0)
 
 
-async def until(pilot: Pilot[Any], predicate: Callable[[], T], timeout: float = 10) -> T:
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        assert time.monotonic() < deadline, f"timed out; last {value!r}"
-        await pilot.pause(0.02)
-    return value
+async def _started(pilot: Pilot[Any]) -> None:
+    app = pilot.app
+    assert isinstance(app, BacalhauApp)
+    await until(
+        pilot,
+        lambda: app.snapshot is not None and warmed_up(app),
+        WAIT_S,
+        "a first poll, every view mounted",
+        0.02,
+    )
 
 
 async def _open(pilot: Pilot[Any], job: str, **kwargs: Any) -> JobScreen:
-    app = pilot.app
-    assert isinstance(app, BacalhauApp)
-    await until(pilot, lambda: app.snapshot is not None and warmed_up(app))
+    await _started(pilot)
     screen = JobScreen(job_id(job), **kwargs)
-    await app.push_screen(screen)
-    await until(pilot, lambda: screen.query_one(TimelineTable).row_count)
+    await pilot.app.push_screen(screen)
+    await until(
+        pilot, lambda: screen.query_one(TimelineTable).row_count, WAIT_S, f"{job}'s timeline", 0.02
+    )
     return screen
 
 
@@ -105,10 +108,22 @@ def test_the_gate_key_steps_and_a_409_is_a_notice(fake: FakeJobsCluster) -> None
             assert screen.query_one(TimelineTable).filter_text == "node-1"
 
             await pilot.press("enter")
-            await until(pilot, lambda: [g.name for g in screen.gates] == ["publish"])
+            await until(
+                pilot,
+                lambda: [g.name for g in screen.gates] == ["publish"],
+                WAIT_S,
+                "the publish gate",
+                0.02,
+            )
             assert "publish bafy" in panel.text
             await pilot.press("x")
-            await until(pilot, lambda: not screen.gates and not panel.display)
+            await until(
+                pilot,
+                lambda: not screen.gates and not panel.display,
+                WAIT_S,
+                "no gate left",
+                0.02,
+            )
             assert fake.steps == [job_id("step")] * 2
             assert [m for m, _ in app.notes if m.startswith("opened")] == [
                 "opened the verdict gate of shard 0",
@@ -117,7 +132,13 @@ def test_the_gate_key_steps_and_a_409_is_a_notice(fake: FakeJobsCluster) -> None
             # no gate: the key is off; asked anyway, the 409 is a warning
             assert screen.check_action("open_gate", ()) is None
             screen.action_open_gate()
-            await until(pilot, lambda: any("not waiting" in m for m, _ in app.notes))
+            await until(
+                pilot,
+                lambda: any("not waiting" in m for m, _ in app.notes),
+                WAIT_S,
+                "the 409 notice",
+                0.02,
+            )
             assert "warning" in {s for m, s in app.notes if "not waiting" in m}
 
     asyncio.run(go())
@@ -131,10 +152,22 @@ def test_the_cancel_key_cancels_on_the_requester_and_a_409_is_a_notice(
         async with app.run_test(size=(120, 40)) as pilot:
             await _open(pilot, "step", requester=fake.targets()[0].peer_id)
             await pilot.press("c")
-            await until(pilot, lambda: fake.cancels == [job_id("step")])
-            await until(pilot, lambda: any("cancelled" in m for m, _ in app.notes))
+            await until(pilot, lambda: fake.cancels == [job_id("step")], WAIT_S, "the cancel", 0.02)
+            await until(
+                pilot,
+                lambda: any("cancelled" in m for m, _ in app.notes),
+                WAIT_S,
+                "the cancelled notice",
+                0.02,
+            )
             await pilot.press("c")  # cancelled already: the node's 409, as a warning
-            await until(pilot, lambda: any("already ended" in m for m, _ in app.notes))
+            await until(
+                pilot,
+                lambda: any("already ended" in m for m, _ in app.notes),
+                WAIT_S,
+                "the 409 notice",
+                0.02,
+            )
             assert "warning" in {s for m, s in app.notes if "already ended" in m}
             assert fake.cancels == [job_id("step")]
 
@@ -145,12 +178,15 @@ def test_a_job_nobody_knows_says_so(fake: FakeJobsCluster) -> None:
     async def go() -> None:
         app = _app(fake)
         async with app.run_test(size=(120, 40)) as pilot:
-            await until(pilot, lambda: app.snapshot is not None and warmed_up(app))
+            await _started(pilot)
             screen = JobScreen("00000000-0000-0000-0000-000000000000")
             await app.push_screen(screen)
             await until(
                 pilot,
                 lambda: "no node of the cluster knows" in screen.query_one("#job-header").text,
+                WAIT_S,
+                "the header to say nobody knows the job",
+                0.02,
             )
             assert screen.describe is None
 
@@ -161,10 +197,22 @@ def test_a_refusal_from_the_node_is_shown_under_its_field(fake: FakeJobsCluster)
     async def go() -> None:
         app = _app(fake)
         async with app.run_test(size=(120, 40)) as pilot:
-            await until(pilot, lambda: app.snapshot is not None and warmed_up(app))
+            await _started(pilot)
             await pilot.press("s")
-            form = await until(pilot, lambda: isinstance(app.screen, SubmitScreen) and app.screen)
-            await until(pilot, lambda: form.values().image == "busybox:latest")
+            form = await until(
+                pilot,
+                lambda: isinstance(app.screen, SubmitScreen) and app.screen,
+                WAIT_S,
+                "the form",
+                0.02,
+            )
+            await until(
+                pilot,
+                lambda: form.values().image == "busybox:latest",
+                WAIT_S,
+                "the nodes' images",
+                0.02,
+            )
             fake.refuse = (
                 400,
                 {"error": "invalid_spec", "message": "nobody holds it", "field": "inputs[1].cid"},
@@ -172,7 +220,7 @@ def test_a_refusal_from_the_node_is_shown_under_its_field(fake: FakeJobsCluster)
             cid = "bafybeiar63jncc22ktivr2vc6uvlrxmvl4exk7ogbfogbz66pbkeyiswpe"
             form.query_one("#inputs").value = f"{cid}:/inputs/a {cid}:/inputs/b"  # type: ignore[attr-defined]
             await pilot.press(*"echo hi", "ctrl+s")
-            errors = await until(pilot, form.errors)
+            errors = await until(pilot, form.errors, WAIT_S, "the refusal", 0.02)
             assert errors == {"inputs": f"input 2 ({cid}:/inputs/b): nobody holds it"}
             assert fake.submitted == []
 
@@ -180,7 +228,13 @@ def test_a_refusal_from_the_node_is_shown_under_its_field(fake: FakeJobsCluster)
             fake.refuse = None
             form.query_one("#inputs").value = ""  # type: ignore[attr-defined]
             await pilot.press("ctrl+s")
-            screen = await until(pilot, lambda: isinstance(app.screen, JobScreen) and app.screen)
+            screen = await until(
+                pilot,
+                lambda: isinstance(app.screen, JobScreen) and app.screen,
+                WAIT_S,
+                "the job view",
+                0.02,
+            )
             assert screen.job_id == job_id("simple")
             assert fake.submitted[0]["command"] == ["echo", "hi"]
             assert any(job_id("simple") in m for m, _ in app.notes)

@@ -18,17 +18,18 @@ import itertools
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
 from rich.console import Console
 from textual.pilot import Pilot
+from textual.screen import Screen
 
-from tests.tui_pilot import SIZE
+from devstack.client.aio import AsyncNodeClient
+from tests.tui_pilot import SIZE, rounds, until
 from tests.unit.tui_fake import NOW, target
 from tests.unit.tui_fake_locks import PROFILE, FakeContentionCluster, write_state
-from tui.api import NodeApi
 from tui.app import BacalhauApp
 from tui.format import MISSING
 from tui.screens.help import HelpScreen, key_rows
@@ -41,8 +42,7 @@ from tui.widgets.lock_table import LockTable, NodeLockTable
 from tui.widgets.profile_panel import CallTree, ProfilePanel, TopFrames
 
 pytestmark = pytest.mark.timeout(120)
-
-T = TypeVar("T")
+WAIT_S = 20.0  # for what the app shows next
 
 
 class FakeApp(BacalhauApp):
@@ -86,43 +86,32 @@ def _app(state_dir: Path, refresh: float = 60.0) -> FakeApp:
     return FakeApp(fake, source, refresh=refresh)
 
 
-async def until(pilot: Pilot[Any], predicate: Callable[[], T], what: str, timeout: float = 20) -> T:
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}; last {value!r}")
-        await pilot.pause(0.05)
-    return value
-
-
-async def _rounds(pilot: Pilot[Any], count: int) -> None:
-    """Let the app poll ``count`` rounds in all (the first starts by itself)."""
-    app = pilot.app
-    assert isinstance(app, BacalhauApp)
-    await until(pilot, lambda: app.source.statistics().rounds >= 1, "a first round")
-    while (done := app.source.statistics().rounds) < count:
-        app.poll_now()
-        await until(pilot, lambda: app.source.statistics().rounds > done, "a round")
+def _polling(app: BacalhauApp, screen: Screen[Any]) -> bool:
+    """Whether a worker of ``screen`` (its polling of the nodes) still runs."""
+    return any(w.node is screen and w.is_running for w in app.workers)
 
 
 async def _open_node0(pilot: Pilot[Any]) -> NodeScreen:
     app = pilot.app
-    await _rounds(pilot, 2)
-    await until(pilot, lambda: isinstance(app.screen, NodesScreen), "the nodes view")
+    await rounds(pilot, 3)
+    await until(pilot, lambda: isinstance(app.screen, NodesScreen), WAIT_S, "the nodes view")
     await pilot.press("enter")  # the cursor is on node-0
     screen = await until(
-        pilot, lambda: app.screen if isinstance(app.screen, NodeScreen) else None, "node-0"
+        pilot, lambda: app.screen if isinstance(app.screen, NodeScreen) else None, WAIT_S, "node-0"
     )
-    await until(pilot, lambda: screen.contention is not None, "its locks")
-    await until(pilot, lambda: len(screen.log_shown) >= 13, "its log")
+    await until(pilot, lambda: screen.contention is not None, WAIT_S, "its locks")
+    await until(pilot, lambda: len(screen.log_shown) >= 13, WAIT_S, "its log")
     return screen
 
 
 def test_node_view(snap_compare: Any, tmp_path: Path, utc: None) -> None:
     async def before(pilot: Pilot[Any]) -> None:
         screen = await _open_node0(pilot)
-        while len(screen._rss) < 3:  # figures over a few rounds
-            await _rounds(pilot, pilot.app.source.statistics().rounds + 1)
+        for _ in range(10):  # figures over a few rounds
+            if len(screen._rss) >= 3:
+                break
+            await rounds(pilot, pilot.app.source.statistics().rounds + 1)
+        assert len(screen._rss) >= 3, "no three samples of figures in 10 rounds"
         await pilot.pause()
 
     assert snap_compare(_app(tmp_path), terminal_size=SIZE, run_before=before)
@@ -132,12 +121,15 @@ def test_locks_view(snap_compare: Any, tmp_path: Path) -> None:
     async def before(pilot: Pilot[Any]) -> None:
         app = pilot.app
         assert isinstance(app, FakeApp)
-        await _rounds(pilot, 2)
+        await rounds(pilot, 2)
         await pilot.press("l")
         screen = await until(
-            pilot, lambda: app.screen if isinstance(app.screen, LocksScreen) else None, "locks"
+            pilot,
+            lambda: app.screen if isinstance(app.screen, LocksScreen) else None,
+            WAIT_S,
+            "locks",
         )
-        await until(pilot, lambda: screen.found is not None, "the first round")
+        await until(pilot, lambda: screen.found is not None, WAIT_S, "the first round")
         await pilot.pause()
 
     assert snap_compare(_app(tmp_path), terminal_size=SIZE, run_before=before)
@@ -169,6 +161,7 @@ def test_node_view_shows_locks_sites_and_stalls(tmp_path: Path) -> None:
             await until(
                 pilot,
                 lambda: second.split("@")[0] in shown(screen.query_one("#node-sites-text")),
+                WAIT_S,
                 "the next lock's sites",
             )
             stalls = shown(screen.query_one("#node-stalls-text"))
@@ -189,7 +182,7 @@ def test_node_view_shows_locks_sites_and_stalls(tmp_path: Path) -> None:
             # a node that stops answering: its last figures stay, the error shows
             app.fake.failing.add("node0.test")
             app.poll_now()
-            await until(pilot, lambda: "boom" in str(table.border_subtitle), "the error")
+            await until(pilot, lambda: "boom" in str(table.border_subtitle), WAIT_S, "the error")
             assert table.row_count == 8
             await pilot.press("escape")
             assert isinstance(app.screen, NodesScreen)
@@ -204,15 +197,19 @@ def test_p_profiles_saves_and_shows_the_call_tree(tmp_path: Path) -> None:
             screen = await _open_node0(pilot)
             # esc on the question asks nothing
             await pilot.press("p")
-            await until(pilot, lambda: isinstance(app.screen, ProfilePrompt), "the question")
+            await until(
+                pilot, lambda: isinstance(app.screen, ProfilePrompt), WAIT_S, "the question"
+            )
             await pilot.press("escape")
             assert app.screen is screen and app.fake.profiles_asked == []
             # 3 seconds: the default 10 is selected, typing replaces it
             await pilot.press("p")
-            await until(pilot, lambda: isinstance(app.screen, ProfilePrompt), "the question")
+            await until(
+                pilot, lambda: isinstance(app.screen, ProfilePrompt), WAIT_S, "the question"
+            )
             await pilot.press("3", "enter")
             panel = screen.query_one(ProfilePanel)
-            await until(pilot, lambda: panel.result is not None, "the profile")
+            await until(pilot, lambda: panel.result is not None, WAIT_S, "the profile")
             assert app.fake.profiles_asked == ["3"]
             result = panel.result
             assert result is not None and result.samples == PROFILE["samples"]
@@ -235,11 +232,14 @@ def test_p_profiles_saves_and_shows_the_call_tree(tmp_path: Path) -> None:
             # a node that is already profiling says so
             app.fake.busy = True
             await pilot.press("p")
-            await until(pilot, lambda: isinstance(app.screen, ProfilePrompt), "the question")
+            await until(
+                pilot, lambda: isinstance(app.screen, ProfilePrompt), WAIT_S, "the question"
+            )
             await pilot.press("enter")  # 3 again: the last duration asked
             await until(
                 pilot,
                 lambda: "already running" in shown(screen.query_one("#profile-status")),
+                WAIT_S,
                 "the refusal",
             )
             assert app.fake.profiles_asked == ["3", "3"] and not screen.profiling
@@ -253,35 +253,56 @@ def test_the_log_is_followed_and_polling_stops_when_hidden(tmp_path: Path) -> No
         app.clock = time.time
         async with app.run_test(size=SIZE) as pilot:
             screen = await _open_node0(pilot)
-            assert screen.log_file == tmp_path / "logs" / "node-0.log"
-            with screen.log_file.open("a") as f:
-                f.write('{"ts": 1.0, "level": "info", "logger": "node.x", "pid": 1, "msg": "hi"}\n')
-                f.write("half a li")
-            await until(pilot, lambda: screen.log_shown[-1].endswith('"msg": "hi"}'), "new line")
-            with screen.log_file.open("a") as f:
-                f.write("ne\n")
-            await until(pilot, lambda: screen.log_shown[-1] == "half a line", "the whole line")
+            assert str(screen.log_file) == app.fake.log_path("node0.test")
+            assert str(screen.query_one("#node-log").border_title).startswith("node-0.log · ")
+            app.fake.logs["node0.test"] += (
+                b'{"ts": 1.0, "level": "info", "logger": "node.x", "pid": 1, "msg": "hi"}\n'
+                b"half a li"
+            )
+            await until(
+                pilot, lambda: screen.log_shown[-1].endswith('"msg": "hi"}'), WAIT_S, "new line"
+            )
+            app.fake.logs["node0.test"] += b"ne\n"
+            await until(
+                pilot, lambda: screen.log_shown[-1] == "half a line", WAIT_S, "the whole line"
+            )
             assert len(screen.log_shown) == 15
+            # a log that shrank (truncated, replaced) is shown afresh
+            app.fake.logs["node0.test"] = b"after a restart\n"
+            await until(
+                pilot, lambda: list(screen.log_shown) == ["after a restart"], WAIT_S, "a fresh tail"
+            )
             # asked every refresh while shown ...
             served = app.fake.locks_served.get("node0.test", 0)
             await until(
-                pilot, lambda: app.fake.locks_served.get("node0.test", 0) > served + 1, "polls"
+                pilot,
+                lambda: app.fake.locks_served.get("node0.test", 0) > served + 1,
+                WAIT_S,
+                "polls",
             )
             # ... and no more once gone
             await pilot.press("escape")
-            await pilot.pause(0.3)
+            await until(pilot, lambda: not _polling(app, screen), WAIT_S, "its polling to stop")
             served = app.fake.locks_served["node0.test"]
             rounds = app.source.statistics().rounds
-            await until(pilot, lambda: app.source.statistics().rounds >= rounds + 3, "rounds")
+            await until(
+                pilot, lambda: app.source.statistics().rounds >= rounds + 3, WAIT_S, "rounds"
+            )
             assert app.fake.locks_served["node0.test"] == served
 
             # the locks view asks every node while shown, and only then
             await pilot.press("l")
             locks = await until(
-                pilot, lambda: app.screen if isinstance(app.screen, LocksScreen) else None, "it"
+                pilot,
+                lambda: app.screen if isinstance(app.screen, LocksScreen) else None,
+                WAIT_S,
+                "it",
             )
             await until(
-                pilot, lambda: locks.found is not None and locks.found.interval_s, "two rounds"
+                pilot,
+                lambda: locks.found is not None and locks.found.interval_s,
+                WAIT_S,
+                "two rounds",
             )
             table = locks.query_one(LockTable)
             top = table.visible_keys[0]
@@ -291,15 +312,20 @@ def test_the_log_is_followed_and_polling_stops_when_hidden(tmp_path: Path) -> No
             assert "3/3 nodes answered" in str(table.border_subtitle)
             app.fake.failing.add("node2.test")
             await until(
-                pilot, lambda: "2/3 nodes answered" in str(table.border_subtitle), "an error"
+                pilot,
+                lambda: "2/3 nodes answered" in str(table.border_subtitle),
+                WAIT_S,
+                "an error",
             )
             assert "node-2: boom" in str(table.border_subtitle)
             assert table.cell_text(top, "nodes") == "2/2"  # the merge of those who answered
             await app.switch_mode("nodes")
-            await pilot.pause(0.3)
+            await until(pilot, lambda: not _polling(app, locks), WAIT_S, "its polling to stop")
             served = dict(app.fake.locks_served)
             rounds = app.source.statistics().rounds
-            await until(pilot, lambda: app.source.statistics().rounds >= rounds + 3, "rounds")
+            await until(
+                pilot, lambda: app.source.statistics().rounds >= rounds + 3, WAIT_S, "rounds"
+            )
             assert app.fake.locks_served == served
 
     run(go())
@@ -310,19 +336,25 @@ def test_poller_keeps_to_its_concurrency_bound() -> None:
         fake = FakeContentionCluster()
         now = 0
         most = 0
+        # Every request waits until three are out at once, so the bound is shown to be
+        # reached, not only never passed (a poller that never has three out: its
+        # requests time out and fail).
+        three_out = asyncio.Event()
 
         async def slow(request: httpx.Request) -> httpx.Response:
             nonlocal now, most
             now += 1
             most = max(most, now)
             try:
-                await asyncio.sleep(0.02)
+                if now == 3:
+                    three_out.set()
+                await asyncio.wait_for(three_out.wait(), WAIT_S)
             finally:
                 now -= 1
             return fake.handler(request)
 
-        def connect(api: str, timeout: float = 10.0) -> NodeApi:
-            return NodeApi(httpx.AsyncClient(base_url=api, transport=httpx.MockTransport(slow)))
+        def connect(api: str, timeout: float = 10.0) -> AsyncNodeClient:
+            return AsyncNodeClient(api, timeout=timeout, transport=httpx.MockTransport(slow))
 
         targets = [target(node) for node in list(fake.by_host.values()) * 4]
         poller = ContentionPoller(connect, max_concurrency=3)

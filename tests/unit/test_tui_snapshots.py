@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from textual.pilot import Pilot
 
-from tests.tui_pilot import SIZE
+from tests.tui_pilot import SIZE, rounds, until
 from tests.unit.tui_fake import NOW, FakeCluster
 from tui.app import BacalhauApp
 from tui.source import ClusterSource
@@ -36,15 +36,8 @@ def _app(**kwargs: Any) -> BacalhauApp:
 
 
 async def _rounds(pilot: Pilot[Any], count: int) -> None:
-    """Let the app poll ``count`` rounds in all (the first starts by itself)."""
-    app = pilot.app
-    assert isinstance(app, BacalhauApp)
-    while app.source.statistics().rounds < 1:
-        await pilot.pause(0.05)
-    while (done := app.source.statistics().rounds) < count:
-        app.poll_now()
-        while app.source.statistics().rounds == done:
-            await pilot.pause(0.05)
+    """Let the app poll ``count`` rounds in all (see :func:`tests.tui_pilot.rounds`)."""
+    await rounds(pilot, count)
     await pilot.pause()
 
 
@@ -69,9 +62,8 @@ def test_jobs_view(snap_compare: Any) -> None:
     async def before(pilot: Pilot[Any]) -> None:
         await _rounds(pilot, 2)
         await pilot.press("j")
-        app = pilot.app
-        while len(app.screen.query_one(JobTable).records) < 5:
-            await pilot.pause(0.05)
+        table = pilot.app.screen.query_one(JobTable)
+        await until(pilot, lambda: len(table.records) >= 5, 20, "the 5 jobs listed", 0.05)
         await pilot.pause()
 
     assert snap_compare(_app(), terminal_size=SIZE, run_before=before)
@@ -79,7 +71,7 @@ def test_jobs_view(snap_compare: Any) -> None:
 
 def test_help_screen(snap_compare: Any) -> None:
     async def before(pilot: Pilot[Any]) -> None:
-        await _rounds(pilot, 1)
+        await _rounds(pilot, 2)
         await pilot.press("question_mark")
         await pilot.pause()
 

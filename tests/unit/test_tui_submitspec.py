@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from node.models import Deal, InputSource, JobSpec, Sharding
 from tui.submitspec import GENERAL, FormValues, check_form, field_message, form_field
 
 CID = "bafybeiar63jncc22ktivr2vc6uvlrxmvl4exk7ogbfogbz66pbkeyiswpe"
@@ -27,20 +28,20 @@ def test_a_good_form_gives_the_spec_to_send() -> None:
         network_size=3,
     )
     assert checked.errors == {}
-    assert checked.spec == {
-        "engine": "docker",
-        "image": "busybox:latest",
-        "command": ["sh", "-c", "wc -l /inputs/*.txt"],
-        "deal": {"concurrency": 3, "confidence": 2},
-        "verifier": "deterministic",
-        "publisher": "noop",
-        "step": True,
-        "inputs": [
-            {"cid": CID, "path": "/inputs/books"},
-            {"cid": CID, "path": "/inputs/more"},
+    assert checked.spec == JobSpec(
+        engine="docker",
+        image="busybox:latest",
+        command=["sh", "-c", "wc -l /inputs/*.txt"],
+        deal=Deal(concurrency=3, confidence=2),
+        verifier="deterministic",
+        publisher="noop",
+        step=True,
+        inputs=[
+            InputSource(cid=CID, path="/inputs/books"),
+            InputSource(cid=CID, path="/inputs/more"),
         ],
-        "sharding": {"glob_pattern": "/inputs/**/*.txt", "batch_size": 4},
-    }
+        sharding=Sharding(glob_pattern="/inputs/**/*.txt", batch_size=4),
+    )
 
 
 def test_the_noop_engine_needs_no_image_nor_command() -> None:

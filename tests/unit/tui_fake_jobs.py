@@ -145,11 +145,11 @@ class FakeJobsCluster(FakeCluster):
 
 def serve_job_screens(cluster: FakeJobsCluster, monkeypatch: Any) -> None:
     """Point the job view's own API clients at ``cluster`` (``monkeypatch``: pytest's)."""
-    from tui.api import NodeApi
+    from devstack.client.aio import AsyncNodeClient
     from tui.screens import job as job_screen
 
-    def connect(api: str, timeout: float = 10.0) -> NodeApi:
-        return NodeApi(httpx.AsyncClient(base_url=api, transport=cluster.transport()))
+    def connect(api: str, timeout: float = 10.0) -> AsyncNodeClient:
+        return AsyncNodeClient(api, timeout=timeout, transport=cluster.transport())
 
     monkeypatch.setattr(job_screen, "connect", connect)
 

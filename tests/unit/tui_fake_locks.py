@@ -6,8 +6,10 @@ from its two captured stats rounds: the first request gets round 0, every later 
 round 1, or always :attr:`~FakeContentionCluster.locks_round` if set) and
 ``POST /api/v1/debug/profile`` (node-0's answer captured on a real devstack while
 jobs ran, in ``data/tui/node_extra.json``; 409 while
-:attr:`~FakeContentionCluster.busy`). :func:`write_state` makes a devstack state
-directory naming these nodes, with the captured log lines in node-0's log file.
+:attr:`~FakeContentionCluster.busy`) and ``GET /api/v1/logs?tail=N[&after=OFFSET]``
+(each node's log in :attr:`~FakeContentionCluster.logs`, node-0's holding the
+captured lines; :func:`log_answer` reads it as the node reads its file).
+:func:`write_state` makes a devstack state directory naming these nodes.
 """
 
 from __future__ import annotations
@@ -18,12 +20,23 @@ from typing import Any
 import httpx
 
 from devstack import state as st
+from devstack.client.aio import AsyncNodeClient
 from tests.unit.tui_fake import CLUSTER, FakeCluster, load_captured
-from tui.api import NodeApi
 
 EXTRA: dict[str, Any] = load_captured(Path(__file__).parent / "data" / "tui" / "node_extra.json")
 PROFILE: dict[str, Any] = EXTRA["profile"]
 LOG_LINES: list[str] = EXTRA["log"]
+
+
+def log_answer(data: bytes, tail: int, after: int | None) -> tuple[int, list[str]]:
+    """What ``GET /api/v1/logs`` answers for a log file holding ``data``: the offset
+    past the last complete line read, and the last ``tail`` complete lines (those after
+    ``after``, or a fresh tail when there is none or the file is shorter than it)."""
+    start = 0 if after is None or after > len(data) else after
+    end = max(start, data.rfind(b"\n") + 1)
+    lines = data[start:end].split(b"\n")[:-1]
+    shown = lines[-tail:] if tail > 0 else []
+    return end, [line.decode("utf-8", errors="replace").rstrip("\r") for line in shown]
 
 
 def locks_document(node: dict[str, Any], round_: int) -> dict[str, Any]:
@@ -46,6 +59,15 @@ class FakeContentionCluster(FakeCluster):
         self.profiles_asked: list[str] = []
         self.busy = False
         self.locks_round: int | None = None  # serve this round to every request instead
+        self.logs: dict[str, bytes] = {
+            host: "".join(f"{line}\n" for line in LOG_LINES).encode() if n["index"] == 0 else b""
+            for host, n in self.by_host.items()
+        }
+        """Each node's log file, by host: append to it as the node would."""
+
+    def log_path(self, host: str) -> str:
+        """Where the node on ``host`` says its log file is."""
+        return f"/fake/logs/{self.by_host[host]['name']}.log"
 
     def handler(self, request: httpx.Request) -> httpx.Response:
         host, path = request.url.host, request.url.path
@@ -58,6 +80,14 @@ class FakeContentionCluster(FakeCluster):
             self.locks_served[host] = served + 1
             round_ = min(served, 1) if self.locks_round is None else self.locks_round
             return httpx.Response(200, json=locks_document(node, round_))
+        if path == "/api/v1/logs":
+            self.requests.append(f"{host}{path}")
+            params = request.url.params
+            after = int(params["after"]) if "after" in params else None
+            offset, lines = log_answer(self.logs[host], int(params["tail"]), after)
+            return httpx.Response(
+                200, json={"path": self.log_path(host), "offset": offset, "lines": lines}
+            )
         if path == "/api/v1/debug/profile" and request.method == "POST":
             self.requests.append(f"{host}{path}")
             self.profiles_asked.append(request.url.params["seconds"])
@@ -69,21 +99,16 @@ class FakeContentionCluster(FakeCluster):
             return httpx.Response(200, json=answer)
         return super().handler(request)
 
-    def connect(self, api: str, timeout: float = 10.0) -> NodeApi:
-        """A :class:`NodeApi` on this fake, as ``NodeApi.connect`` makes a real one."""
-        return NodeApi(httpx.AsyncClient(base_url=api, transport=self.transport()))
+    def connect(self, api: str, timeout: float = 10.0) -> AsyncNodeClient:
+        """A client of this fake, as the views make a real one."""
+        return AsyncNodeClient(api, timeout=timeout, transport=self.transport())
 
 
-def write_state(state_dir: Path, log_lines: list[str] | None = None) -> st.ClusterState:
+def write_state(state_dir: Path) -> st.ClusterState:
     """A ``cluster.json`` in ``state_dir`` for the captured nodes (APIs on the fake's
-    hosts), node-0's log file holding ``log_lines`` (the captured ones by default)."""
-    logs = state_dir / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
+    hosts)."""
     nodes = []
     for node in CLUSTER["nodes"]:
-        log_file = logs / f"{node['name']}.log"
-        lines = (LOG_LINES if log_lines is None else log_lines) if node["index"] == 0 else []
-        log_file.write_text("".join(f"{line}\n" for line in lines))
         nodes.append(
             st.NodeEntry(
                 index=node["index"],
@@ -95,7 +120,7 @@ def write_state(state_dir: Path, log_lines: list[str] | None = None) -> st.Clust
                 swarm_port=4000 + node["index"],
                 api_port=5000 + node["index"],
                 data_dir=str(state_dir / "data" / node["name"]),
-                log_file=str(log_file),
+                log_file=str(state_dir / "logs" / f"{node['name']}.log"),
                 bad_actor=node["bad_actor"],
             )
         )

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, cast
+from typing import Any, ClassVar, cast
 
 from textual import work
 from textual.app import ComposeResult
@@ -35,8 +35,10 @@ from textual.reactive import var
 from textual.screen import Screen
 from textual.widgets import Input
 
-from tui.api import DEFAULT_TIMEOUT_S, NodeApi, NodeApiError
+from devstack.client.aio import AsyncNodeClient
+from devstack.client.calls import DEFAULT_TIMEOUT_S, NodeApiError
 from tui.format import short_job_id
+from tui.host import TuiHost, host_of
 from tui.jobview import (
     GateSummary,
     gate_summaries,
@@ -57,9 +59,6 @@ from tui.widgets.key_bar import KeyBar
 from tui.widgets.run_table import RUN_COLUMNS, RunTable
 from tui.widgets.timeline import TIMELINE_COLUMNS, TimelineTable
 
-if TYPE_CHECKING:
-    from tui.app import BacalhauApp
-
 #: Seconds a node has to answer "do you know this job?" while the requester is sought.
 LOCATE_TIMEOUT_S = 3.0
 #: Nodes asked at once while the requester is sought.
@@ -69,10 +68,10 @@ LOCATE_RETRY_S = 5.0
 GATE_KEY = "enter"
 
 
-def connect(api: str, timeout: float = DEFAULT_TIMEOUT_S) -> NodeApi:
-    """A :class:`NodeApi` on the node at ``api``, for the detail screens and the form
-    (the one place tests replace to reach a fake cluster)."""
-    return NodeApi.connect(api, timeout)
+def connect(api: str, timeout: float = DEFAULT_TIMEOUT_S) -> AsyncNodeClient:
+    """A client of the node at ``api``, for the detail screens and the form (the one
+    place tests replace to reach a fake cluster)."""
+    return AsyncNodeClient(api, timeout=timeout)
 
 
 class JobScreen(Screen[None]):
@@ -132,8 +131,8 @@ class JobScreen(Screen[None]):
         yield KeyBar()
 
     @property
-    def bacalhau(self) -> BacalhauApp:
-        return cast("BacalhauApp", self.app)
+    def bacalhau(self) -> TuiHost:
+        return host_of(self)
 
     @property
     def gates(self) -> tuple[GateSummary, ...]:
@@ -179,7 +178,7 @@ class JobScreen(Screen[None]):
         async def ask(target: NodeTarget) -> dict[str, Any] | None:
             api = connect(target.api, timeout=LOCATE_TIMEOUT_S)
             try:
-                return await api.describe_job(self.job_id)
+                return await api.describe(self.job_id)
             except NodeApiError:
                 return None
             finally:
@@ -196,7 +195,7 @@ class JobScreen(Screen[None]):
                 return by_peer[requester].api if requester in by_peer else target.api
         return None
 
-    async def _connect(self) -> NodeApi | None:
+    async def _connect(self) -> AsyncNodeClient | None:
         """A client on the requester's API, or None (and the problem said) if no node
         knows the job yet."""
         located = await self._locate()
@@ -206,11 +205,11 @@ class JobScreen(Screen[None]):
         self._requester_api = located
         return connect(located)
 
-    async def _ask(self, api: NodeApi) -> bool:
+    async def _ask(self, api: AsyncNodeClient) -> bool:
         """Ask the requester once; True once the job has ended and its answer no longer
         changes (nothing more to follow)."""
         try:
-            answer = await api.describe_job(self.job_id)
+            answer = await api.describe(self.job_id)
         except NodeApiError as exc:
             who = name_of(self._requester or "", self._names()) or "the requester"
             self.problem = f"{who} did not answer ({exc.message}); asking again"
@@ -222,7 +221,7 @@ class JobScreen(Screen[None]):
 
     @work(exclusive=True, group="follow", name="follow the job")
     async def _follow(self) -> None:
-        api: NodeApi | None = None
+        api: AsyncNodeClient | None = None
         try:
             while True:
                 # Out of sight (another view, or a screen over this one): ask when shown

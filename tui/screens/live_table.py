@@ -3,7 +3,7 @@
 This module owns :class:`LiveTableScreen`. A view says which table it shows
 (:meth:`~LiveTableScreen.compose_table`) and which records of a snapshot go in it
 (:meth:`~LiveTableScreen.records`); this class watches the app's
-:attr:`~tui.app.BacalhauApp.snapshot` and hands each one to the table while the
+:attr:`~tui.host.TuiHost.snapshot` and hands each one to the table while the
 view is on screen (and at once when it comes back), keeps the table's title
 (count, filter, sort) current, and runs the filter line.
 """
@@ -11,21 +11,19 @@ view is on screen (and at once when it comes back), keeps the table's title
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, cast
+from typing import Any, ClassVar
 
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.widgets import Input
 
+from tui.host import TuiHost, host_of
 from tui.source import ClusterSnapshot
 from tui.widgets.filter_input import FilterInput
 from tui.widgets.key_bar import KeyBar
 from tui.widgets.record_table import RecordTable
 from tui.widgets.summary_bar import SummaryBar
-
-if TYPE_CHECKING:
-    from tui.app import BacalhauApp
 
 
 class LiveTableScreen(Screen[None]):
@@ -58,8 +56,8 @@ class LiveTableScreen(Screen[None]):
     # -- the rest --------------------------------------------------------------------
 
     @property
-    def bacalhau(self) -> BacalhauApp:
-        return cast("BacalhauApp", self.app)
+    def bacalhau(self) -> TuiHost:
+        return host_of(self)
 
     @property
     def table(self) -> RecordTable[Any]:

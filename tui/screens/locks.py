@@ -26,7 +26,8 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.reactive import var
 from textual.widgets import DataTable, Static
 
-from tui.api import NodeApi, NodeApiError, ssl_context
+from devstack.client.aio import AsyncNodeClient, ssl_context
+from devstack.client.calls import NodeApiError
 from tui.contention import ContentionRound, ContentionTracker, Report, stall_lines, valid_reports
 from tui.screens.live_table import LiveTableScreen
 from tui.source import DEFAULT_MAX_CONCURRENCY, ClusterSnapshot, NodeTarget
@@ -40,7 +41,7 @@ from tui.widgets.stall_table import StallTable
 from tui.widgets.summary_bar import SummaryBar
 
 POLL_TIMEOUT_S = 5.0
-Connect = Callable[..., NodeApi]
+Connect = Callable[..., AsyncNodeClient]
 """How the view reaches a node: ``connect(api_url, timeout=...)`` (tests pass a fake)."""
 
 
@@ -55,12 +56,12 @@ class PollResult:
 
 class ContentionPoller:
     """Asks nodes for their locks and stalls concurrently, bounded by a semaphore;
-    one :class:`~tui.api.NodeApi` per node, kept between rounds. Close with
+    one :class:`~devstack.client.aio.AsyncNodeClient` per node, kept between rounds. Close with
     :meth:`aclose`."""
 
     def __init__(
         self,
-        connect: Connect = NodeApi.connect,
+        connect: Connect = AsyncNodeClient,
         *,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         timeout: float = POLL_TIMEOUT_S,
@@ -68,7 +69,7 @@ class ContentionPoller:
         self._connect = connect
         self._timeout = timeout
         self._semaphore = asyncio.Semaphore(max_concurrency)
-        self._apis: dict[str, NodeApi] = {}
+        self._apis: dict[str, AsyncNodeClient] = {}
         self.in_flight = 0
         self.max_in_flight = 0  # the most requests that were ever out at once
 
@@ -128,7 +129,7 @@ class LocksScreen(LiveTableScreen):
     def __init__(
         self,
         *,
-        connect: Connect = NodeApi.connect,
+        connect: Connect = AsyncNodeClient,
         clock: Callable[[], float] = time.time,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
     ) -> None:

@@ -7,17 +7,17 @@ the nodes view (``NodeScreen(peer_id)``; ``esc`` goes back), and
 What it shows, and where it comes from:
 
 - the node's header and its figures over time (CPU, RSS, p50 latency, lock waits/s,
-  stalls/s) from the app's snapshots (:attr:`~tui.app.BacalhauApp.snapshot`): CPU
+  stalls/s) from the app's snapshots (:attr:`~tui.host.TuiHost.snapshot`): CPU
   and latency histories are the poller's, the others are kept here while the view
   is open;
 - its locks (with the call sites of the one under the cursor) and its loop stalls
   from ``GET /api/v1/debug/locks``, asked every refresh while the view is shown;
-- the tail of its log file (``cluster.json`` says where it is; the TUI runs on the
-  devstack's machine), read in a worker thread and followed;
+- the tail of its log file from ``GET /api/v1/logs`` (the node reads its own file),
+  followed with each refresh (:class:`~tui.log_tail.LogCursor`);
 - ``p``: asks how many seconds (:class:`~tui.screens.profile_prompt.ProfilePrompt`),
   runs ``POST /api/v1/debug/profile`` with a progress bar, saves the HTML, text and
   speedscope files under ``STATE_DIR/profiles/`` as ``devstack profile`` does
-  (:func:`devstack.profile.save_profile`) and shows the call tree and top frames.
+  (:func:`profiles.saved.save_profile`) and shows the call tree and top frames.
   The profile is the app's worker: leaving the view does not lose it (a toast says
   where it was saved).
 """
@@ -29,7 +29,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, cast
+from typing import Any, ClassVar
 
 from rich.text import Text
 from textual import work
@@ -40,8 +40,9 @@ from textual.reactive import var
 from textual.screen import Screen
 from textual.widgets import DataTable, RichLog, Static, TabbedContent, TabPane
 
-from devstack import state as st
-from tui.api import NodeApi, NodeApiError, ssl_context
+from devstack.client.aio import AsyncNodeClient, ssl_context
+from devstack.client.calls import NodeApiError
+from profiles.saved import profile_base, save_profile
 from tui.contention import (
     ContentionRound,
     ContentionTracker,
@@ -51,7 +52,8 @@ from tui.contention import (
     valid_reports,
 )
 from tui.format import fmt_bytes, fmt_int, fmt_ms, fmt_percent, fmt_rate
-from tui.log_tail import LogFollower, LogRead, format_log_line
+from tui.host import TuiHost, host_of
+from tui.log_tail import LogCursor, LogRead, format_log_line
 from tui.screens.profile_prompt import DEFAULT_SECONDS, ProfilePrompt
 from tui.source import DEFAULT_HISTORY, ClusterSnapshot, NodeRow, NodeStatus, NodeTarget
 from tui.waiting import wait_for_wake
@@ -61,12 +63,9 @@ from tui.widgets.lock_table import NODE_LOCK_COLUMNS, NodeLockTable
 from tui.widgets.profile_panel import ProfilePanel, ProfileResult
 from tui.widgets.trends import Trend, TrendLines
 
-if TYPE_CHECKING:
-    from tui.app import BacalhauApp
-
 LOG_LINES = 200
 POLL_TIMEOUT_S = 5.0
-Connect = Callable[..., NodeApi]
+Connect = Callable[..., AsyncNodeClient]
 """How the view reaches a node: ``connect(api_url, timeout=...)`` (tests pass a fake)."""
 
 
@@ -173,13 +172,9 @@ def save_and_parse(
     samples = int(answer["samples"])
     if out_dir is None:
         return ProfileResult(node, seconds, samples, top, roots, (), "no devstack state dir")
-    # devstack.profile imports trio (via profiles.memory): here, in this worker thread,
-    # and only once a profile is asked for, not when the TUI starts.
-    from devstack.profile import save_profile
-
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        saved = save_profile(node, answer, out_dir / f"{node}-{time.strftime('%Y%m%dT%H%M%S')}")
+        saved = save_profile(node, answer, profile_base(out_dir, node))
     except OSError as exc:
         return ProfileResult(node, seconds, samples, top, roots, (), str(exc))
     return ProfileResult(node, seconds, samples, top, roots, saved.paths)
@@ -224,7 +219,7 @@ class NodeScreen(Screen[None]):
         self,
         peer_id: str,
         *,
-        connect: Connect = NodeApi.connect,
+        connect: Connect = AsyncNodeClient,
         clock: Callable[[], float] = time.time,
         log_lines: int = LOG_LINES,
     ) -> None:
@@ -238,9 +233,10 @@ class NodeScreen(Screen[None]):
         self._waits: deque[float | None] = deque(maxlen=DEFAULT_HISTORY)
         self._stalls: deque[float | None] = deque(maxlen=DEFAULT_HISTORY)
         self._last_snapshot: ClusterSnapshot | None = None
-        self._follower: LogFollower | None = None
+        self._log = LogCursor()
         self._log_note = ""
         self.log_file: Path | None = None
+        """The node's log file, as the node names it (None before it answered)."""
         self.log_shown: deque[str] = deque(maxlen=log_lines)
         """The raw log lines on screen, oldest first."""
         self.profile_seconds = DEFAULT_SECONDS
@@ -250,8 +246,8 @@ class NodeScreen(Screen[None]):
     # -- layout ----------------------------------------------------------------------
 
     @property
-    def bacalhau(self) -> BacalhauApp:
-        return cast("BacalhauApp", self.app)
+    def bacalhau(self) -> TuiHost:
+        return host_of(self)
 
     @property
     def node_name(self) -> str:
@@ -331,7 +327,7 @@ class NodeScreen(Screen[None]):
     @work(exclusive=True, group="node-poll", name="poll the node's locks and log")
     async def _poll(self) -> None:
         await asyncio.to_thread(ssl_context)  # made once, off the event loop
-        api: NodeApi | None = None
+        api: AsyncNodeClient | None = None
         try:
             while True:
                 if not self.is_current:  # left before this worker ran
@@ -342,7 +338,7 @@ class NodeScreen(Screen[None]):
                     api = self._connect(url, timeout=POLL_TIMEOUT_S)
                 if api is not None:
                     await self._poll_locks(api)
-                await self._poll_log()
+                await self._poll_log(api)
                 # Next round with the app's next one, or after its refresh interval.
                 delay = self.bacalhau.refresh_interval - (time.monotonic() - started)
                 await wait_for_wake(self._wake, max(0.05, delay))
@@ -350,7 +346,7 @@ class NodeScreen(Screen[None]):
             if api is not None:
                 await api.aclose()
 
-    async def _poll_locks(self, api: NodeApi) -> None:
+    async def _poll_locks(self, api: AsyncNodeClient) -> None:
         try:
             document = await api.locks()
         except NodeApiError as exc:
@@ -408,33 +404,26 @@ class NodeScreen(Screen[None]):
         if isinstance(event.data_table, NodeLockTable):
             self._show_sites()
 
-    def _find_log_file(self) -> tuple[Path | None, str]:
-        """The node's log file from ``cluster.json`` (blocking), or why there is none."""
-        state_dir = getattr(self.bacalhau.source, "state_dir", None)
-        if state_dir is None:
-            return None, "no devstack state directory: the log file is unknown"
+    async def _read_log(self, api: AsyncNodeClient | None) -> LogRead:
+        """What the node's log has new since the last answer, or why nothing."""
+        if api is None:
+            return LogRead((), error="the node is not in the devstack's cluster.json")
         try:
-            cluster = st.load(state_dir)
-        except st.StateError as exc:
-            return None, str(exc)
-        entry = st.node_by_peer(cluster, self.peer_id) if cluster is not None else None
-        if entry is None:
-            return None, f"the node is not in {st.state_path(state_dir)}"
-        return Path(entry.log_file), ""
+            answer = await api.logs(self._log_lines, self._log.after)
+        except NodeApiError as exc:
+            return LogRead((), error=exc.message)
+        try:
+            return self._log.read(answer)
+        except (KeyError, TypeError, ValueError):
+            return LogRead((), error="the node's /api/v1/logs answer has an unexpected shape")
 
-    def _read_log(self) -> tuple[LogRead, list[Text]]:
-        """New log lines and how they read (blocking: a worker thread runs it)."""
-        if self._follower is None:
-            path, note = self._find_log_file()
-            if path is None:
-                return LogRead((), error=note), []
-            self.log_file = path
-            self._follower = LogFollower(path, self._log_lines)
-        found = self._follower.read()
-        return found, [format_log_line(line) for line in found.lines]
-
-    async def _poll_log(self) -> None:
-        found, texts = await asyncio.to_thread(self._read_log)
+    async def _poll_log(self, api: AsyncNodeClient | None) -> None:
+        found = await self._read_log(api)
+        if found.path:
+            self.log_file = Path(found.path)
+        texts: list[Text] = []
+        if found.lines:  # JSON per line: off the event loop, as the tail can be 200 lines
+            texts = await asyncio.to_thread(lambda: [format_log_line(x) for x in found.lines])
         log = self.query_one(RichLog)
         if found.restarted:
             log.clear()

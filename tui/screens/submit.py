@@ -10,10 +10,11 @@ pattern, batch size).
 ``ctrl+s`` (or ``enter`` in a text field, or the button) checks the form with the
 API's own rules (:func:`tui.submitspec.check_form`): an error is shown under its
 field, which takes the focus, and nothing is sent. A checked spec is sent to the
-chosen node (:meth:`tui.api.NodeApi.submit`); a 400 the node answers (an input CID no
-node holds, a concurrency above the live network, a glob that matches nothing) is
-shown under the field it names the same way. Once accepted: a notification with the
-job's id, the form closes and the job view opens. ``esc`` closes the form.
+chosen node (:meth:`devstack.client.aio.AsyncNodeClient.submit`); a 400 the node
+answers (an input CID no node holds, a concurrency above the live network, a glob
+that matches nothing) is shown under the field it names the same way. Once
+accepted: a notification with the job's id, the form closes and the job view opens.
+``esc`` closes the form.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, cast
+from typing import Any, ClassVar
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -32,8 +33,10 @@ from textual.screen import ModalScreen
 from textual.widget import Widget
 from textual.widgets import Button, Input, Label, Select, Static, Switch
 
-from tui.api import NodeApiError
+from devstack.client.calls import NodeApiError
+from node.models import JobSpec
 from tui.format import short_id, short_job_id
+from tui.host import TuiHost, host_of
 from tui.screens import job as job_screen
 from tui.source import NodeStatus, NodeTarget
 from tui.submitspec import (
@@ -44,13 +47,8 @@ from tui.submitspec import (
     VERIFIER_CHOICES,
     FormValues,
     check_form,
-    field_message,
-    form_field,
-    input_words,
+    refusal,
 )
-
-if TYPE_CHECKING:
-    from tui.app import BacalhauApp
 
 #: Seconds each node has to list its images when the form opens.
 IMAGES_TIMEOUT_S = 3.0
@@ -104,8 +102,8 @@ class SubmitScreen(ModalScreen[str | None]):
     # -- layout -------------------------------------------------------------------------
 
     @property
-    def bacalhau(self) -> BacalhauApp:
-        return cast("BacalhauApp", self.app)
+    def bacalhau(self) -> TuiHost:
+        return host_of(self)
 
     def _targets(self) -> tuple[NodeTarget, ...]:
         return self.bacalhau.source.targets or self.bacalhau.source.reload()
@@ -318,19 +316,15 @@ class SubmitScreen(ModalScreen[str | None]):
         self._send(checked.spec, target)
 
     @work(exclusive=True, group="submit", name="submit the job")
-    async def _send(self, spec: dict[str, Any], target: NodeTarget) -> None:
+    async def _send(self, spec: JobSpec, target: NodeTarget) -> None:
         self.submitting = True
-        wait = " (it fetches the inputs first)" if spec.get("inputs") else ""
+        wait = " (it fetches the inputs first)" if spec.inputs else ""
         self.query_one("#status", Static).update(f"submitting to {target.name} …{wait}")
         api = job_screen.connect(target.api)
         try:
             answer = await api.submit(spec)
         except NodeApiError as exc:
-            where = form_field(exc.field) if exc.field else GENERAL
-            message = field_message(exc.field, exc.message, input_words(self.values().inputs))
-            if where == GENERAL and exc.field:
-                message = f"{exc.field}: {message}"
-            self.show_errors({where: message})
+            self.show_errors(refusal(exc.field, exc.message, self.values().inputs))
             self.query_one("#status", Static).update("")
             self.submitting = False
             return
@@ -342,8 +336,8 @@ class SubmitScreen(ModalScreen[str | None]):
             f"job {job_id} submitted to {target.name}",
             title=f"Submitted {short_job_id(job_id)}",
         )
-        app = self.bacalhau
-        app.poll_now()  # the jobs list shows it at once rather than at the next round
+        self.bacalhau.poll_now()  # the jobs list shows it at once rather than at the next round
+        app = self.app
 
         def open_job() -> None:
             app.push_screen(job_screen.JobScreen(job_id, requester=requester))

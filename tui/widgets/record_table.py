@@ -7,7 +7,8 @@ latest records (:meth:`RecordTable.show`); the table keeps one row per record ke
 renders each cell and writes only the cells whose text or style changed
 (``update_cell``), adds and removes rows only for records that appear, vanish or
 stop matching the filter, and reorders rows (``sort``) only when the order changed,
-keeping the cursor on the same record. It never rebuilds itself.
+keeping the cursor on the same record. It never rebuilds itself, and renders a cell
+again only when what it shows changed (:class:`~tui.textual_private.CellCacheTable`).
 
 Sorting: click a column's header (again to reverse), or ``<`` / ``>`` to move the
 sort to the previous / next column and ``r`` to reverse it. Filtering: set
@@ -28,12 +29,12 @@ from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
 from textual.binding import Binding, BindingType
-from textual.cache import LRUCache
 from textual.message import Message
 from textual.reactive import reactive
 from textual.widgets import DataTable
 
 from tui.source import matches, sort_records
+from tui.textual_private import CellCacheTable
 
 R = TypeVar("R")
 
@@ -94,7 +95,7 @@ class RecordColumn(Generic[R]):
     descending_first: bool = False  # a first click sorts largest first (figures, not names)
 
 
-class RecordTable(DataTable[CellText], Generic[R]):
+class RecordTable(CellCacheTable[CellText], Generic[R]):
     """Records as rows, keyed by :meth:`record_key`, rendered by :attr:`RECORD_COLUMNS`."""
 
     RECORD_COLUMNS: ClassVar[Sequence[RecordColumn[Any]]] = ()
@@ -163,9 +164,8 @@ class RecordTable(DataTable[CellText], Generic[R]):
         self._records: dict[str, R] = {}
         self._shown: dict[str, tuple[Cell, ...]] = {}  # what each row's cells show now
         # Each row's cell objects: the first is found by identity when sorting, and all
-        # are what the render cache checks its entries against.
+        # are what the cell cache checks its entries against (cell_content).
         self._cells: dict[str, list[CellText]] = {}
-        self._render_cache: LRUCache[tuple[Any, ...], tuple[object, Any]] = LRUCache(4096)
         self._order: list[str] = []
         self._now = 0.0
         self.set_reactive(RecordTable.sort_column, self.DEFAULT_SORT or self.RECORD_COLUMNS[0].key)
@@ -311,64 +311,15 @@ class RecordTable(DataTable[CellText], Generic[R]):
 
     # -- rendering -------------------------------------------------------------------
 
-    def _render_cell(
-        self,
-        row_index: int,
-        column_index: int,
-        base_style: Style,
-        width: int,
-        cursor: bool = False,
-        hover: bool = False,
-    ) -> Any:
-        """DataTable's cell rendering behind a cache keyed by what the cell shows.
-
-        DataTable keys its own cache on a counter that every ``update_cell`` bumps, so
-        one changed figure re-renders every visible cell: ~145 ms of CPU for 50 rows
-        on this 2-core machine, long enough to hold up a key press. Here a cell is
-        rendered again only if its content (a new :class:`CellText` object), its place,
-        its style or the table's state changed (~75 ms for the same refresh).
-
-        This overrides a private method of Textual's DataTable (``_render_cell``, as of
-        Textual 8); the pilot and snapshot tests render through it.
-        """
-        cell: object
-        if column_index < 0 or row_index >= len(self._order):
-            return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
-        if row_index == -1:  # the header: its label changes only with the sort
+    def cell_content(self, row_index: int, column_index: int) -> object | None:
+        # The cell's CellText (a new one whenever the cell changes: see _apply), or the
+        # header's label (changed only with the sort); past the rows, DataTable's own.
+        if row_index >= len(self._order):
+            return None
+        if row_index == -1:
             column = self.columns.get(self.RECORD_COLUMNS[column_index].key)  # type: ignore[call-overload]
-            if column is None:
-                return super()._render_cell(
-                    row_index, column_index, base_style, width, cursor, hover
-                )
-            cell = column.label
-        else:
-            cell = self._cells[self._order[row_index]][column_index]
-        key = (
-            row_index,
-            column_index,
-            base_style,
-            width,
-            cursor,
-            hover,
-            hover and getattr(self, "_show_hover_cursor", True),
-            # focus and theme restyle the cursor's cells through component styles; every
-            # other cell's look is in base_style
-            self._cursor_styles() if cursor or hover else None,
-        )
-        cached = self._render_cache.get(key)
-        if cached is not None and cached[0] is cell:
-            return cached[1]
-        lines = super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
-        self._render_cache[key] = (cell, lines)
-        return lines
-
-    def _cursor_styles(self) -> tuple[Any, ...]:
-        return (
-            self.has_focus,
-            self.mouse_hover,
-            self.get_component_rich_style("datatable--cursor"),
-            self.get_component_rich_style("datatable--hover"),
-        )
+            return column.label if column is not None else None
+        return self._cells[self._order[row_index]][column_index]
 
     # -- sorting and filtering -------------------------------------------------------
 

@@ -30,6 +30,7 @@ import psutil
 from devstack import state as st
 from devstack.client import NodeApiError, NodeClient
 from devstack.state import ClusterState
+from node.models import JobSpec
 from profiles.quantiles import percentile
 
 END_TIMEOUT_S = 600.0
@@ -151,7 +152,7 @@ def _failure_reasons(burst: Burst, shown: int = 5) -> list[str]:
 
 
 def run_burst(
-    cluster: ClusterState, jobs: int, spec: dict[str, Any], rate: float, *, seed: int = 0
+    cluster: ClusterState, jobs: int, spec: JobSpec, rate: float, *, seed: int = 0
 ) -> Burst:
     """Submit, wait for the end, read the outcomes; see the module docstring.
 
@@ -180,7 +181,7 @@ def run_burst(
 def _submit(
     clients: dict[str, NodeClient],
     jobs: int,
-    spec: dict[str, Any],
+    spec: JobSpec,
     rate: float,
     rng: random.Random,
 ) -> tuple[list[tuple[str, str]], list[str]]:

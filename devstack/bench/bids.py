@@ -14,27 +14,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
-import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from devstack.bench import (
-    BenchCluster,
-    BenchError,
-    add_cluster_args,
-    bench_cluster,
-    report,
-    say,
-    settle,
-)
-from devstack.burst import message_figures, read_counters
+from devstack.bench.burst import message_figures, read_counters
+from devstack.bench.harness import BenchCluster, BenchError, bench_cluster, report, say, settle
+from devstack.bench.workload import noop_spec, submit_all, wait_all
 from devstack.client import NodeClient
-from devstack.jobs import TERMINAL
 from profiles.quantiles import percentile
-
-WAIT_S = 300.0
 
 
 def _bids_sent(cluster: BenchCluster) -> int:
@@ -43,46 +30,6 @@ def _bids_sent(cluster: BenchCluster) -> int:
         with NodeClient(node.api) as client:
             total += client.info()["compute"]["bids_sent"]
     return total
-
-
-def noop_spec(concurrency: int) -> dict[str, Any]:
-    return {"engine": "noop", "command": ["echo", "hi"], "deal": {"concurrency": concurrency}}
-
-
-def submit_all(
-    cluster: BenchCluster, jobs: int, spec: dict[str, Any], rate: float
-) -> list[tuple[str, str]]:
-    """Submit ``spec`` ``jobs`` times at ``rate`` per second to random requesters;
-    returns (requester API, job id) pairs."""
-    rng = random.Random(0)
-    submitted = []
-    start = time.monotonic()
-    clients = {n.api: NodeClient(n.api) for n in cluster.state.nodes}
-    try:
-        for i in range(jobs):
-            time.sleep(max(0.0, start + i / rate - time.monotonic()))
-            api = rng.choice(list(clients))
-            submitted.append((api, clients[api].submit(spec)["id"]))
-    finally:
-        for client in clients.values():
-            client.close()
-    return submitted
-
-
-def wait_all(submitted: list[tuple[str, str]]) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + WAIT_S
-
-    def final(pair: tuple[str, str]) -> dict[str, Any]:
-        api, job_id = pair
-        with NodeClient(api) as client:
-            while True:
-                left = max(1, min(30, int(deadline - time.monotonic())))
-                answer = client.describe(job_id, wait=left)  # answers once the job ends
-                if answer["job"]["state"] in TERMINAL or time.monotonic() > deadline:
-                    return answer
-
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        return list(pool.map(final, submitted))
 
 
 def job_figures(answer: dict[str, Any]) -> dict[str, Any]:
@@ -158,7 +105,7 @@ def _text(r: dict[str, Any]) -> str:
     return "\n".join(f"{k:<32} {v}" for k, v in rows)
 
 
-def bench_bids(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     """``devstack bench bids``."""
     if args.concurrency > args.nodes:
         raise BenchError(f"--concurrency {args.concurrency} needs at least that many --nodes")
@@ -197,24 +144,3 @@ def bench_bids(args: argparse.Namespace) -> int:
     }
     report(result, args.json, _text, load)
     return 0
-
-
-def add_parser(sub: Any, positive: Any) -> None:
-    from node.bidder import BIDDERS, DEFAULT_BIDDER
-
-    p = sub.add_parser(
-        "bids",
-        help="bids per job and time to bids on a real devstack (noop jobs)",
-        description=__doc__.split("\n\n")[1] if __doc__ else None,
-    )
-    add_cluster_args(
-        p,
-        nodes=10,
-        settle=20.0,
-        reuse="use the devstack running at --state-dir (ignores --nodes and --bidder)",
-    )
-    p.add_argument("--jobs", type=positive(int), default=100, help="jobs (default 100)")
-    p.add_argument("--concurrency", type=positive(int), default=1)
-    p.add_argument("--bidder", choices=sorted(BIDDERS), default=DEFAULT_BIDDER)
-    p.add_argument("--rate", type=positive(float), default=5.0, help="jobs per second (default 5)")
-    p.set_defaults(bench_func=bench_bids)

@@ -27,19 +27,18 @@ from typing import Any
 
 from devstack import jobs
 from devstack import state as st
-from devstack.bench import (
+from devstack.bench.harness import (
     MIB,
     BenchCluster,
     BenchError,
-    add_cluster_args,
     bench_cluster,
     report,
     say,
     settle,
 )
-from devstack.bench_bids import submit_all, wait_all
+from devstack.bench.workload import requester_events, submit_all, wait_all
 from devstack.client import NodeClient
-from node.argtypes import positive
+from node.models import Deal, JobSpec
 from profiles.quantiles import percentile
 
 IMAGE = "busybox"
@@ -64,13 +63,6 @@ class ShardLatency:
     shard: int
     verify_ms: float | None
     publish_ms: float | None
-
-
-def requester_events(events: Sequence[dict[str, Any]], requester: str) -> list[dict[str, Any]]:
-    """The requester's own record of a job: its events, not those of its compute role
-    (which carry ``detail.role``), ordered by time."""
-    mine = [e for e in events if e["node"] == requester and "role" not in e["detail"]]
-    return sorted(mine, key=lambda e: e["at"])
 
 
 def _verify_ms(events: Sequence[dict[str, Any]]) -> float | None:
@@ -139,10 +131,10 @@ def latency_figures(answers: Sequence[dict[str, Any]]) -> dict[str, Any]:
 # -- the transfer of one big result ---------------------------------------------------
 
 
-def big_spec(size_mib: int) -> dict[str, Any]:
+def big_spec(size_mib: int) -> JobSpec:
     """One run writing ``size_mib`` MiB of random bytes to /outputs/big."""
     command = f"head -c {size_mib * (1 << 20)} /dev/urandom > /{BIG_FILE}"
-    return {"image": IMAGE, "command": ["sh", "-c", command], "deal": {"concurrency": 1}}
+    return JobSpec(image=IMAGE, command=["sh", "-c", command])
 
 
 def measure_transfer(cluster: BenchCluster, size_mib: int) -> dict[str, Any]:
@@ -220,18 +212,18 @@ def _text(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def bench_publish(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     """``devstack bench publish``."""
     if args.concurrency > args.nodes and not args.reuse:
         raise BenchError(f"--concurrency {args.concurrency} needs at least that many --nodes")
     load = os.getloadavg()[0]
-    spec = {
-        "image": IMAGE,
-        "command": SMALL_COMMAND,
-        "verifier": "deterministic",
-        "publisher": "ipfs",
-        "deal": {"concurrency": args.concurrency},
-    }
+    spec = JobSpec(
+        image=IMAGE,
+        command=SMALL_COMMAND,
+        verifier="deterministic",
+        publisher="ipfs",
+        deal=Deal(concurrency=args.concurrency),
+    )
     with bench_cluster(args.nodes, args.state_dir if args.reuse else None) as cluster:
         if cluster.temporary:
             settle(args.settle)
@@ -255,22 +247,3 @@ def bench_publish(args: argparse.Namespace) -> int:
     }
     report(result, args.json, _text, load)
     return 0
-
-
-def add_parser(sub: Any) -> None:
-    p = sub.add_parser(
-        "publish",
-        help="verification and publication latency per shard, and a big result's transfer",
-        description=__doc__.split("\n\n")[1] if __doc__ else None,
-    )
-    add_cluster_args(p, nodes=50, settle=20.0)
-    p.add_argument("--jobs", type=positive(int), default=50, help="jobs (default 50)")
-    p.add_argument("--rate", type=positive(float), default=0.5, help="jobs per second (0.5)")
-    p.add_argument("--concurrency", type=positive(int), default=3, help="runs per job (3)")
-    p.add_argument(
-        "--size-mb",
-        type=positive(int, zero=True),
-        default=50,
-        help="MiB the transfer job writes (default 50; 0 skips the transfer)",
-    )
-    p.set_defaults(bench_func=bench_publish)

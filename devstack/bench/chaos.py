@@ -19,7 +19,8 @@ containers this cluster's nodes left, at the end and after ``devstack down``.
 This module owns the chaos bench alone: its job specs, the kill-and-restart thread,
 the retrying submitter and the tally of outcomes (small pure functions, unit-tested).
 The cluster, the figures' printing and the end-of-job wait come from
-:mod:`devstack.bench`, :mod:`devstack.cluster` and :mod:`devstack.jobs`.
+:mod:`devstack.bench.harness`, :mod:`devstack.cluster` and :mod:`devstack.jobs`; its
+defaults that the command line shows, from :mod:`devstack.bench.options`.
 """
 
 from __future__ import annotations
@@ -38,24 +39,21 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from devstack import state as st
-from devstack.bench import BenchCluster, BenchError, add_cluster_args, bench_cluster, report, say
+from devstack.bench.harness import BenchCluster, BenchError, bench_cluster, report, say
+from devstack.bench.options import CHAOS_IMAGE as IMAGE
+from devstack.bench.options import CHAOS_JOB_TIMEOUT_S as JOB_TIMEOUT_S
+from devstack.bench.options import CHAOS_SETTLE_S as SETTLE_S
 from devstack.client import NodeApiError, NodeClient
 from devstack.cluster import ClusterError, node_containers, restart_node
 from devstack.jobs import TERMINAL
 from devstack.jobs import wait as wait_for_job
 from devstack.state import NodeEntry
-from node.argtypes import positive
+from node.models import JobSpec
 from profiles.quantiles import percentile
 
 #: Distinct specs; job ``i`` runs spec ``i % SPECS``, so one reference run per spec
 #: covers every job.
 SPECS = 10
-IMAGE = "busybox:latest"
-#: The jobs' own timeout, and how long one may queue for a free slot. A job whose
-#: node died mid-run and sent no word waits this + 30 s for its results at most, and a
-#: job short of bids rebids for up to 35 s: the default --settle covers them.
-JOB_TIMEOUT_S = 30.0
-SETTLE_S = 120.0
 #: A restarted node must answer healthy and be in the gossip mesh within this.
 READY_TIMEOUT_S = 60.0
 #: A SIGKILLed process is gone at once; this only bounds a wait that cannot end.
@@ -74,23 +72,15 @@ LEFTOVER_WAIT_S = 15.0
 # -- pure parts: specs, order, victims, figures -------------------------------------
 
 
-def job_spec(engine: str, index: int, image: str = IMAGE) -> dict[str, Any]:
+def job_spec(engine: str, index: int, image: str = IMAGE) -> JobSpec:
     """The spec of job ``index``: the same for every index of one ``index % SPECS``,
     and its result the same on every run (so a reference run says what it must be)."""
     k = index % SPECS
+    limits = {"timeout": JOB_TIMEOUT_S, "queue_timeout": JOB_TIMEOUT_S}
     if engine == "docker":
-        spec: dict[str, Any] = {
-            "engine": "docker",
-            "image": image,
-            "command": ["sh", "-c", f"echo chaos-{k}; sleep 1"],
-        }
-    else:
-        spec = {"engine": "noop", "command": ["echo", f"chaos-{k}"]}
-    return spec | {
-        "timeout": JOB_TIMEOUT_S,
-        "queue_timeout": JOB_TIMEOUT_S,
-        "deal": {"concurrency": 1},
-    }
+        command = ["sh", "-c", f"echo chaos-{k}; sleep 1"]
+        return JobSpec(engine="docker", image=image, command=command, **limits)
+    return JobSpec(engine="noop", command=["echo", f"chaos-{k}"], **limits)
 
 
 def submit_order(index: int, nodes: int) -> list[int]:
@@ -280,7 +270,7 @@ class Ledger:
 
 
 def submit_one(
-    index: int, spec: dict[str, Any], clients: Mapping[int, NodeClient], ledger: Ledger
+    index: int, spec: JobSpec, clients: Mapping[int, NodeClient], ledger: Ledger
 ) -> None:
     """Submit job ``index`` to its node, or to the next when one is down, until a node
     takes it or :data:`SUBMIT_GIVE_UP_S` has passed. A node killed while it answered
@@ -312,7 +302,7 @@ def submit_paced(
     ledger: Ledger,
     jobs: int,
     rate: float,
-    spec_of: Callable[[int], dict[str, Any]],
+    spec_of: Callable[[int], JobSpec],
     nodes: Sequence[NodeEntry],
 ) -> None:
     """Submit ``jobs`` jobs, job ``i`` at ``i / rate`` s from now, into ``ledger``;
@@ -689,7 +679,7 @@ def chaos_text(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def bench_chaos(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     """``devstack bench chaos``."""
     load = os.getloadavg()[0]
     reuse = args.state_dir if args.reuse else None
@@ -702,42 +692,3 @@ def bench_chaos(args: argparse.Namespace) -> int:
     if left and (left["processes"] or left["containers"]):
         raise BenchError(f"the cluster left {left} behind")
     return 0
-
-
-def add_parser(sub: Any) -> None:
-    p = sub.add_parser(
-        "chaos",
-        help="jobs while nodes are killed and restarted: outcomes, retries, results",
-        description=__doc__.split("\n\n")[1] if __doc__ else None,
-    )
-    add_cluster_args(p, nodes=20)
-    p.add_argument("--jobs", type=positive(int), default=1000, help="jobs (default 1000)")
-    p.add_argument("--rate", type=positive(float), default=5.0, help="jobs per second (5)")
-    p.add_argument(
-        "--kill-every",
-        type=positive(float),
-        default=10.0,
-        metavar="S",
-        help="seconds between kills (default 10)",
-    )
-    p.add_argument(
-        "--pause",
-        type=positive(float, zero=True),
-        default=3.0,
-        help="seconds a killed node stays down (default 3)",
-    )
-    p.add_argument(
-        "--settle",
-        type=positive(float),
-        default=SETTLE_S,
-        help="seconds after the last submission for every job to end (default"
-        f" {SETTLE_S:g}: the jobs' {JOB_TIMEOUT_S:g}s timeout and queue timeout, the 30s"
-        " more a job whose node died unheard waits for its results, and a margin)",
-    )
-    p.add_argument(
-        "--max-kills", type=positive(int), default=None, help="stop killing after this many"
-    )
-    p.add_argument("--seed", type=int, default=0, help="seed of the random victims (0)")
-    p.add_argument("--engine", choices=["noop", "docker"], default="noop")
-    p.add_argument("--image", default=IMAGE, help=f"image of docker jobs (default {IMAGE})")
-    p.set_defaults(bench_func=bench_chaos)

@@ -2,7 +2,7 @@
 
 Submits ``--jobs`` jobs (noop by default, so the nodes and not Docker are what is
 measured) at ``--rate`` per second to random requesters and waits for every one
-to end (:mod:`devstack.burst`). Reported: jobs completed and failed, the rate the
+to end (:mod:`devstack.bench.burst`). Reported: jobs completed and failed, the rate the
 cluster sustained, job latency (created to ended, by the requester's clock), the
 CPU the node processes burned per job, the messages each job cost by kind and
 how many opened a stream or dialled, and what the load did to the nodes' locks
@@ -25,22 +25,13 @@ import uuid
 from typing import Any
 
 from devstack import locks
-from devstack.bench import (
-    NATIVE_LABEL,
-    BenchCluster,
-    BenchError,
-    add_cluster_args,
-    bench_cluster,
-    remove_labelled,
-    report,
-    say,
-    settle,
-)
-from devstack.bench_bids import noop_spec
-from devstack.burst import BurstError, run_burst
+from devstack.bench.burst import BurstError, run_burst
+from devstack.bench.harness import BenchCluster, BenchError, bench_cluster, report, say, settle
+from devstack.bench.native import NATIVE_LABEL, remove_labelled
+from devstack.bench.workload import noop_spec
 from devstack.client import NodeClient
 from devstack.cluster import node_containers
-from node.argtypes import positive
+from node.models import Deal, JobSpec
 
 DOCKER_SECONDS = 15.0
 HELD_SHARE = 0.975  # of the offered rate, sustained, for a step to count as held
@@ -66,11 +57,11 @@ def _lock_rows(found: locks.ClusterContention, top: int) -> list[dict[str, Any]]
 
 
 def measure_load(
-    cluster: Any, jobs: int, spec: dict[str, Any], rate: float, top: int
+    cluster: Any, jobs: int, spec: JobSpec, rate: float, top: int
 ) -> tuple[dict[str, Any], locks.ClusterContention]:
     """One burst; its figures, and the cluster's contention during it."""
     before = locks.collect(cluster.state, [])
-    say(f"submitting {jobs} {spec['engine']} jobs at {rate:g}/s")
+    say(f"submitting {jobs} {spec.engine} jobs at {rate:g}/s")
     try:
         burst = run_burst(cluster.state, jobs, spec, rate)
     except BurstError as exc:
@@ -175,14 +166,14 @@ def _run_containers(
         client.close()
 
 
-def bench_load(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     """``devstack bench load``."""
     load = os.getloadavg()[0]
     if args.engine == "docker":
-        spec: dict[str, Any] = {"engine": "docker", "image": args.image, "command": ["echo", "hi"]}
+        deal = Deal(concurrency=args.concurrency)
+        spec = JobSpec(engine="docker", image=args.image, command=["echo", "hi"], deal=deal)
     else:
         spec = noop_spec(args.concurrency)
-    spec["deal"] = {"concurrency": args.concurrency}
     docker_alone = None
     rates = args.rates or ([args.rate] if args.rate else [])
     if not rates:
@@ -289,47 +280,3 @@ def _step_text(r: dict[str, Any]) -> str:
     ]
     lines += [f"FAILED: {f}" for f in r["failures"]]
     return "\n".join(lines)
-
-
-def _rates(text: str) -> list[float]:
-    try:
-        rates = [float(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected rates like 20,40,80, got {text!r}") from None
-    if not rates or any(r <= 0 for r in rates):
-        raise argparse.ArgumentTypeError(f"rates must be positive, got {text!r}")
-    return rates
-
-
-def _counts(text: str) -> list[int]:
-    try:
-        counts = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected counts like 1,4,8, got {text!r}") from None
-    if not counts or any(c < 1 for c in counts):
-        raise argparse.ArgumentTypeError(f"counts must be at least 1, got {text!r}")
-    return counts
-
-
-def add_parser(sub: Any) -> None:
-    p = sub.add_parser(
-        "load",
-        help="bursts of jobs: throughput, latency, CPU and messages per job, contention",
-        description=__doc__.split("\n\n")[1] if __doc__ else None,
-    )
-    add_cluster_args(p, nodes=10, settle=20.0)
-    p.add_argument("--jobs", type=positive(int), default=500, help="jobs per step (default 500)")
-    group = p.add_mutually_exclusive_group()
-    group.add_argument("--rate", type=positive(float), help="jobs per second (default 10)")
-    group.add_argument("--rates", type=_rates, help="step the rate up: 20,40,80,160")
-    p.add_argument("--engine", choices=["noop", "docker"], default="noop")
-    p.add_argument("--image", default="busybox:latest", help="image of docker jobs")
-    p.add_argument("--concurrency", type=positive(int), default=1, help="nodes per job (1)")
-    p.add_argument(
-        "--docker-clients",
-        type=_counts,
-        default=[1, 2, 4, 8],
-        help="parallel SDK clients when measuring Docker alone (default 1,2,4,8)",
-    )
-    p.add_argument("--top", type=positive(int), default=8, help="rows per table (default 8)")
-    p.set_defaults(bench_func=bench_load)

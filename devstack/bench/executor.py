@@ -34,24 +34,25 @@ from typing import Any
 
 import trio
 
-from devstack.bench import (
-    COMMAND,
-    EXPECTED_STDOUT,
-    NATIVE_LABEL,
+from devstack.bench.harness import (
     BenchError,
     difference,
     format_table,
     inline,
     ms_since,
-    remove_labelled,
     report,
-    run_docker_cli,
-    run_docker_sdk,
     say,
     sigterm_as_interrupt,
     summarize,
 )
-from node.argtypes import positive
+from devstack.bench.native import (
+    COMMAND,
+    EXPECTED_STDOUT,
+    NATIVE_LABEL,
+    remove_labelled,
+    run_docker_cli,
+    run_docker_sdk,
+)
 from node.executors.base import PHASES, ExecutorError
 from node.executors.docker import DockerExecutor
 from node.models import JobSpec
@@ -212,30 +213,10 @@ def executor_text(r: dict[str, Any]) -> str:
     return f"{table}\n\nmedian ms per executor phase: {phases}"
 
 
-def bench_executor(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     """``devstack bench executor``."""
     load = os.getloadavg()[0]
     samples, label = measure_executor(rounds=args.rounds, image=args.image, network=args.network)
     result = executor_result(samples, image=args.image, network=args.network, label=label)
     report(result, args.json, executor_text, load)
     return 0
-
-
-def add_parser(sub: Any) -> None:
-    p = sub.add_parser(
-        "executor",
-        help="DockerExecutor.run vs the Docker SDK and CLI, per phase",
-        description=__doc__.split("\n\n")[1] if __doc__ else None,
-    )
-    p.add_argument("--rounds", type=positive(int), default=30, help="measured rounds (default 30)")
-    p.add_argument(
-        "--image", default="busybox:latest", help="a local image (default busybox:latest)"
-    )
-    p.add_argument(
-        "--network",
-        action="store_true",
-        help="give the executor's container Docker's default bridge network, as the SDK"
-        " and CLI runs have (default: none, as jobs that do not ask for one)",
-    )
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.set_defaults(bench_func=bench_executor)

@@ -28,30 +28,19 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from devstack import jobs
-from devstack.bench import (
-    BenchCluster,
-    bench_cluster,
-    report,
-    say,
-    settle,
-    summarize,
-)
-from devstack.bench_publish import requester_events
+from devstack.bench.harness import BenchCluster, bench_cluster, report, say, settle, summarize
+from devstack.bench.options import SHARDS_WORK as DEFAULT_WORK
+from devstack.bench.workload import requester_events
 from devstack.client import NodeApiError, NodeClient
 from devstack.cluster import ClusterError
-from node.argtypes import positive
 from node.compute import STDOUT_PREVIEW_BYTES
 from node.content.tarball import path_entries, tar_stream
-from node.sharding import INPUTS_ROOT
+from node.models import INPUTS_ROOT, InputSource, JobSpec, Sharding
 
 IMAGE = "busybox"
-# Per file: its word count, its SHA-256 and how many distinct words it has (a sort:
-# the part of the work that costs CPU).
-DEFAULT_WORK = (
-    'for f in /inputs/*.txt; do wc -w "$f"; sha256sum "$f";'
-    " echo \"$(tr -s ' ' '\\n' < \"$f\" | sort -u | wc -l) $f\"; done"
-)
 GLOB = f"{INPUTS_ROOT}/*.txt"
 JOB_TIMEOUT_S = 600.0
 SEED = 2022
@@ -185,7 +174,7 @@ def shard_stdouts(cluster: BenchCluster, answer: dict[str, Any]) -> list[str]:
 
 
 def run_once(
-    cluster: BenchCluster, spec: dict[str, Any], contents: Mapping[str, bytes], check: bool
+    cluster: BenchCluster, spec: JobSpec, contents: Mapping[str, bytes], check: bool
 ) -> dict[str, Any]:
     """Submit ``spec`` to node-0, wait for it to end, and check what it printed."""
     api = cluster.state.nodes[0].api
@@ -216,17 +205,13 @@ def measure_size(
     nodes: int, args: argparse.Namespace, inputs: Path, contents: Mapping[str, bytes]
 ) -> dict[str, Any]:
     """Start ``nodes`` nodes, add the inputs, run the job ``--repeat`` times."""
-    spec = {
-        "image": IMAGE,
-        "command": ["sh", "-c", args.work],
-        "deal": {"concurrency": 1},
-        "sharding": {"glob_pattern": GLOB, "batch_size": args.batch},
-    }
+    sharding = Sharding(glob_pattern=GLOB, batch_size=args.batch)
+    spec = JobSpec(image=IMAGE, command=["sh", "-c", args.work], sharding=sharding)
     with bench_cluster(nodes, slots=args.slots) as cluster:
         settle(args.settle)
         cid = add_inputs(cluster.state.nodes[0].api, inputs)
         say(f"added {len(contents)} files to node-0 as {cid}")
-        spec["inputs"] = [{"cid": cid, "path": INPUTS_ROOT}]
+        spec = msgspec.structs.replace(spec, inputs=[InputSource(cid=cid, path=INPUTS_ROOT)])
         runs = []
         for i in range(args.repeat):
             run = run_once(cluster, spec, contents, check=args.work == DEFAULT_WORK)
@@ -300,7 +285,7 @@ def _text(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def bench_shards(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     """``devstack bench shards``."""
     load = os.getloadavg()[0]
     sizes = []
@@ -328,50 +313,3 @@ def bench_shards(args: argparse.Namespace) -> int:
     runs = [run for s in sizes for run in s["runs"]]
     bad = any("error" in s for s in sizes) or any(r["state"] != "completed" for r in runs)
     return 1 if bad or any(r.get("problem_count") for r in runs) else 0
-
-
-def cluster_sizes(text: str) -> list[int]:
-    try:
-        sizes = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected sizes like 1,5; got {text!r}") from None
-    if not sizes or min(sizes) < 1:
-        raise argparse.ArgumentTypeError(f"sizes must be 1 or more; got {text!r}")
-    return sizes
-
-
-def add_parser(sub: Any) -> None:
-    p = sub.add_parser(
-        "shards",
-        help="one sharded job's wall time on clusters of growing size",
-        description=__doc__.split("\n\n")[1] if __doc__ else None,
-    )
-    p.add_argument(
-        "--nodes", type=cluster_sizes, default=[1, 5], help="cluster sizes (default 1,5)"
-    )
-    p.add_argument("--files", type=positive(int), default=40, help="input files (default 40)")
-    p.add_argument("--batch", type=positive(int), default=4, help="files per shard (default 4)")
-    p.add_argument("--repeat", type=positive(int), default=3, help="runs per size (default 3)")
-    p.add_argument("--file-kb", type=positive(int), default=1024, help="KiB per file (1024)")
-    p.add_argument(
-        "--work",
-        default=DEFAULT_WORK,
-        help="what each shard runs (sh -c); it must print the /inputs path of each file it"
-        " read, for the check that every file is covered once (default: word count and"
-        " SHA-256 of each, also checked against what this machine computes)",
-    )
-    p.add_argument(
-        "--settle",
-        type=positive(float, zero=True),
-        default=5.0,
-        help="seconds to wait after each devstack is ready (default 5)",
-    )
-    p.add_argument(
-        "--slots",
-        type=positive(int),
-        default=1,
-        help="shards each node runs at once (default 1: every node stands for a one-core"
-        " machine, as all the nodes share this machine's cores)",
-    )
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.set_defaults(bench_func=bench_shards)

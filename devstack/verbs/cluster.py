@@ -1,0 +1,253 @@
+"""``devstack up``, ``tui``, ``down``, ``restart``, ``status`` and ``logs``: the
+cluster's processes, and what each node says of itself."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from devstack import state as st
+from devstack.verbs import print_json, running_cluster
+from node.argtypes import (
+    BIDDERS,
+    DEFAULT_BIDDER,
+    DEFAULT_DISPATCH,
+    DISPATCHES,
+    add_instrument_args,
+    positive,
+)
+
+
+def _add_refresh_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--refresh",
+        type=positive(float),
+        default=None,
+        metavar="SECONDS",
+        help="seconds between the TUI's polls of every node (default 1, 2 above 20 nodes)",
+    )
+
+
+# -- up / tui / down / restart ------------------------------------------------------
+
+
+def up_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--nodes", type=positive(int), default=5)
+    p.add_argument("--detach", action="store_true", help="return once ready; stop with `down`")
+    p.add_argument(
+        "--bidder",
+        choices=BIDDERS,
+        default=DEFAULT_BIDDER,
+        help=f"bidder of every node (default {DEFAULT_BIDDER})",
+    )
+    p.add_argument(
+        "--dispatch",
+        choices=DISPATCHES,
+        default=DEFAULT_DISPATCH,
+        help="how requesters find bidders: offers to ranked nodes, gossip as the fallback"
+        f" (offer), or gossip alone (default {DEFAULT_DISPATCH})",
+    )
+    p.add_argument(
+        "--slots", type=positive(int), default=None, help="shards each node runs at once"
+    )
+    add_instrument_args(p)
+    p.add_argument(
+        "--bad-actors",
+        type=positive(int, zero=True),
+        default=0,
+        help="this many nodes (the last ones) forge their results, to show the verifier",
+    )
+    _add_refresh_arg(p)
+
+
+def up(args: argparse.Namespace) -> int:
+    from devstack import cluster as launcher
+
+    started = time.monotonic()
+    options = launcher.UpOptions(
+        nodes=args.nodes,
+        state_dir=args.state_dir,
+        bidder=args.bidder,
+        dispatch=args.dispatch,
+        slots=args.slots,
+        lock_warn_ms=args.lock_warn_ms,
+        stall_ms=args.stall_ms,
+        bad_actors=args.bad_actors,
+    )
+    cluster = launcher.up(options)
+    print(
+        f"\npy-bacalhau devstack ready: {len(cluster.nodes)} nodes in"
+        f" {time.monotonic() - started:.1f}s (state in {st.state_path(args.state_dir)})"
+    )
+    for node in cluster.nodes:
+        print(f"  {node.name:>8}  {node.api}  {node.peer_id}")
+    print("\ntry: devstack submit --wait busybox -- echo hello")
+    if args.detach:
+        print("detached; stop it with `devstack down`")
+        return 0
+    if sys.stdin.isatty() and sys.stdout.isatty():
+        return _up_tui(args.state_dir, args.refresh)
+    print("Ctrl+C (or `devstack down`) stops it")
+    launcher.wait_foreground(args.state_dir)
+    return 0
+
+
+def _up_tui(state_dir: Path, refresh: float | None) -> int:
+    """Open the TUI in its own process (``python -m tui --ask-stop``, the same
+    :func:`tui.__main__.main` as ``devstack tui``) over the cluster this launcher
+    started; stop the cluster if the user says so on quitting, else leave it running.
+    If the TUI fails, stay in the foreground as without it."""
+    import signal
+    import subprocess
+
+    from devstack import cluster as launcher
+    from tui import STOP_CLUSTER_EXIT
+    from tui.__main__ import tui_argv
+
+    argv = [sys.executable, "-m", "tui", *tui_argv(state_dir, refresh, ask_stop=True)]
+
+    def on_term(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    tui = subprocess.Popen(argv)
+    try:
+        code = tui.wait()
+    except KeyboardInterrupt:
+        tui.terminate()
+        tui.wait()
+        code = STOP_CLUSTER_EXIT
+    if code == STOP_CLUSTER_EXIT:
+        cluster = st.load(state_dir)
+        print("stopping the devstack ...")
+        launcher.down(state_dir)
+        print(f"stopped {len(cluster.nodes) if cluster else 0} nodes")
+        return 0
+    if code == 0:
+        print("the devstack keeps running: `devstack tui` shows it again, `devstack down` stops it")
+        return 0
+    print(
+        f"the TUI exited with status {code}; the devstack keeps running."
+        " Ctrl+C (or `devstack down`) stops it",
+        file=sys.stderr,
+    )
+    launcher.wait_foreground(state_dir)
+    return 0
+
+
+def tui_arguments(p: argparse.ArgumentParser) -> None:
+    _add_refresh_arg(p)
+
+
+def tui(args: argparse.Namespace) -> int:
+    running_cluster(args.state_dir)  # a clear error if no devstack is running
+    from tui.__main__ import main, tui_argv
+
+    return main(tui_argv(args.state_dir, args.refresh), prog="devstack tui")
+
+
+def down(args: argparse.Namespace) -> int:
+    from devstack import cluster as launcher
+
+    cluster = st.load(args.state_dir)
+    if not launcher.down(args.state_dir):
+        print("no devstack is running")
+        return 0
+    print(f"stopped {len(cluster.nodes) if cluster else 0} nodes")
+    return 0
+
+
+def restart_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("node", help="index, node-N or part of a peer id")
+    p.add_argument(
+        "node_options",
+        nargs=argparse.REMAINDER,
+        metavar="-- OPTION ...",
+        help="more `bacalhau-node run` options for this node, after --, e.g. -- --cpu 0.5",
+    )
+
+
+def restart(args: argparse.Namespace) -> int:
+    from devstack import cluster as launcher
+
+    overrides = args.node_options[1:] if args.node_options[:1] == ["--"] else args.node_options
+    entry = launcher.restart_node(args.state_dir, args.node, overrides)
+    print(f"restarted {entry.name} (pid {entry.pid}) at {entry.api}")
+    return 0
+
+
+# -- status / logs ---------------------------------------------------------------
+
+
+def status_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true")
+
+
+def status(args: argparse.Namespace) -> int:
+    from devstack.client import NodeApiError, NodeClient
+
+    cluster = running_cluster(args.state_dir)
+    rows = []
+    for node in cluster.nodes:
+        row: dict[str, Any] = {
+            "name": node.name,
+            "pid": node.pid,
+            "peer_id": node.peer_id,
+            "api": node.api,
+            "alive": st.is_alive(node.pid, node.started),
+            "bad_actor": node.bad_actor,
+        }
+        if row["alive"]:
+            try:
+                with NodeClient(node.api) as client:
+                    info = client.info()
+                row.update(
+                    healthy=True,
+                    gossip_peers=info["peers"]["topic"],
+                    mesh=info["peers"]["mesh"],
+                    network_size=info["network_size"],
+                    jobs=info["store"]["jobs"],
+                    dropped=sum(info["transport"]["dropped"].values()),
+                )
+            except NodeApiError:
+                row["healthy"] = False
+        rows.append(row)
+    if args.json:
+        print_json({"nodes": rows, "state_file": str(st.state_path(args.state_dir))})
+        return 0
+    healthy = sum(1 for r in rows if r.get("healthy"))
+    print(f"{healthy}/{len(rows)} nodes healthy")
+    print(
+        f"{'node':>8} {'pid':>7} {'api':<24} {'peers':>5} {'mesh':>4} {'size':>4} {'jobs':>5}"
+        f" {'dropped':>7}  peer id"
+    )
+    for r in rows:
+        if r.get("healthy"):
+            print(
+                f"{r['name']:>8} {r['pid']:>7} {r['api']:<24} {r['gossip_peers']:>5}"
+                f" {r['mesh']:>4} {r['network_size']:>4} {r['jobs']:>5} {r['dropped']:>7}"
+                f"  {r['peer_id']}{'  (bad actor)' if r['bad_actor'] else ''}"
+            )
+        else:
+            what = "not answering" if r["alive"] else "not running"
+            print(f"{r['name']:>8} {r['pid']:>7} {r['api']:<24} {what}")
+    return 0
+
+
+def logs_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("node", nargs="?")
+    p.add_argument("-n", "--lines", type=positive(int), default=50)
+
+
+def logs(args: argparse.Namespace) -> int:
+    cluster = running_cluster(args.state_dir)
+    nodes = [st.find_node(cluster, args.node)] if args.node else cluster.nodes
+    for node in nodes:
+        path = Path(node.log_file)
+        lines = path.read_text(errors="replace").splitlines() if path.exists() else []
+        for line in lines[-args.lines :]:
+            print(f"{node.name}: {line}" if len(nodes) > 1 else line)
+    return 0

@@ -1,0 +1,327 @@
+"""``devstack submit``, ``list``, ``describe``, ``step``, ``cancel`` and ``get``: jobs,
+from their spec to their published results."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from devstack import jobs
+from devstack import state as st
+from devstack.client import NodeClient
+from devstack.errors import ClusterError, UsageError
+from devstack.verbs import print_json, running_cluster
+from devstack.verbs.content import add_tree
+from node.argtypes import positive
+from node.models import (
+    INPUTS_ROOT,
+    PUBLISHERS,
+    VERIFIERS,
+    Deal,
+    InputError,
+    InputSource,
+    JobSpec,
+    Sharding,
+    parse_input_arg,
+)
+
+# -- submit ------------------------------------------------------------------------
+
+
+def _env_pair(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name, value
+
+
+def _input_arg(text: str) -> tuple[str, str]:
+    try:
+        return parse_input_arg(text)
+    except InputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def submit_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("image")
+    p.add_argument("cmd", nargs=argparse.REMAINDER, help="-- then the command and its arguments")
+    p.add_argument("--concurrency", type=positive(int), default=1)
+    p.add_argument("--confidence", type=int, default=0)
+    p.add_argument(
+        "--step",
+        action="store_true",
+        help="pause before the verdict and before publication (`devstack step JOB`)",
+    )
+    p.add_argument(
+        "--verifier",
+        choices=sorted(VERIFIERS),
+        default="noop",
+        help="noop (accept every result) or deterministic (equal results must agree)",
+    )
+    p.add_argument(
+        "--publisher",
+        choices=PUBLISHERS,
+        default="ipfs",
+        help="ipfs (default: blocks served over bitswap) or noop (stays on the node)",
+    )
+    p.add_argument(
+        "-i",
+        "--input",
+        type=_input_arg,
+        action="append",
+        default=[],
+        metavar="CID[:/inputs/PATH]",
+        help="published content to mount read-only (default at /inputs)",
+    )
+    p.add_argument(
+        "--input-dir",
+        action="append",
+        default=[],
+        metavar="DIR[:/inputs/PATH]",
+        help="add a local file or directory to the submitting node, then mount it",
+    )
+    p.add_argument(
+        "--sharding-glob-pattern",
+        default=None,
+        metavar="GLOB",
+        help="split the input entries matching GLOB (e.g. '/inputs/*.txt') into shards",
+    )
+    p.add_argument("--sharding-batch-size", type=positive(int), default=1, metavar="B")
+    p.add_argument("--engine", default="docker", help="docker (default) or noop")
+    p.add_argument("--entrypoint", default=None)
+    p.add_argument("--env", type=_env_pair, action="append", default=[], metavar="NAME=VALUE")
+    p.add_argument("--timeout", type=float, default=600.0, help="seconds the job may run")
+    p.add_argument("--node", default="0", help="node to submit to (its requester)")
+    p.add_argument("--wait", action="store_true", help="wait for the end, print stdout")
+    p.add_argument("--wait-timeout", type=float, default=900.0)
+    p.add_argument("--id-only", action="store_true", help="print only the job id")
+
+
+def _command(args: argparse.Namespace) -> list[str]:
+    command = list(args.cmd)
+    if command and command[0] == "--":
+        command = command[1:]
+    if args.engine == "docker" and not command:
+        raise UsageError("submit needs a command after the image: devstack submit IMAGE -- CMD...")
+    return command
+
+
+def build_spec(args: argparse.Namespace, inputs: list[InputSource]) -> JobSpec:
+    """The job ``devstack submit``'s options describe (the node checks it)."""
+    command = _command(args)
+    sharding = None
+    if args.sharding_glob_pattern is not None:
+        sharding = Sharding(
+            glob_pattern=args.sharding_glob_pattern, batch_size=args.sharding_batch_size
+        )
+    elif args.sharding_batch_size != 1:
+        raise ClusterError("--sharding-batch-size needs --sharding-glob-pattern")
+    return JobSpec(
+        engine=args.engine,
+        image=args.image,
+        command=command,
+        entrypoint=[args.entrypoint] if args.entrypoint else None,
+        env=dict(args.env),
+        timeout=args.timeout,
+        deal=Deal(concurrency=args.concurrency, confidence=args.confidence),
+        verifier=args.verifier,
+        publisher=args.publisher,
+        step=args.step,
+        inputs=inputs,
+        sharding=sharding,
+    )
+
+
+def _inputs(args: argparse.Namespace, client: NodeClient) -> list[InputSource]:
+    """The spec's inputs: ``-i CID[:/path]`` as given, ``--input-dir DIR[:/path]``
+    added to the submitting node first."""
+    from node.content import ContentError
+
+    inputs = [InputSource(cid=cid, path=path) for cid, path in args.input]
+    for text in args.input_dir:
+        local, sep, mount = text.partition(":/")
+        try:
+            cid = add_tree(client, local)
+        except (OSError, ContentError) as exc:
+            raise ClusterError(f"--input-dir {local}: {exc}") from None
+        inputs.append(InputSource(cid=cid, path="/" + mount if sep else INPUTS_ROOT))
+    return inputs
+
+
+def submit(args: argparse.Namespace) -> int:
+    _command(args)  # a usage error before anything is sent
+    cluster = running_cluster(args.state_dir)
+    node = st.find_node(cluster, args.node)
+    with NodeClient(node.api) as client:
+        answer = client.submit(build_spec(args, _inputs(args, client)))
+    job_id = answer["id"]
+    if args.id_only:
+        print(job_id)
+    elif not args.wait:
+        print(f"job {job_id} submitted to {node.name}; `devstack describe {job_id}`")
+    if not args.wait:
+        return 0
+    final = jobs.wait(node.api, job_id, timeout=args.wait_timeout)
+    state = final["job"]["state"]
+    if state != "completed":
+        print(f"job {job_id} ended {state}: {final['job']['reason']}", file=sys.stderr)
+        return 1
+    for stdout in jobs.shard_stdouts(cluster, final):
+        sys.stdout.write(stdout)
+    return 0
+
+
+# -- list / describe -----------------------------------------------------------------
+
+
+def _age(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+def _duration(record: dict[str, Any]) -> str:
+    if record["state"] not in jobs.TERMINAL:
+        return "-"
+    return f"{record['updated_at'] - record['job']['created_at']:.2f}s"
+
+
+def list_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--limit", type=positive(int), default=50)
+    p.add_argument("--json", action="store_true")
+
+
+def list_jobs(args: argparse.Namespace) -> int:
+    records = jobs.list_jobs(running_cluster(args.state_dir), limit=args.limit)
+    if args.json:
+        print_json({"jobs": records})
+        return 0
+    print(f"{'job':<36} {'state':<10} {'c':>2} {'engine':<6} {'image':<16} {'age':>5} {'took':>7}")
+    now = time.time()
+    for r in records:
+        spec = r["job"]["spec"]
+        print(
+            f"{r['job']['id']:<36} {r['state']:<10} {spec['deal']['concurrency']:>2}"
+            f" {spec['engine']:<6} {spec['image'][:16]:<16}"
+            f" {_age(now - r['job']['created_at']):>5} {_duration(r):>7}"
+        )
+    return 0
+
+
+def job_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("job")
+
+
+def describe_arguments(p: argparse.ArgumentParser) -> None:
+    job_arguments(p)
+    p.add_argument("--json", action="store_true")
+
+
+def describe(args: argparse.Namespace) -> int:
+    answer = jobs.describe(running_cluster(args.state_dir), args.job)
+    if args.json:
+        print_json(answer)
+        return 0
+    record = answer["job"]
+    job, spec = record["job"], record["job"]["spec"]
+    created = job["created_at"]
+    print(f"job        {job['id']}")
+    print(f"state      {record['state']}" + (f"  ({record['reason']})" if record["reason"] else ""))
+    print(f"requester  {job['requester']}")
+    print(
+        f"spec       {spec['engine']} {spec['image']} {' '.join(spec['command'])}"
+        f"  concurrency={spec['deal']['concurrency']} verifier={spec['verifier']}"
+        f" publisher={spec['publisher']}"
+    )
+    print(f"created    {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(created))}Z")
+    for gate in answer.get("gates", []):
+        behind = " ".join(f"{k}={v}" for k, v in gate.items() if k not in ("name", "shard"))
+        print(
+            f"gate       shard {gate['shard']} waiting at {gate['name']}: {behind}"
+            f"  (`devstack step {job['id']}`)"
+        )
+    print(f"shards     {job['shards']}")
+    for shard in answer.get("shards", []):
+        published = shard["cid"] or "not published"
+        print(f"  {shard['shard']:>3}  {published}  {len(shard['providers'])} provider(s)")
+    print("executions")
+    for e in record["executions"]:
+        extra = e.get("reason") or e.get("result_url") or ""
+        print(f"  {e['shard']:>3}  {e['node']}  {e['state']:<16} {extra}")
+    print("events")
+    for e in answer["events"]:
+        stamp = time.strftime("%H:%M:%S", time.gmtime(e["at"])) + f".{int(e['at'] % 1 * 1000):03d}"
+        peer = e["detail"].get("peer", "")
+        who = f" {peer[-8:]}" if peer else ""
+        detail = {k: v for k, v in e["detail"].items() if k not in ("peer", "state")}
+        extra = " ".join(f"{k}={v}" for k, v in detail.items())
+        shard = "" if e.get("shard") is None else f"#{e['shard']}"
+        print(
+            f"  {stamp}Z  +{(e['at'] - created) * 1000:8.1f}ms  {e['node'][-8:]} {shard:>4}"
+            f"  {e['kind']:<16}{who} {extra}"
+        )
+    return 0
+
+
+# -- step / cancel / get ---------------------------------------------------------------
+
+
+def _on_requester(args: argparse.Namespace) -> tuple[str, NodeClient]:
+    """The full id of ``args.job`` and a client of its requester's API."""
+    cluster = running_cluster(args.state_dir)
+    answer = jobs.describe(cluster, args.job)
+    requester = st.node_by_peer(cluster, answer["requester"])
+    if requester is None:
+        raise ClusterError(f"the job's requester {answer['requester']} is not in this devstack")
+    return answer["job"]["job"]["id"], NodeClient(requester.api)
+
+
+def step(args: argparse.Namespace) -> int:
+    job_id, requester = _on_requester(args)
+    with requester as client:
+        opened = client.step(job_id)["opened"]
+    print(f"job {job_id}: opened the {opened} gate")
+    return 0
+
+
+def cancel(args: argparse.Namespace) -> int:
+    job_id, requester = _on_requester(args)
+    with requester as client:
+        client.cancel(job_id)
+    print(f"job {job_id}: cancelled")
+    return 0
+
+
+def get_arguments(p: argparse.ArgumentParser) -> None:
+    job_arguments(p)
+    p.add_argument("-o", "--output", type=Path, default=None, help="default ./job-<id>")
+    p.add_argument(
+        "--node",
+        default=None,
+        help="node that fetches ipfs results over bitswap (default: one that does not hold them)",
+    )
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds each fetch may take")
+
+
+def get(args: argparse.Namespace) -> int:
+    from node.content import ContentError
+
+    cluster = running_cluster(args.state_dir)
+    answer = jobs.describe(cluster, args.job)
+    out = args.output or Path(f"job-{args.job[:8]}")
+    try:
+        paths = jobs.fetch_shards(cluster, answer, out, via=args.node, timeout=args.timeout)
+    except (OSError, ContentError) as exc:  # a shard's DIR exists, or an unsafe archive
+        print(f"devstack get: {exc}", file=sys.stderr)
+        return 1
+    if not paths:
+        state = answer["job"]["state"]
+        raise ClusterError(f"job {args.job} has no published results (state {state})")
+    for path in paths:
+        print(f"{path}")
+    return 0
