@@ -63,8 +63,8 @@ VERBS: dict[str, Verb] = {
     ),
     "submit": Verb(
         "submit a job: devstack submit IMAGE -- CMD...",
-        "devstack.verbs.jobs:submit",
-        "devstack.verbs.jobs:submit_arguments",
+        "devstack.verbs.submit:submit",
+        "devstack.verbs.submit:submit_arguments",
     ),
     "list": Verb(
         "jobs requested on any node, newest first",
