@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-import httpx
-
 from devstack import state as st
+from devstack.client.aio import AsyncNodeClient
+from devstack.client.calls import NodeApiError
 from devstack.errors import ClusterError
 from devstack.state import ClusterState, NodeEntry
 from node.bidder import DEFAULT_BIDDER
@@ -251,13 +251,13 @@ async def wait_ready(cluster: ClusterState, timeout: float, say: Callable[[str],
     """
     deadline = time.monotonic() + timeout
     n = len(cluster.nodes)
-    async with httpx.AsyncClient(timeout=2.0) as http:
+    clients = {e.index: AsyncNodeClient(e.api, timeout=2.0) for e in cluster.nodes}
+    try:
 
-        async def health(entry: NodeEntry) -> dict | None:
+        async def health(entry: NodeEntry) -> dict[str, Any] | None:
             try:
-                response = await http.get(f"{entry.api}/api/v1/healthz")
-                return response.json() if response.is_success else None
-            except (httpx.HTTPError, ValueError):
+                return await clients[entry.index].health()
+            except NodeApiError:
                 return None
 
         done: set[int] = set()
@@ -284,6 +284,9 @@ async def wait_ready(cluster: ClusterState, timeout: float, say: Callable[[str],
                 )
             # Polling is not free for the nodes: stay gentle on a big cluster.
             await asyncio.sleep(max(0.25, n / 100))
+    finally:
+        for client in clients.values():
+            await client.aclose()
 
 
 def log_tail(entry: NodeEntry, lines: int = 20) -> str:

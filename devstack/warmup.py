@@ -45,8 +45,9 @@ def warm_up(api_port: int) -> None:
 
 
 async def _run(data_dir: Path, api_port: int) -> None:
-    import httpx
-
+    from devstack.client.aio import AsyncNodeClient
+    from devstack.client.calls import NodeApiError
+    from node.models import JobSpec
     from node.node import Node, NodeConfig
 
     node = Node(NodeConfig(data_dir=data_dir, swarm_port=0, api_port=api_port))
@@ -54,13 +55,12 @@ async def _run(data_dir: Path, api_port: int) -> None:
         with trio.fail_after(WARM_UP_TIMEOUT_S):
             async with trio.open_nursery() as nursery:
                 await nursery.start(node.run)
-                async with httpx.AsyncClient(base_url=node.config.api_url) as http:
-                    spec = {"engine": "noop", "command": ["echo", "warm"]}
-                    job = (await http.post("/api/v1/jobs", json=spec)).json()["id"]
-                    answer = await http.get(f"/api/v1/jobs/{job}", params={"wait": 20})
-                    state = answer.json()["job"]["state"]
+                async with AsyncNodeClient(node.config.api_url) as client:
+                    spec = JobSpec(engine="noop", command=["echo", "warm"])
+                    job = (await client.submit(spec))["id"]
+                    state = (await client.describe(job, wait=20))["job"]["state"]
                 if state != "completed":
                     raise WarmUpFailed(f"the warm-up job ended {state}")
                 nursery.cancel_scope.cancel()
-    except (trio.TooSlowError, httpx.HTTPError, KeyError, ValueError) as exc:
+    except (trio.TooSlowError, NodeApiError, KeyError, ValueError) as exc:
         raise WarmUpFailed(f"the warm-up node failed: {exc!r}") from None

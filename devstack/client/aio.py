@@ -123,6 +123,9 @@ class AsyncNodeClient:
 
     # -- the API -----------------------------------------------------------------
 
+    async def health(self) -> dict[str, Any]:
+        return await self.call(calls.health())
+
     async def info(self) -> dict[str, Any]:
         return await self.call(calls.info())
 
@@ -149,8 +152,10 @@ class AsyncNodeClient:
     async def list_jobs(self, *, role: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         return (await self.call(calls.list_jobs(role, limit)))["jobs"]
 
-    async def describe(self, job_id: str) -> dict[str, Any]:
-        return await self.call(calls.describe(job_id))
+    async def describe(self, job_id: str, *, wait: int = 0) -> dict[str, Any]:
+        """The job as this node knows it; with ``wait`` (seconds, up to 60), once a
+        job this node requested has ended, or after ``wait`` seconds."""
+        return await self.call(calls.describe(job_id, wait))
 
     async def step(self, job_id: str) -> dict[str, Any]:
         return await self.call(calls.step(job_id))

@@ -132,10 +132,10 @@ def build_spec(args: argparse.Namespace, inputs: list[InputSource]) -> JobSpec:
 def _inputs(args: argparse.Namespace, client: NodeClient) -> list[InputSource]:
     """The spec's inputs: ``-i CID[:/path]`` as given, ``--input-dir DIR[:/path]``
     added to the submitting node first."""
-    from node.content import ContentError
-
     inputs = [InputSource(cid=cid, path=path) for cid, path in args.input]
     for text in args.input_dir:
+        from node.content import ContentError  # here: only --input-dir needs it
+
         local, sep, mount = text.partition(":/")
         try:
             cid = add_tree(client, local)
