@@ -159,6 +159,21 @@ def add_bench_parser(parser: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--image", default="busybox", help="a local image (default busybox)")
 
+    p = add("instruments", "the price of the instrumented locks and the stall detector")
+    p.add_argument(
+        "--acquisitions",
+        type=positive(int),
+        default=100_000,
+        help="acquisitions per lock kind (default 100000)",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+    p = add("tui", "the TUI on a live devstack: first live table, key to effect, CPU")
+    add_cluster_args(p, nodes=5)
+    p.add_argument("--keys", type=positive(int), default=30, help="keys timed (default 30)")
+    p.add_argument("--seconds", type=positive(float), default=20.0, help="CPU window (default 20)")
+    p.add_argument("--refresh", type=positive(float), default=None, help="the TUI's poll interval")
+
     p = add("cli", "how soon each devstack verb prints its first line")
     add_cluster_args(p, nodes=3)
     p.add_argument("--runs", type=positive(int), default=20, help="runs per verb (default 20)")

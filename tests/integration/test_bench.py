@@ -156,6 +156,38 @@ def test_bench_cli_times_every_verb(tmp_path: Path, docker_client: Any) -> None:
     assert_nothing_left(r, docker_client)
 
 
+def test_bench_tui_reports_the_apps_figures(tmp_path: Path, docker_client: Any) -> None:
+    r = run_bench(tmp_path, "tui", "--nodes", "2", "--keys", "6", "--seconds", "2", "--json")
+
+    assert r["bench"] == "tui" and r["nodes"] == 2
+    assert r["live_table_s"] > 0
+    assert_summary(r["key_to_effect_ms"], r["key_to_effect_ms"]["n"])
+    assert 4 <= r["key_to_effect_ms"]["n"] <= 6  # cursor moves only on the home view
+    assert r["loop_blocked_max_ms"] >= 0
+    assert r["cpu_percent_of_core"] >= 0 and r["poll_rounds"] >= 1
+    assert_host(r)
+    assert_nothing_left(r, docker_client)
+
+
+def test_bench_instruments_prices_every_lock_and_the_detector(tmp_path: Path) -> None:
+    r = run_bench(tmp_path, "instruments", "--acquisitions", "5000", "--json")
+
+    assert set(r["lock_ns_per_acquire"]) == {
+        "threading.Lock",
+        "ThreadLock",
+        "trio.Lock",
+        "TrioLock",
+        "TrioLock fast_acquire",
+    }
+    assert all(ns > 0 for ns in r["lock_ns_per_acquire"].values())
+    assert set(r["stall_detector_ns_per_step"]) == {
+        "baseline_ns_per_step",
+        "instrumented_ns_per_step",
+        "overhead_ns_per_step",
+    }
+    assert_host(r)
+
+
 def test_bench_bids_reports_the_simulator_keys(tmp_path: Path) -> None:
     result = run_bench(
         tmp_path,
