@@ -19,6 +19,8 @@ from devstack.client import NodeApiError, NodeClient, download
 from devstack.errors import DevstackError
 from devstack.state import ClusterState, NodeEntry
 
+# ``node.models.JobState.terminal``, written out (tests/unit/test_registries.py checks
+# it): `devstack list` and `describe` start faster without the job model's msgspec.
 TERMINAL = {"completed", "error", "cancelled"}
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -307,6 +308,17 @@ class Devstack:
                 f"{node.name} to see all {size} nodes",
                 ignore=(httpx.HTTPError,),
             )
+
+    def kill(self, node: NodeEntry) -> None:
+        """SIGKILL the node (a process this devstack started), once it is seen
+        running, and wait until it is gone. :meth:`restart` brings it back."""
+        assert st.is_alive(node.pid, node.started), f"{node.name} is not running"
+        os.kill(node.pid, signal.SIGKILL)
+        wait_until(
+            lambda: not st.is_alive(node.pid, node.started),
+            30,
+            message=f"{node.name} (pid {node.pid}) to die",
+        )
 
     def restart(self, node: NodeEntry, *overrides: str) -> NodeEntry:
         """``devstack restart`` the node (``overrides``: more ``bacalhau-node run``

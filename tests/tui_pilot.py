@@ -25,6 +25,21 @@ async def until(
     return await wait_until_async(predicate, timeout, interval, what, pause=pilot.pause)
 
 
+S = TypeVar("S")
+
+
+async def screen_shown(
+    pilot: Pilot[Any], kind: type[S], timeout: float, what: str, interval: float = 0.1
+) -> S:
+    """Let the app run until its current screen is a ``kind``; that screen."""
+    app = pilot.app
+    found = await until(
+        pilot, lambda: app.screen if isinstance(app.screen, kind) else None, timeout, what, interval
+    )
+    assert isinstance(found, kind)
+    return found
+
+
 def run(test: Callable[[], Awaitable[None]]) -> None:
     asyncio.run(test())
 

@@ -22,7 +22,7 @@ It talks to nodes only with :class:`devstack.client.aio.AsyncNodeClient` (one pe
 node) and decodes the answers straight into the few fields it reads
 (:class:`StatsDocument`, :class:`NodeInfoDocument`, :class:`JobsDocument`). It imports
 neither Textual nor any node runtime (libp2p, trio): only :mod:`devstack.state`, to
-find the cluster.
+find the cluster, the API client and the job model.
 """
 
 from __future__ import annotations
@@ -43,10 +43,10 @@ from devstack import state as st
 from devstack.client import calls
 from devstack.client.aio import AsyncNodeClient
 from devstack.client.calls import Call, NodeApiError
+from node.models import JobState
 
-#: A job's states that are final (``node.models.JobState.terminal``; not imported, as
-#: ``node.models`` pulls in the node's runtime).
-TERMINAL_STATES = frozenset({"completed", "error", "cancelled"})
+#: A job's states that are final.
+TERMINAL_STATES = frozenset(state.value for state in JobState if state.terminal)
 DEFAULT_TIMEOUT_S = 3.0
 DEFAULT_MAX_CONCURRENCY = 16
 DEFAULT_HISTORY = 60

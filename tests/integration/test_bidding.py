@@ -13,9 +13,7 @@ never a fixed sleep, and no duration is bounded above.
 
 from __future__ import annotations
 
-import os
 import re
-import signal
 import statistics
 import time
 from collections import Counter
@@ -26,7 +24,6 @@ from typing import Any
 import httpx
 import pytest
 
-from devstack import state as st
 from devstack.jobs import TERMINAL
 from devstack.state import NodeEntry
 from node.requester import BID_WINDOW_S, MAX_BID_ROUNDS
@@ -424,14 +421,8 @@ def test_crashed_node_leaves_job_short_of_bids_ends_error(cluster10: Devstack) -
     victim = cluster10.state.nodes[-1]
     live = cluster10.state.nodes[:-1]
     api = cluster10.api(0)
-    assert st.is_alive(victim.pid, victim.started), f"{victim.name} is not running"
-    os.kill(victim.pid, signal.SIGKILL)  # a node this test's devstack started
+    cluster10.kill(victim)
     try:
-        wait_until(
-            lambda: not st.is_alive(victim.pid, victim.started),
-            timeout=30,
-            message=f"{victim.name} (pid {victim.pid}) to die",
-        )
         job_id = submit(api, noop_spec(NETWORK))
         answer = wait_job(api, job_id)
         bid = check_short_of_bids(answer, wanted=NETWORK)

@@ -29,8 +29,6 @@ deadline, never a fixed sleep, and no duration is asserted.
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -40,7 +38,6 @@ from typing import Any
 import httpx
 import pytest
 
-from devstack import state as st
 from devstack.jobs import TERMINAL
 from devstack.state import NodeEntry
 from node import messages
@@ -163,14 +160,8 @@ def test_a_killed_node_s_shard_runs_elsewhere(slots5: Devstack) -> None:
     assert slots5.state is not None
     requester = slots5.state.nodes[0]
     job_id, victim = start_on_another_node(slots5, requester, sleeper(6))
-    assert st.is_alive(victim.pid, victim.started)
     try:
-        os.kill(victim.pid, signal.SIGKILL)  # a node this test's devstack started
-        wait_until(
-            lambda: not st.is_alive(victim.pid, victim.started),
-            30,
-            message=f"{victim.name} (pid {victim.pid}) to die",
-        )
+        slots5.kill(victim)
         answer = wait_job_end(requester.api, job_id, JOB_TIMEOUT_S)
         print(f"\nkilled {victim.name}: {story(answer)}")
         assert answer["job"]["state"] == "completed", story(answer)
@@ -229,12 +220,7 @@ def test_a_killed_requester_resumes_its_job(slots5: Devstack, tmp_path: Path) ->
     assert slots5.state is not None
     requester = slots5.state.nodes[2]
     job_id, runner = start_on_another_node(slots5, requester, sleeper(6))
-    os.kill(requester.pid, signal.SIGKILL)  # a node this test's devstack started
-    wait_until(
-        lambda: not st.is_alive(requester.pid, requester.started),
-        30,
-        message=f"{requester.name} (pid {requester.pid}) to die",
-    )
+    slots5.kill(requester)
     fresh = slots5.restart(requester)
     answer = wait_job_end(fresh.api, job_id, JOB_TIMEOUT_S)
     print(f"\nrestarted requester {requester.name}: {story(answer)}")

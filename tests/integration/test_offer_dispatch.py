@@ -14,8 +14,6 @@ ranking back, never a fixed sleep.
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -24,7 +22,6 @@ from typing import Any
 import httpx
 import pytest
 
-from devstack import state as st
 from devstack.state import NodeEntry
 from node.bidder import offer_order
 from node.requester import EXTRA_OFFERS
@@ -294,14 +291,8 @@ def test_a_dead_node_leads_to_the_next_ranked(offers10: Devstack) -> None:
     assert offers10.state is not None
     members = live_members(offers10)
     victim, requester = offers10.state.nodes[9], offers10.state.nodes[4]
-    assert st.is_alive(victim.pid, victim.started)
-    os.kill(victim.pid, signal.SIGKILL)  # a node this test's devstack started
+    offers10.kill(victim)
     try:
-        wait_until(
-            lambda: not st.is_alive(victim.pid, victim.started),
-            timeout=30,
-            message=f"{victim.name} (pid {victim.pid}) to die",
-        )
         answer, order = ranked_first(requester, members, victim.peer_id, noop_spec())
 
         undelivered = own_events(answer, "offer_undelivered")

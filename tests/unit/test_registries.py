@@ -85,3 +85,9 @@ def test_importing_the_models_loads_no_node_machinery() -> None:
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_the_written_out_terminal_states_are_the_models() -> None:
+    from devstack.jobs import TERMINAL
+
+    assert {state.value for state in models.JobState if state.terminal} == TERMINAL

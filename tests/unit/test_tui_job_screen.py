@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from textual.pilot import Pilot
 
-from tests.tui_pilot import until, warmed_up
+from tests.tui_pilot import screen_shown, until, warmed_up
 from tests.unit.tui_fake_jobs import (
     FakeJobsCluster,
     fake_source,
@@ -199,13 +199,7 @@ def test_a_refusal_from_the_node_is_shown_under_its_field(fake: FakeJobsCluster)
         async with app.run_test(size=(120, 40)) as pilot:
             await _started(pilot)
             await pilot.press("s")
-            form = await until(
-                pilot,
-                lambda: isinstance(app.screen, SubmitScreen) and app.screen,
-                WAIT_S,
-                "the form",
-                0.02,
-            )
+            form = await screen_shown(pilot, SubmitScreen, WAIT_S, "the form", 0.02)
             await until(
                 pilot,
                 lambda: form.values().image == "busybox:latest",
@@ -228,13 +222,7 @@ def test_a_refusal_from_the_node_is_shown_under_its_field(fake: FakeJobsCluster)
             fake.refuse = None
             form.query_one("#inputs").value = ""  # type: ignore[attr-defined]
             await pilot.press("ctrl+s")
-            screen = await until(
-                pilot,
-                lambda: isinstance(app.screen, JobScreen) and app.screen,
-                WAIT_S,
-                "the job view",
-                0.02,
-            )
+            screen = await screen_shown(pilot, JobScreen, WAIT_S, "the job view", 0.02)
             assert screen.job_id == job_id("simple")
             assert fake.submitted[0]["command"] == ["echo", "hi"]
             assert any(job_id("simple") in m for m, _ in app.notes)

@@ -27,7 +27,7 @@ from textual.pilot import Pilot
 from textual.screen import Screen
 
 from devstack.client.aio import AsyncNodeClient
-from tests.tui_pilot import SIZE, rounds, until
+from tests.tui_pilot import SIZE, rounds, screen_shown, until
 from tests.unit.tui_fake import NOW, target
 from tests.unit.tui_fake_locks import PROFILE, FakeContentionCluster, write_state
 from tui.app import BacalhauApp
@@ -96,9 +96,7 @@ async def _open_node0(pilot: Pilot[Any]) -> NodeScreen:
     await rounds(pilot, 3)
     await until(pilot, lambda: isinstance(app.screen, NodesScreen), WAIT_S, "the nodes view")
     await pilot.press("enter")  # the cursor is on node-0
-    screen = await until(
-        pilot, lambda: app.screen if isinstance(app.screen, NodeScreen) else None, WAIT_S, "node-0"
-    )
+    screen = await screen_shown(pilot, NodeScreen, WAIT_S, "node-0")
     await until(pilot, lambda: screen.contention is not None, WAIT_S, "its locks")
     await until(pilot, lambda: len(screen.log_shown) >= 13, WAIT_S, "its log")
     return screen
@@ -123,12 +121,7 @@ def test_locks_view(snap_compare: Any, tmp_path: Path) -> None:
         assert isinstance(app, FakeApp)
         await rounds(pilot, 2)
         await pilot.press("l")
-        screen = await until(
-            pilot,
-            lambda: app.screen if isinstance(app.screen, LocksScreen) else None,
-            WAIT_S,
-            "locks",
-        )
+        screen = await screen_shown(pilot, LocksScreen, WAIT_S, "locks")
         await until(pilot, lambda: screen.found is not None, WAIT_S, "the first round")
         await pilot.pause()
 
