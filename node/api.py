@@ -32,7 +32,7 @@ from node.content import ContentError, parse_cid
 from node.content.store import BlockNotFound
 from node.content.tarball import dag_entries, import_archive, tar_stream
 from node.executors.base import ExecutorError
-from node.logs import read_tail
+from node.logs import LogTail, read_tail
 from node.models import Job, JobRecord, JobSpec, JobState, SpecError, decode_spec, shard_results
 from node.p2p.exchange import (
     FetchError,
@@ -70,6 +70,8 @@ MAX_WAIT_S = 60
 DEFAULT_LOG_LINES = 200
 MAX_LOG_LINES = 5000
 _MAX_OFFSET = 1 << 62
+# How often a followed log file is read again for what was written since.
+LOG_FOLLOW_POLL_S = 0.25
 
 
 class ApiConfig(Protocol):
@@ -128,6 +130,13 @@ def _error_response(status: int, code: str, message: str, field: str | None = No
     if field is not None:
         body["field"] = field
     return json_response(body, status)
+
+
+def _bool_param(request: Request, name: str) -> bool:
+    raw = request.query_params.get(name, "false").lower()
+    if raw not in ("true", "false", "1", "0"):
+        raise ApiError(400, "bad_parameter", f"{name} must be true or false", name)
+    return raw in ("true", "1")
 
 
 def _int_param(request: Request, name: str, default: int, lo: int, hi: int) -> int:
@@ -429,17 +438,42 @@ def build_app(node: ApiNode) -> Starlette:
     async def node_logs(request: Request) -> Response:
         """The last ``?tail=`` lines of the node's log file; with ``?after=OFFSET`` (the
         ``offset`` a previous answer gave) only the lines written since, so a client
-        follows the log by polling. From the start if the file shrank below OFFSET."""
+        follows the log by polling. From the start if the file shrank below OFFSET.
+
+        With ``?follow=true`` the answer is a stream instead: those lines, then each
+        line as it is written, one per line of text, until the client goes away."""
         tail = _int_param(request, "tail", DEFAULT_LOG_LINES, 1, MAX_LOG_LINES)
         after = _int_param(request, "after", 0, 0, _MAX_OFFSET)
+        follow = _bool_param(request, "follow")
         path = node.config.log_file
         if path is None:
             raise ApiError(404, "not_found", "this node logs to stderr, not to a file")
-        try:
-            read = await trio.to_thread.run_sync(read_tail, path, tail, after)
-        except OSError as exc:
-            raise ApiError(404, "not_found", f"cannot read the log file {path}: {exc}") from None
-        return json_response({"path": str(path), "offset": read.offset, "lines": read.lines})
+
+        async def read(lines: int, since: int) -> LogTail:
+            try:
+                return await trio.to_thread.run_sync(read_tail, path, lines, since)
+            except OSError as exc:
+                raise ApiError(
+                    404, "not_found", f"cannot read the log file {path}: {exc}"
+                ) from None
+
+        first = await read(tail, after)
+        if not follow:
+            return json_response({"path": str(path), "offset": first.offset, "lines": first.lines})
+
+        async def lines() -> AsyncIterator[bytes]:
+            latest = first
+            while True:
+                if latest.lines:
+                    yield "".join(f"{line}\n" for line in latest.lines).encode()
+                await trio.sleep(LOG_FOLLOW_POLL_S)
+                try:
+                    latest = await read(MAX_LOG_LINES, latest.offset)
+                except ApiError:
+                    return  # the file went away: the stream ends
+
+        headers = {"x-log-path": str(path)}
+        return StreamingResponse(lines(), media_type="text/plain; charset=utf-8", headers=headers)
 
     async def on_api_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ApiError)

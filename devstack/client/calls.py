@@ -102,12 +102,20 @@ def locks() -> Call:
     return Call("GET", "/api/v1/debug/locks")
 
 
-def logs(tail: int, after: int | None = None) -> Call:
+#: Seconds a followed log may stay quiet before the client gives up on the node.
+FOLLOW_IDLE_S = 24 * 3600.0
+
+
+def logs(tail: int, after: int | None = None, *, follow: bool = False) -> Call:
     """``GET /api/v1/logs``: the last ``tail`` lines of the node's own log, or those
-    written after byte ``after`` (for following it)."""
+    written after byte ``after``; with ``follow``, a stream of them and then of each
+    line as it is written."""
     params = {"tail": str(tail)}
     if after is not None:
         params["after"] = str(after)
+    if follow:
+        params["follow"] = "true"
+        return Call("GET", "/api/v1/logs", params, timeout=FOLLOW_IDLE_S)
     return Call("GET", "/api/v1/logs", params)
 
 

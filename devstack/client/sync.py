@@ -14,7 +14,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -191,6 +191,22 @@ class NodeClient:
 
     def logs(self, tail: int = 200, after: int | None = None) -> dict[str, Any]:
         return self.call(calls.logs(tail, after))
+
+    def follow_logs(self, tail: int = 200) -> Iterator[str]:
+        """The node's last ``tail`` log lines, then each line as the node writes it,
+        until the caller stops iterating (or the node goes away: NodeApiError)."""
+        call = calls.logs(tail, follow=True)
+        connection, response = self._open(call, None, {})
+        try:
+            if not 200 <= response.status < 300:
+                data = self._read(call, connection, response)
+                raise calls.error_for(call, self.base_url + call.target, response.status, data)
+            while line := response.readline():
+                yield line.decode("utf-8", "replace").rstrip("\n")
+        except (ConnectionError, TimeoutError, http.client.HTTPException) as exc:
+            raise calls.unreachable(self.base_url, exc) from None
+        finally:
+            self._drop(connection)  # a stream is never read to its end
 
     def submit(
         self, spec: JobSpec | Mapping[str, Any], *, timeout: float | None = None

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from devstack import state as st
+from devstack.errors import UsageError
 from devstack.verbs import print_json, running_cluster
 from node.argtypes import (
     BIDDERS,
@@ -240,10 +241,26 @@ def status(args: argparse.Namespace) -> int:
 def logs_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("node", nargs="?")
     p.add_argument("-n", "--lines", type=positive(int), default=50)
+    p.add_argument(
+        "-f",
+        "--follow",
+        action="store_true",
+        help="then print each line as the node writes it (over its API; one node)",
+    )
 
 
 def logs(args: argparse.Namespace) -> int:
+    if args.follow and not args.node:
+        raise UsageError("--follow follows one node: devstack logs NODE --follow")
     cluster = running_cluster(args.state_dir)
+    if args.follow:
+        from devstack.client import NodeClient
+
+        node = st.find_node(cluster, args.node)
+        with NodeClient(node.api) as client:
+            for line in client.follow_logs(min(args.lines, 5000)):
+                print(line, flush=True)
+        return 0
     nodes = [st.find_node(cluster, args.node)] if args.node else cluster.nodes
     for node in nodes:
         path = Path(node.log_file)

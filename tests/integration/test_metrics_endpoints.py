@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import json
 import math
+import queue
+import subprocess
+import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +20,7 @@ import pytest
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 
+from devstack.client import NodeClient
 from devstack.jobs import TERMINAL
 from node.api import MAX_LOG_LINES
 from node.metrics import PHASES
@@ -193,3 +198,56 @@ def test_a_nodes_log_is_tailed_and_followed(cluster5: Devstack) -> None:
         assert response.status_code == 400, (query, response.text)
         body = response.json()
         assert (body["error"], body["field"]) == ("bad_parameter", field), body
+
+
+def test_a_nodes_log_is_streamed_as_it_is_written(cluster5: Devstack) -> None:
+    """``?follow=true`` streams the tail, then each line as the node writes it:
+    through the client, and through ``devstack logs NODE --follow``."""
+    api = cluster5.api(1)
+    seen: queue.Queue[str] = queue.Queue()
+    wanted: list[str] = []  # the job whose line ends the reading, once submitted
+
+    def read() -> None:
+        with NodeClient(api) as client:
+            for line in client.follow_logs(tail=1):
+                seen.put(line)
+                if wanted and wanted[0] in line:
+                    return  # leaving the stream closes it
+
+    reader = threading.Thread(target=read, name="follow the log", daemon=True)
+    reader.start()
+    assert json.loads(seen.get(timeout=30))["ts"] > 0  # the tail comes first
+    job_id = submit(api, {"image": "nosuch-follow-image:1", "command": ["true"]})
+    wanted.append(job_id)
+    wait_until(
+        lambda: any(job_id in line for line in drain(seen)),
+        timeout=JOB_TIMEOUT_S,
+        message=f"a streamed line naming job {job_id}",
+    )
+    reader.join(timeout=30)
+    assert not reader.is_alive()
+
+    argv = ["--state-dir", str(cluster5.state_dir), "logs", "node-1", "--follow", "-n", "2"]
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "devstack.cli", *argv], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert cli.stdout is not None
+        first = cli.stdout.readline()  # the node has logged: its tail comes at once
+        assert json.loads(first)["ts"] > 0, first
+    finally:
+        cli.kill()  # a process this test started
+        cli.wait(timeout=30)
+
+    usage = cluster5.run("logs", "--follow")
+    assert usage.returncode == 2 and "follows one node" in usage.stderr, usage.stderr
+
+
+def drain(lines: queue.Queue[str]) -> list[str]:
+    """Every line the queue holds now (what a stream delivered so far)."""
+    taken = []
+    while True:
+        try:
+            taken.append(lines.get_nowait())
+        except queue.Empty:
+            return taken
