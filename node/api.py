@@ -275,6 +275,8 @@ def build_app(node: ApiNode) -> Starlette:
                 # Step mode: the gates the job waits at (one per shard), and what is behind.
                 "gate": gates[0] if gates else None,
                 "gates": gates,
+                # On its requester, while shards look for nodes: what was tried, and why.
+                "waiting": [w.document() for w in node.requester.waits_of(job_id)],
             }
         )
 

@@ -375,7 +375,7 @@ class Compute:
         if not self.capacity.try_reserve(job.id, index, spec.resources):
             # Owed longest first: a requester already owed keeps its place.
             self._owed.setdefault(job.requester, job.id)
-            return decline("full")
+            return decline("full", f"all {self.capacity.statistics().slots} slot(s) busy")
         shard.window = offer.window
         self._stand_bid(job, shard)
         self._ctx.spawn(self._await_answer, job, shard)

@@ -57,6 +57,7 @@ from node.p2p.transport import TransportError
 from node.resume import ShardProgress, Stage, shard_progress
 from node.sealing import SealError, Unsealer
 from node.verifiers import VERIFIERS, Proposal, Verdict
+from node.waiting import ANSWERS, ShardWait
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +171,8 @@ class _Shard:
     retries: int = 0  # runs started again elsewhere after their node was lost
     declined_full: bool = False  # an offer of the last round was declined for want of a slot
     queued: bool = False  # an event said it waits for a slot
+    answers: dict[str, str] = field(default_factory=dict)  # this attempt's offers: node -> answer
+    round_bids: list[int] = field(default_factory=list)  # bids per round announced, this attempt
     resume_at: Stage = "bids"  # where a resumed course goes on
 
     def settled(self) -> bool:
@@ -182,6 +185,7 @@ class _Shard:
         self.bidders, self.held, self.decided = set(), [], False
         self.accepted, self.proposals, self.errors = set(), {}, {}
         self.offered, self.announced = set(), False
+        self.answers, self.round_bids = {}, []
         self.waited = 0.0
         self.heard, self.lost = {}, {}
 
@@ -488,6 +492,8 @@ class Requester:
         self._bids_received += 1
         self._reach(open_job, "to_first_bid")
         shard.bidders.add(bidder)
+        if shard.round_bids and shard.answers.get(bidder) != "bid":
+            shard.round_bids[-1] += 1  # a bid on a gossiped round, not an offer
         if bidder in shard.tried:
             reason = "ran an earlier attempt of this shard: a re-run needs fresh nodes"
             self._ctx.spawn(self._reject_bid, open_job, shard, bidder, reason)
@@ -941,6 +947,7 @@ class Requester:
         """Offer ``shard`` to ``peer`` and take its answer; whether it bid."""
         job = open_job.job
         shard.offered.add(peer)
+        shard.answers[peer] = "no_answer"
         self._offers["sent"] += 1
         offer = messages.JobOffered(
             job_id=job.id, job=job, shard=shard.index, window=self._bid_window
@@ -950,6 +957,7 @@ class Requester:
             ack = await self._ctx.transport.send(peer, offer)
         except TransportError as exc:
             self._offers["undelivered"] += 1
+            shard.answers[peer] = "unreachable"
             self._hints.unreachable(peer)
             await self._set_state(
                 open_job, shard, shard.state, "offer_undelivered", peer=peer, reason=str(exc)
@@ -961,10 +969,12 @@ class Requester:
             if ack.ok:
                 self._ctx.transport.count_dropped("direct_bad_answer")
             log.info("offer of job %s to %s refused: %s", job.id, peer, ack.error or answer)
+            shard.answers[peer] = "unreachable"
             return False
         open_job.messages[f"in.{type(answer).__name__}"] += 1
         if isinstance(answer, messages.OfferDeclined):
             self._offers["declined"] += 1
+            shard.answers[peer] = answer.reason if answer.reason in ANSWERS else "no_answer"
             if answer.reason == "full":
                 # Offered again once it says a slot came free, or a queued retry comes.
                 shard.declined_full = True
@@ -977,6 +987,7 @@ class Requester:
             )
             return False
         self._hints.bid(peer)
+        shard.answers[peer] = "bid"
         if self._open.get(job.id) is not open_job:  # the job ended meanwhile
             self._ctx.spawn(self._reject_bid, open_job, shard, peer, "the job has ended")
         else:
@@ -996,6 +1007,7 @@ class Requester:
         for round_ in range(self._max_rounds):
             if round_ > 0 or not first_round_announced:
                 shard.round += 1
+                shard.round_bids.append(0)
                 await self._announce(open_job, shard, window)
                 await self._set_state(
                     open_job,
@@ -1095,6 +1107,34 @@ class Requester:
         shard.gate = None
         await self._set_state(open_job, shard, shard.state, "stepped", gate=gate)
         return trio.current_time() - started
+
+    def waits_of(self, job_id: str) -> list[ShardWait]:
+        """What was tried for each shard of ``job_id`` that still looks for nodes (none
+        if the job is not open here): its offers' answers, gossip, its place in line."""
+        open_job = self._open.get(job_id)
+        if open_job is None:
+            return []
+        spec, size = open_job.job.spec, self._ctx.membership.size
+        waits = []
+        for shard in open_job.shards:
+            if shard.state is not JobState.BIDDING:
+                continue
+            ticket = (open_job.started, shard.index)
+            places = [i for i, (t, _) in enumerate(self._queue) if t == ticket]
+            waits.append(
+                ShardWait(
+                    shard=shard.index,
+                    image=spec.image,
+                    engine=spec.engine,
+                    wanted=open_job.concurrency,
+                    network_size=size,
+                    answers=dict(shard.answers),
+                    known_full=len(self._full),
+                    round_bids=tuple(shard.round_bids),
+                    queue=(places[0] + 1, len(self._queue)) if places else None,
+                )
+            )
+        return waits
 
     def gates_of(self, job_id: str) -> list[tuple[int, str, dict[str, object]]]:
         """The gates ``job_id`` waits at now, as (shard, gate, what is behind it)."""

@@ -689,6 +689,8 @@ class JobSummary:
     sharding: str  # "GLOB, batch B", or ""
     created_at: float | None
     updated_at: float | None
+    # Why shards do not run yet, one line each ("shard 0: queued: …"), from the requester.
+    waiting: tuple[str, ...] = ()
 
     @property
     def terminal(self) -> bool:
@@ -729,4 +731,9 @@ def job_summary(describe: Describe) -> JobSummary:
         ),
         created_at=_float(job.get("created_at")),
         updated_at=_float(record.get("updated_at")),
+        waiting=tuple(
+            f"shard {w.get('shard')}: {w.get('why')}"
+            for w in describe.get("waiting") or ()
+            if isinstance(w, Mapping)
+        ),
     )

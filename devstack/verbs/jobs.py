@@ -74,6 +74,8 @@ def describe(args: argparse.Namespace) -> int:
     created = job["created_at"]
     print(f"job        {job['id']}")
     print(f"state      {record['state']}" + (f"  ({record['reason']})" if record["reason"] else ""))
+    for wait in answer.get("waiting", []):
+        print(f"why        shard {wait['shard']}: {wait['why']}")
     print(f"requester  {job['requester']}")
     print(
         f"spec       {spec['engine']} {spec['image']} {' '.join(spec['command'])}"

@@ -328,8 +328,9 @@ def test_a_burst_on_one_slot_nodes_drains_with_no_error(slots5: Devstack) -> Non
 
 @pytest.mark.timeout(420)
 def test_a_job_past_its_queue_timeout_ends_error(slots5: Devstack) -> None:
-    """Every slot taken by a long job: a job with ``queue_timeout: 3`` queues and
-    ends ``error`` saying it queued. The blockers are cancelled after."""
+    """Every slot taken by a long job: a waiting job says why (queued, every node
+    full, its place in line); a job with ``queue_timeout: 3`` queues and ends
+    ``error`` saying it queued. The blockers are cancelled after."""
     assert slots5.state is not None
     nodes = slots5.state.nodes
     blockers = [(n.api, submit(n.api, sleeper(120))) for n in nodes]
@@ -341,6 +342,28 @@ def test_a_job_past_its_queue_timeout_ends_error(slots5: Devstack) -> None:
         wait_until(all_full, 120, 0.2, "every slot taken", ignore=(httpx.HTTPError,))
         for _, job_id in blockers:
             wait_running(job_id)
+
+        # While it waits in line, its requester says why (API, and `devstack describe`).
+        queued = submit(nodes[1].api, sleeper(1, queue_timeout=120))
+        line = wait_until(
+            lambda: next((w["why"] for w in describe_job(nodes[1].api, queued)["waiting"]), ""),
+            60,
+            0.2,
+            f"job {queued} to say why it waits",
+        )
+        wait_until(
+            lambda: describe_job(nodes[1].api, queued)["waiting"][0]["why"].startswith(
+                f"queued: {len(nodes)} of {len(nodes)} nodes full, position 1 of"
+            ),
+            60,
+            0.2,
+            f"job {queued} to say it is queued with every node full (it said {line!r})",
+        )
+        shown = slots5.run("describe", queued, check=True).stdout
+        assert "why        shard 0: queued:" in shown, shown
+        assert cancel(nodes[1].api, queued).status_code == 200
+        assert wait_job_end(nodes[1].api, queued, 60)["job"]["state"] == "cancelled"
+
         job_id = submit(nodes[0].api, sleeper(1, queue_timeout=3))
         answer = wait_job_end(nodes[0].api, job_id, JOB_TIMEOUT_S)
         print(f"\nqueue timeout: {story(answer)}")

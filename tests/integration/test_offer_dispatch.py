@@ -224,8 +224,9 @@ def test_offers_all_declined_fall_back_to_gossip_and_the_job_completes(
     offers10: Devstack,
 ) -> None:
     """A job in an image no node has: every offer comes back declined (no_image), up
-    to c + EXTRA_OFFERS of them, and the job is gossiped; once the image exists, a
-    later round of bidding finds bidders and the job completes."""
+    to c + EXTRA_OFFERS of them, the job is gossiped, and its requester says why it
+    waits; once the image exists, a later round of bidding finds bidders and the job
+    completes."""
     assert offers10.state is not None
     live_members(offers10)
     requester = offers10.state.nodes[6]
@@ -242,6 +243,11 @@ def test_offers_all_declined_fall_back_to_gossip_and_the_job_completes(
         declined = own_events(answer, "offer_declined")
         assert len(declined) == min(NETWORK, 1 + EXTRA_OFFERS), story(answer)
         assert all(e["detail"]["reason"].startswith("no_image") for e in declined), declined
+        # Its requester says why it waits: no node has the image, and whom it asked.
+        [waiting] = answer["waiting"]
+        asked = len(declined)
+        assert waiting["why"].startswith(f"no node has image {image} (asked {asked})"), waiting
+        assert waiting["answers"]["no_image"] == waiting["offered"] == asked, waiting
         assert client.images.get("busybox:latest").tag(image.split(":")[0], "latest")
 
         answer = wait_job_end(requester.api, job_id, JOB_TIMEOUT_S)

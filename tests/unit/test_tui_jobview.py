@@ -14,6 +14,7 @@ import pytest
 
 from tests.unit.tui_fake_jobs import DATA
 from tui import jobview as jv
+from tui.widgets.job_panels import header_text
 
 CAPTURED = json.loads(DATA.read_text())
 D: dict[str, dict[str, Any]] = CAPTURED["describes"]
@@ -410,3 +411,16 @@ def test_an_empty_or_partial_answer_gives_no_figures() -> None:
     # an event without a time is skipped, one without a shard is the job's
     d = _describe([_event("created", 100.0, None), {"kind": "announced", "detail": {}}])
     assert [r.kind for r in jv.timeline(d)] == ["created"]
+
+
+def test_why_a_job_waits_reaches_the_job_views_header() -> None:
+    d = _describe([_event("created", 100.0, None)], state="bidding")
+    d["waiting"] = [{"shard": 0, "why": "queued: 5 of 5 nodes full, position 2 of 3"}]
+    summary = jv.job_summary(d)
+    assert summary.waiting == ("shard 0: queued: 5 of 5 nodes full, position 2 of 3",)
+    shown = header_text(summary, {}, 101.0, job_id="j").plain
+    assert "why shard 0: queued: 5 of 5 nodes full, position 2 of 3" in shown
+    ended = jv.job_summary(
+        _describe([_event("created", 100.0, None)], state="error") | {"waiting": d["waiting"]}
+    )
+    assert "why" not in header_text(ended, {}, 101.0, job_id="j").plain

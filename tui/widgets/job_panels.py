@@ -68,6 +68,9 @@ def header_text(
         text.append(" ".join(summary.inputs) or MISSING)
         if summary.sharding:
             text.append(f" · sharding {summary.sharding}")
+    if summary.waiting and not summary.terminal:
+        text.append("\nwhy ", style="bold")
+        text.append("; ".join(summary.waiting), style="yellow")
     if summary.reason:
         text.append("\n")
         text.append(summary.reason, style="bold red" if summary.state == "error" else "")
