@@ -342,7 +342,7 @@ def test_a_full_cluster_queues_the_job_until_a_slot_frees(full3: Devstack) -> No
     kinds = [e["kind"] for e in answer["events"] if e["node"] == answer["requester"]]
     assert "queued" in kinds and "gossip_fallback" not in kinds, kinds
     for declined in own_events(answer, "offer_declined"):
-        assert declined["detail"]["reason"] == "full", declined
+        assert declined["detail"]["reason"] == "full: all 1 slot(s) busy", declined
     queued = own_events(answer, "queued")[0]["at"]
     accepted = own_events(answer, "bid_accepted")
     assert accepted and all(e["at"] > queued for e in accepted), answer["events"]
