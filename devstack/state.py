@@ -7,6 +7,7 @@ time match what was recorded, so a recycled pid is never mistaken for a node.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from dataclasses import MISSING, asdict, dataclass, field, fields
@@ -161,6 +162,7 @@ def _process(pid: int) -> tuple[float, bool] | None:
     return started, fields[0] == b"Z"
 
 
+@functools.cache
 def _boot_time() -> float:
     for line in Path("/proc/stat").read_bytes().splitlines():
         if line.startswith(b"btime "):

@@ -100,8 +100,7 @@ class AsyncNodeClient:
     async def _answer(self, call: Call) -> tuple[str, bytes]:
         status, data = await self.send(call)
         url = self.base_url + call.target
-        if not 200 <= status < 300:
-            raise calls.error_for(call, url, status, data)
+        calls.check(call, url, status, data)
         return url, data
 
     async def call(self, call: Call) -> Any:

@@ -210,6 +210,12 @@ def error_for(call: Call, url: str, status: int, body: bytes) -> NodeApiError:
     )
 
 
+def check(call: Call, url: str, status: int, body: bytes) -> None:
+    """Raise :func:`error_for` the answer unless its status is a success."""
+    if not 200 <= status < 300:
+        raise error_for(call, url, status, body)
+
+
 def unreachable(base_url: str, reason: object) -> NodeApiError:
     return NodeApiError(
         f"cannot reach the node at {base_url} ({reason}); is it still up? (`devstack status`)"

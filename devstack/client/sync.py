@@ -89,16 +89,18 @@ class NodeClient:
         )
         if connection is None or stale:
             if connection is not None:
-                connection.http.close()
+                self._drop(connection)
             connection = self._local.connection = _Connection(self._host, self._port)
             with self._lock:
-                self._connections = [c for c in self._connections if c.http.sock is not None]
                 self._connections.append(connection)
         return connection
 
     def _drop(self, connection: _Connection) -> None:
         connection.http.close()
         self._local.connection = None
+        with self._lock:
+            if connection in self._connections:
+                self._connections.remove(connection)
 
     def _open(
         self, call: Call, body: bytes | Iterable[bytes] | None, headers: dict[str, str]
@@ -153,6 +155,15 @@ class NodeClient:
         self._finish(connection, response)
         return data
 
+    def _stream(self, call: Call) -> tuple[_Connection, http.client.HTTPResponse]:
+        """Send ``call``; its successful response with the body unread (the caller
+        drops the connection after it), or NodeApiError for a refusal."""
+        connection, response = self._open(call, None, {})
+        if not 200 <= response.status < 300:
+            data = self._read(call, connection, response)
+            calls.check(call, self.base_url + call.target, response.status, data)
+        return connection, response
+
     def send(
         self,
         call: Call,
@@ -171,8 +182,7 @@ class NodeClient:
         """Send ``call``; the answer's JSON, or NodeApiError if the node refused it."""
         status, data = self.send(call, **kwargs)
         url = self.base_url + call.target
-        if not 200 <= status < 300:
-            raise calls.error_for(call, url, status, data)
+        calls.check(call, url, status, data)
         return calls.decode_json(call, url, data)
 
     # -- the API -----------------------------------------------------------------
@@ -196,11 +206,8 @@ class NodeClient:
         """The node's last ``tail`` log lines, then each line as the node writes it,
         until the caller stops iterating (or the node goes away: NodeApiError)."""
         call = calls.logs(tail, follow=True)
-        connection, response = self._open(call, None, {})
+        connection, response = self._stream(call)
         try:
-            if not 200 <= response.status < 300:
-                data = self._read(call, connection, response)
-                raise calls.error_for(call, self.base_url + call.target, response.status, data)
             while line := response.readline():
                 yield line.decode("utf-8", "replace").rstrip("\n")
         except (ConnectionError, TimeoutError, http.client.HTTPException) as exc:
@@ -271,11 +278,7 @@ class NodeClient:
         """
         from node.content.tarball import unpack
 
-        call = calls.content(cid, tuple(providers), timeout)
-        connection, response = self._open(call, None, {})
-        if not 200 <= response.status < 300:
-            data = self._read(call, connection, response)
-            raise calls.error_for(call, self.base_url + call.target, response.status, data)
+        connection, response = self._stream(calls.content(cid, tuple(providers), timeout))
         try:
             unpack(response, dest)
         except (ConnectionError, TimeoutError, http.client.HTTPException) as exc:
@@ -294,6 +297,5 @@ def download(url: str, *, timeout: float = DEFAULT_TIMEOUT_S) -> bytes:
     with NodeClient(base, timeout=timeout) as client:
         call = Call("GET", path)
         status, data = client.send(call)
-    if not 200 <= status < 300:
-        raise calls.error_for(call, url, status, data)
+    calls.check(call, url, status, data)
     return data

@@ -7,7 +7,9 @@ which adds its options. What several verbs share lives here.
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,18 @@ from devstack.state import ClusterState
 
 def print_json(data: Any) -> None:
     print(json.dumps(data, indent=2, default=str))
+
+
+@contextlib.contextmanager
+def local_files_reported() -> Iterator[None]:
+    """A local path or archive that cannot be used (``OSError``, ``ContentError``) as
+    a ClusterError: one line naming it and exit status 1, as any verb's failure."""
+    from node.content import ContentError  # here: only the verbs that touch files
+
+    try:
+        yield
+    except (OSError, ContentError) as exc:
+        raise ClusterError(str(exc)) from None
 
 
 def running_cluster(state_dir: Path) -> ClusterState:

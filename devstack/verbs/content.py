@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
 from devstack import state as st
 from devstack.client import NodeClient
-from devstack.verbs import running_cluster
+from devstack.verbs import local_files_reported, running_cluster
 
 
 def add_tree(client: NodeClient, path: str) -> str:
@@ -27,15 +26,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add(args: argparse.Namespace) -> int:
-    from node.content import ContentError
-
     node = st.find_node(running_cluster(args.state_dir), args.node)
-    try:
-        with NodeClient(node.api) as client:
-            cid = add_tree(client, args.path)
-    except (OSError, ContentError) as exc:  # a path that cannot be read or added
-        print(f"devstack add: {exc}", file=sys.stderr)
-        return 1
+    with local_files_reported(), NodeClient(node.api) as client:  # a path unreadable
+        cid = add_tree(client, args.path)
     print(cid)
     return 0
 
@@ -54,17 +47,12 @@ def fetch_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def fetch(args: argparse.Namespace) -> int:
-    from node.content import ContentError
-
     cluster = running_cluster(args.state_dir)
     node = st.find_node(cluster, args.node)
     providers = [st.find_node(cluster, args.provider).peer_id] if args.provider else []
-    try:
+    with local_files_reported():  # DIR exists, or an archive unsafe to unpack
         args.output.parent.mkdir(parents=True, exist_ok=True)
         with NodeClient(node.api) as client:
             client.fetch_content(args.cid, args.output, providers=providers, timeout=args.timeout)
-    except (OSError, ContentError) as exc:  # DIR exists, or an archive unsafe to unpack
-        print(f"devstack fetch: {exc}", file=sys.stderr)
-        return 1
     print(args.output)
     return 0

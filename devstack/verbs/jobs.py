@@ -4,7 +4,6 @@ story to their published results (``submit`` is :mod:`devstack.verbs.submit`).""
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ from devstack import jobs
 from devstack import state as st
 from devstack.client import NodeClient
 from devstack.errors import ClusterError
-from devstack.verbs import print_json, running_cluster
+from devstack.verbs import local_files_reported, print_json, running_cluster
 from node.argtypes import positive
 
 # -- list / describe -----------------------------------------------------------------
@@ -153,16 +152,11 @@ def get_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def get(args: argparse.Namespace) -> int:
-    from node.content import ContentError
-
     cluster = running_cluster(args.state_dir)
     answer = jobs.describe(cluster, args.job)
     out = args.output or Path(f"job-{args.job[:8]}")
-    try:
+    with local_files_reported():  # a shard's DIR exists, or an unsafe archive
         paths = jobs.fetch_shards(cluster, answer, out, via=args.node, timeout=args.timeout)
-    except (OSError, ContentError) as exc:  # a shard's DIR exists, or an unsafe archive
-        print(f"devstack get: {exc}", file=sys.stderr)
-        return 1
     if not paths:
         state = answer["job"]["state"]
         raise ClusterError(f"job {args.job} has no published results (state {state})")
