@@ -185,7 +185,17 @@ def live_nodes(state: ClusterState) -> list[NodeEntry]:
 
 
 def find_node(state: ClusterState, ref: str) -> NodeEntry:
-    """A node by index (``3``), name (``node-3``) or a unique part of its peer id."""
+    """A node by index (``3``), name (``node-3``) or a unique part of its peer id;
+    StateError if none or several match."""
+    node = node_named(state, ref)
+    if node is None:
+        raise StateError(f"no node matches {ref!r}: give an index, node-N, or part of a peer id")
+    return node
+
+
+def node_named(state: ClusterState, ref: str) -> NodeEntry | None:
+    """The node ``ref`` names as :func:`find_node` reads it, None when it names no
+    node; StateError for an index out of range or a part of several peer ids."""
     ref = ref.strip()
     if ref.removeprefix("node-").isdigit():
         index = int(ref.removeprefix("node-"))
@@ -194,11 +204,9 @@ def find_node(state: ClusterState, ref: str) -> NodeEntry:
                 return node
         raise StateError(f"no node {ref}: the cluster has nodes 0 to {len(state.nodes) - 1}")
     matches = [n for n in state.nodes if ref and ref in n.peer_id]
-    if len(matches) == 1:
-        return matches[0]
-    if not matches:
-        raise StateError(f"no node matches {ref!r}: give an index, node-N, or part of a peer id")
-    raise StateError(f"{ref!r} matches {len(matches)} nodes: give more of the peer id")
+    if len(matches) > 1:
+        raise StateError(f"{ref!r} matches {len(matches)} nodes: give more of the peer id")
+    return matches[0] if matches else None
 
 
 def node_by_peer(state: ClusterState, peer_id: str) -> NodeEntry | None:

@@ -9,13 +9,15 @@ it).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+import urllib.parse
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 import msgspec
 import trio
@@ -52,6 +54,7 @@ if TYPE_CHECKING:
     from node.content.store import BlockStore
     from node.context import NodeContext
     from node.executors.docker import DockerExecutor
+    from node.messages import OutputStream
     from node.p2p.exchange import Exchange
     from node.p2p.membership import Membership
     from node.store import Store
@@ -72,6 +75,8 @@ MAX_LOG_LINES = 5000
 _MAX_OFFSET = 1 << 62
 # How often a followed log file is read again for what was written since.
 LOG_FOLLOW_POLL_S = 0.25
+NDJSON = "application/x-ndjson"
+_OUTPUT_STREAMS = ("stdout", "stderr")
 
 
 class ApiConfig(Protocol):
@@ -199,6 +204,57 @@ async def _in_threads(
         yield piece
 
 
+def _ndjson(documents: list[dict[str, object]]) -> bytes:
+    return b"".join(msgspec.json.encode(document) + b"\n" for document in documents)
+
+
+def _loopback_api(url: str) -> bool:
+    """Whether ``url`` (a peer's API address, as it announced it) is on this machine's
+    loopback: the only kind of address a node relays a request to."""
+    parsed = urllib.parse.urlsplit(url)
+    return parsed.scheme in ("http", "https") and parsed.hostname in ("127.0.0.1", "localhost")
+
+
+async def _relay_output(request: Request, requester: str, apis: Mapping[str, str]) -> Response:
+    """The answer of the requester's API to the same request, streamed through; a 409
+    naming the requester when its API is unknown or not on this machine, a 502 when
+    it cannot be reached."""
+    api = apis.get(requester, "")
+    if not _loopback_api(api):
+        raise ApiError(
+            409,
+            "not_requester",
+            f"job {request.path_params['job_id']} was requested on node {requester}, which"
+            " keeps its output" + (f"; ask its API at {api}" if api else "; ask that node's API"),
+        )
+    import httpx  # only a node that relays pays for the import
+
+    stack = contextlib.AsyncExitStack()
+    client = await stack.enter_async_context(
+        httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=None))
+    )
+    try:
+        answer = await stack.enter_async_context(
+            client.stream("GET", f"{api}{request.url.path}", params=request.query_params)
+        )
+    except httpx.HTTPError as exc:
+        await stack.aclose()
+        raise ApiError(
+            502, "unreachable", f"the job's requester {requester} ({api}) did not answer: {exc}"
+        ) from None
+
+    async def relayed() -> AsyncIterator[bytes]:
+        async with stack:
+            try:
+                async for piece in answer.aiter_raw():
+                    yield piece
+            except httpx.HTTPError as exc:
+                log.info("relay of %s from %s ended: %s", request.url.path, api, exc)
+
+    media = answer.headers.get("content-type", NDJSON)
+    return StreamingResponse(relayed(), status_code=answer.status_code, media_type=media)
+
+
 def build_app(node: ApiNode) -> Starlette:
     """The Starlette app for ``node``."""
 
@@ -323,6 +379,62 @@ def build_app(node: ApiNode) -> Starlette:
                 f"job {job_id} has already ended ({record.state.value}): nothing to cancel",
             ) from None
         return json_response({"id": job_id, "state": JobState.CANCELLED.value})
+
+    async def job_output(request: Request) -> Response:
+        """A job's live output as NDJSON, one record per line (README, live output):
+        ``{seq, shard, node, time, stream, line}`` for a line, ``{seq, shard, node,
+        time, dropped}`` for lines lost on the way, and last ``{"state", "ended"}``.
+        Without ``follow`` it gives what its requester holds now; with it, each
+        line as it arrives, until the job ends. ``shard``, ``node`` and ``stream``
+        narrow it. Kept by the requester only: elsewhere the request is relayed
+        to the requester's API when that is on this machine, else a 409 names it."""
+        job_id = request.path_params["job_id"]
+        record = await job_or_404(job_id)
+        shard = _int_param(request, "shard", -1, 0, record.job.shards - 1)
+        follow = _bool_param(request, "follow")
+        stream = request.query_params.get("stream")
+        if stream is not None and stream not in _OUTPUT_STREAMS:
+            raise ApiError(400, "bad_parameter", "stream must be stdout or stderr", "stream")
+        requester = record.job.requester
+        if requester != node.node_id:
+            return await _relay_output(request, requester, node.membership.live_peers())
+        output = node.requester.outputs.get(job_id)
+        if output is None and record.state.terminal:
+            raise ApiError(
+                404,
+                "output_gone",
+                f"job {job_id} ended ({record.state.value}) and its live output is no"
+                " longer kept; its published results hold stdout and stderr",
+                "job_id",
+            )
+        if output is None:  # open, and nothing printed yet (or this node restarted)
+            output = node.requester.outputs.open(job_id)
+        cursor = output.cursor()
+        narrow = {
+            "shard": None if shard < 0 else shard,
+            "node": request.query_params.get("node") or None,
+            "stream": cast("OutputStream | None", stream),
+        }
+
+        async def last_line() -> bytes:
+            state = (await job_or_404(job_id)).state
+            return _ndjson([{"state": state.value, "ended": state.terminal}])
+
+        if not follow:
+            found = [r.document() for r in output.read(cursor, **narrow)]
+            return Response(_ndjson(found) + await last_line(), media_type=NDJSON)
+
+        async def records() -> AsyncIterator[bytes]:
+            while True:
+                ended = output.ended
+                if found := output.read(cursor, **narrow):
+                    yield _ndjson([r.document() for r in found])
+                if ended:
+                    yield await last_line()
+                    return
+                await output.wait()
+
+        return StreamingResponse(records(), media_type=NDJSON)
 
     async def images(request: Request) -> Response:
         """The Docker images this node can run jobs in (a job names one of these)."""
@@ -499,6 +611,7 @@ def build_app(node: ApiNode) -> Starlette:
         Route("/api/v1/jobs", list_jobs, methods=["GET"]),
         Route("/api/v1/jobs/{job_id}", describe),
         Route("/api/v1/jobs/{job_id}/events", job_events),
+        Route("/api/v1/jobs/{job_id}/logs", job_output),
         Route("/api/v1/jobs/{job_id}/step", step, methods=["POST"]),
         Route("/api/v1/jobs/{job_id}/cancel", cancel, methods=["POST"]),
         Route("/api/v1/images", images),

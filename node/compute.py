@@ -44,6 +44,7 @@ from node.models import (
     JobState,
     SpecError,
 )
+from node.output import OutputSender
 from node.p2p.exchange import Exchange, FetchError
 from node.p2p.transport import TransportError
 from node.publishers import Publisher, PublishError
@@ -480,9 +481,11 @@ class Compute:
             with trio.CancelScope() as scope:
                 shard.run_scope = scope
                 ctx.db_soon(self._record_call(job, index, ExecutionState.RUNNING, "running"))
+                sender = OutputSender(job.id, index, partial(self._send_output, job))
                 async with trio.open_nursery() as beating:
                     beating.start_soon(self._heartbeat, job, index)
-                    proposal = await self._execute(job, index, work, inputs, shard)
+                    beating.start_soon(sender.run)
+                    proposal = await self._execute(job, index, work, inputs, shard, sender)
                     beating.cancel_scope.cancel()
             if scope.cancelled_caught:
                 return
@@ -518,20 +521,46 @@ class Compute:
             except TransportError as exc:
                 log.info("heartbeat of job %s shard %d not delivered: %s", job.id, index, exc)
 
+    async def _send_output(self, job: Job, batch: messages.JobOutput) -> bool:
+        """Deliver a batch of live output to the job's requester, once (lines are
+        worth less than the time a retry would cost); whether it was taken."""
+        try:
+            ack = await self._ctx.transport.send(job.requester, batch)
+        except TransportError as exc:
+            log.info("output of job %s shard %d not delivered: %s", job.id, batch.shard, exc)
+            return False
+        return ack.ok
+
     async def _execute(
-        self, job: Job, index: int, work: Path, inputs: Path, shard: _KnownShard
+        self,
+        job: Job,
+        index: int,
+        work: Path,
+        inputs: Path,
+        shard: _KnownShard,
+        sender: OutputSender,
     ) -> messages.ResultsProposed | None:
         """Run the shard and make its proposal (the results tree stored, its CID sealed
-        to the requester); None, the requester told, if it could not run."""
+        to the requester); None, the requester told, if it could not run. What it
+        printed is sent before either (``sender``)."""
         executor = self._executors[job.spec.engine]
         labels = {NODE_LABEL: self._ctx.node_id, JOB_LABEL: job.id}
         try:
             mounted = await self._prepare_inputs(job, index, inputs)
             started = trio.current_time()
-            result = await executor.run(
-                job.id, index, job.spec, work, labels=labels, inputs=mounted
-            )
-            run_seconds = trio.current_time() - started
+            try:
+                result = await executor.run(
+                    job.id,
+                    index,
+                    job.spec,
+                    work,
+                    labels=labels,
+                    inputs=mounted,
+                    output=sender.output,
+                )
+                run_seconds = trio.current_time() - started
+            finally:
+                await sender.flush()
             if self.bad_actor:
                 await trio.to_thread.run_sync(forge_results, work)
             shard.result_id, preview = await trio.to_thread.run_sync(self._store_results, work)

@@ -145,6 +145,35 @@ class ExecutionHeartbeat(_Message, tag="ExecutionHeartbeat"):
     shard: int = 0
 
 
+OutputStream = Literal["stdout", "stderr"]
+#: A line of live output longer than this is cut (the results tree keeps it whole).
+MAX_OUTPUT_LINE = 4096
+#: Lines per :class:`JobOutput` at most (the sender also bounds a batch's characters,
+#: so that it stays below :data:`MAX_MESSAGE_BYTES`).
+MAX_OUTPUT_BATCH = 1000
+
+
+class OutputLine(msgspec.Struct, array_like=True, frozen=True):
+    """One line a running container wrote: its stream, when (Unix time, by the
+    compute node's Docker daemon) and its text without the newline."""
+
+    stream: OutputStream
+    time: float
+    line: Annotated[str, msgspec.Meta(max_length=MAX_OUTPUT_LINE)]
+
+
+class JobOutput(_Message, tag="JobOutput"):
+    """Lines an accepted node's run of ``shard`` wrote since its last batch, oldest
+    first. ``dropped``: lines it lost before them (a run that outruns its sending
+    loses its oldest unsent lines, never blocks; README, live output)."""
+
+    shard: int = 0
+    lines: Annotated[list[OutputLine], msgspec.Meta(max_length=MAX_OUTPUT_BATCH)] = msgspec.field(
+        default_factory=list
+    )
+    dropped: Annotated[int, msgspec.Meta(ge=0)] = 0
+
+
 class ExecutionLost(_Message, tag="ExecutionLost"):
     """A restarted node lost its run of ``shard``: the requester re-runs it at once."""
 
@@ -193,6 +222,7 @@ Message = (
     | ComputeError
     | Cancelled
     | ExecutionHeartbeat
+    | JobOutput
     | ExecutionLost
     | SlotFreed
     | Status
@@ -212,6 +242,7 @@ DIRECT_TYPES: tuple[type, ...] = (
     ComputeError,
     Cancelled,
     ExecutionHeartbeat,
+    JobOutput,
     ExecutionLost,
     SlotFreed,
     Status,
@@ -243,6 +274,7 @@ ENTITLED: dict[type, Sender] = {
     ResultsPublished: Sender.ACCEPTED,
     ComputeError: Sender.ACCEPTED,
     ExecutionHeartbeat: Sender.ACCEPTED,
+    JobOutput: Sender.ACCEPTED,
     ExecutionLost: Sender.ACCEPTED,
     SlotFreed: Sender.OFFERED,
 }

@@ -43,6 +43,7 @@ import trio
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from node.output import OutputStoreStatistics
 from profiles.locks import LockStatistics
 from profiles.quantiles import nearest_rank
 from profiles.stalls import StallStatistics
@@ -377,6 +378,7 @@ class NodeStatistics:
     requester: RequesterFigures
     compute: ComputeFigures
     latency: Mapping[Phase, LatencyStatistics]
+    output: OutputStoreStatistics | None = None  # jobs' live output kept as requester
 
 
 def document(stats: NodeStatistics) -> dict[str, Any]:
@@ -418,6 +420,7 @@ def document(stats: NodeStatistics) -> dict[str, Any]:
             "unsealable_proposals": requester.unsealable,
         },
         "latency": {phase: dataclasses.asdict(s) for phase, s in stats.latency.items()},
+        "output": dataclasses.asdict(stats.output) if stats.output is not None else None,
     }
 
 

@@ -73,6 +73,7 @@ _TO_REQUESTER = (
     messages.ResultsPublished,
     messages.ComputeError,
     messages.ExecutionHeartbeat,
+    messages.JobOutput,
     messages.ExecutionLost,
     messages.SlotFreed,
 )
@@ -329,6 +330,7 @@ class Node:
             requester=self.requester.statistics(),
             compute=self.compute.statistics(),
             latency=self.phases.statistics(),
+            output=self.requester.outputs.statistics(),
         )
 
     def stats(self) -> dict[str, Any]:

@@ -53,6 +53,7 @@ from node.models import (
     now,
 )
 from node.offers import OfferHints, OfferHintStatistics
+from node.output import OutputStore
 from node.p2p.transport import TransportError
 from node.resume import ShardProgress, Stage, shard_progress
 from node.sealing import SealError, Unsealer
@@ -300,6 +301,8 @@ class Requester:
         self._queue: list[tuple[tuple[float, int], trio.Event]] = []
         # Nodes that declined an offer as full: each says when a slot comes free.
         self._full: set[str] = set()
+        # What the jobs' runs print, as they print it (README, live output).
+        self.outputs = OutputStore()
 
     # -- what the node asks of this role --------------------------------------
 
@@ -429,6 +432,12 @@ class Requester:
             case messages.ExecutionHeartbeat():
                 shard.heard[sender] = trio.current_time()
                 return Ack(True)  # nothing changed: no waiter needs waking
+            case messages.JobOutput():
+                shard.heard[sender] = trio.current_time()  # as good as a heartbeat
+                self.outputs.open(message.job_id).add(
+                    shard.index, sender, message.lines, message.dropped
+                )
+                return Ack(True)
             case messages.ExecutionLost():
                 if sender not in shard.proposals and sender not in shard.errors:
                     shard.lost[sender] = f"the node lost its run: {message.reason}"
@@ -565,6 +574,7 @@ class Requester:
             self._ended[open_job.state] += 1
             self._reach(open_job, "total")
             open_job.ended.set()
+            self.outputs.end(job_id)
 
     async def cancel(self, job_id: str, reason: str = "cancelled by the user") -> None:
         """Cancel ``job_id``: its course stops wherever it is (a step-mode gate too),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import ssl
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
@@ -107,6 +107,34 @@ class AsyncNodeClient:
         """Send ``call``; the answer's JSON, or NodeApiError if the node refused it."""
         url, data = await self._answer(call)
         return calls.decode_json(call, url, data)
+
+    async def lines(self, call: Call) -> AsyncIterator[bytes]:
+        """The lines of ``call``'s streamed answer as they come, until it ends or the
+        caller stops; NodeApiError for a refusal or a node that went away."""
+        timeout = httpx.Timeout(self.timeout, read=call.timeout)
+        try:
+            async with self._http.stream(
+                call.method, call.path, params=call.params, timeout=timeout
+            ) as response:
+                if response.status_code >= 300:
+                    data = await response.aread()
+                    calls.check(call, self.base_url + call.target, response.status_code, data)
+                async for line in response.aiter_lines():
+                    yield line.encode()
+        except httpx.TimeoutException:
+            raise calls.too_slow(self.base_url, call, call.timeout or self.timeout) from None
+        except httpx.HTTPError as exc:
+            raise calls.unreachable(self.base_url, str(exc) or type(exc).__name__) from None
+
+    async def job_output(
+        self, job_id: str, *, follow: bool = False, **narrow: Any
+    ) -> AsyncIterator[Any]:
+        """The job's output records, as :meth:`NodeClient.job_output` gives them."""
+        call = calls.job_output(job_id, follow=follow, **narrow)
+        url = self.base_url + call.target
+        async for line in self.lines(call):
+            if line:
+                yield calls.decode_json(call, url, line)
 
     async def fetch(self, call: Call, decoder: msgspec.json.Decoder[T]) -> T:
         """Send ``call``; the answer decoded straight into ``decoder``'s type (which

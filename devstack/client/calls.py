@@ -119,6 +119,28 @@ def logs(tail: int, after: int | None = None, *, follow: bool = False) -> Call:
     return Call("GET", "/api/v1/logs", params)
 
 
+def job_output(
+    job_id: str,
+    *,
+    follow: bool = False,
+    shard: int | None = None,
+    node: str | None = None,
+    stream: str | None = None,
+) -> Call:
+    """``GET /api/v1/jobs/{id}/logs``: the job's live output as NDJSON records (what
+    its requester holds; with ``follow``, then each line as it comes, until the job
+    ends), narrowed to one ``shard``, ``node`` (peer id) or ``stream``."""
+    params: dict[str, str] = {}
+    for name, value in (("shard", shard), ("node", node), ("stream", stream)):
+        if value is not None:
+            params[name] = str(value)
+    path = f"/api/v1/jobs/{_segment(job_id)}/logs"
+    if follow:
+        params["follow"] = "true"
+        return Call("GET", path, params, timeout=FOLLOW_IDLE_S)
+    return Call("GET", path, params)
+
+
 def submit(spec: JobSpec | Mapping[str, Any], timeout: float | None = None) -> Call:
     """``POST /api/v1/jobs`` of a :class:`~node.models.JobSpec` (encoded by msgspec),
     or of a raw document (a test of what the node refuses). The node fetches a job's

@@ -205,11 +205,24 @@ class NodeClient:
     def follow_logs(self, tail: int = 200) -> Iterator[str]:
         """The node's last ``tail`` log lines, then each line as the node writes it,
         until the caller stops iterating (or the node goes away: NodeApiError)."""
-        call = calls.logs(tail, follow=True)
+        for line in self._lines(calls.logs(tail, follow=True)):
+            yield line.decode("utf-8", "replace").rstrip("\n")
+
+    def job_output(self, job_id: str, *, follow: bool = False, **narrow: Any) -> Iterator[Any]:
+        """The job's output records (see :func:`calls.job_output` for ``narrow``), the
+        last one ``{"state", "ended"}``; with ``follow`` each as it comes, until the
+        job ends, the caller stops iterating or the node goes away (NodeApiError)."""
+        call = calls.job_output(job_id, follow=follow, **narrow)
+        url = self.base_url + call.target
+        for line in self._lines(call):
+            yield calls.decode_json(call, url, line)
+
+    def _lines(self, call: Call) -> Iterator[bytes]:
+        """The lines of ``call``'s streamed answer, as they come."""
         connection, response = self._stream(call)
         try:
             while line := response.readline():
-                yield line.decode("utf-8", "replace").rstrip("\n")
+                yield line
         except (ConnectionError, TimeoutError, http.client.HTTPException) as exc:
             raise calls.unreachable(self.base_url, exc) from None
         finally:

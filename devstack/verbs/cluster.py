@@ -239,32 +239,53 @@ def status(args: argparse.Namespace) -> int:
 
 
 def logs_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("node", nargs="?")
-    p.add_argument("-n", "--lines", type=positive(int), default=50)
+    p.add_argument(
+        "target",
+        nargs="?",
+        metavar="NODE|JOB",
+        help="a node (index, node-N or part of its peer id): its log; a job id: what the"
+        " job prints (default: every node's log)",
+    )
+    p.add_argument("-n", "--lines", type=positive(int), default=None, help="a node's: default 50")
     p.add_argument(
         "-f",
         "--follow",
         action="store_true",
-        help="then print each line as the node writes it (over its API; one node)",
+        help="then print each line as it is written (one node, or one job until it ends)",
     )
+    job = p.add_argument_group("a job's output")
+    job.add_argument("--stderr", action="store_true", help="its stderr only (default: both)")
+    job.add_argument("--node", dest="from_node", metavar="NODE", help="from this node only")
+    job.add_argument("--shard", type=positive(int, zero=True), default=None)
 
 
 def logs(args: argparse.Namespace) -> int:
-    if args.follow and not args.node:
-        raise UsageError("--follow follows one node: devstack logs NODE --follow")
     cluster = running_cluster(args.state_dir)
+    node = st.node_named(cluster, args.target) if args.target else None
+    if args.target and node is None:
+        if args.lines is not None:
+            raise UsageError("--lines is for a node's log; a job's output is printed whole")
+        from devstack.verbs.jobs import job_output
+
+        return job_output(cluster, args.target, args)
+    if args.stderr or args.from_node or args.shard is not None:
+        raise UsageError(
+            "--stderr, --node and --shard narrow a job's output: devstack logs JOB --stderr"
+        )
+    lines = 50 if args.lines is None else args.lines
     if args.follow:
+        if node is None:
+            raise UsageError("--follow follows one node: devstack logs NODE --follow")
         from devstack.client import NodeClient
 
-        node = st.find_node(cluster, args.node)
         with NodeClient(node.api) as client:
-            for line in client.follow_logs(min(args.lines, 5000)):
+            for line in client.follow_logs(min(lines, 5000)):
                 print(line, flush=True)
         return 0
-    nodes = [st.find_node(cluster, args.node)] if args.node else cluster.nodes
-    for node in nodes:
-        path = Path(node.log_file)
-        lines = path.read_text(errors="replace").splitlines() if path.exists() else []
-        for line in lines[-args.lines :]:
-            print(f"{node.name}: {line}" if len(nodes) > 1 else line)
+    nodes = [node] if node is not None else cluster.nodes
+    for entry in nodes:
+        path = Path(entry.log_file)
+        written = path.read_text(errors="replace").splitlines() if path.exists() else []
+        for line in written[-lines:]:
+            print(f"{entry.name}: {line}" if len(nodes) > 1 else line)
     return 0

@@ -4,6 +4,7 @@ story to their published results (``submit`` is :mod:`devstack.verbs.submit`).""
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -114,14 +115,49 @@ def describe(args: argparse.Namespace) -> int:
 # -- step / cancel / get ---------------------------------------------------------------
 
 
-def _on_requester(args: argparse.Namespace) -> tuple[str, NodeClient]:
-    """The full id of ``args.job`` and a client of its requester's API."""
-    cluster = running_cluster(args.state_dir)
-    answer = jobs.describe(cluster, args.job)
+def _described(cluster: st.ClusterState, job_ref: str) -> tuple[dict[str, Any], NodeClient]:
+    """The requester's description of the job and a client of that requester's API."""
+    answer = jobs.describe(cluster, job_ref)
     requester = st.node_by_peer(cluster, answer["requester"])
     if requester is None:
         raise ClusterError(f"the job's requester {answer['requester']} is not in this devstack")
-    return answer["job"]["job"]["id"], NodeClient(requester.api)
+    return answer, NodeClient(requester.api)
+
+
+def _on_requester(args: argparse.Namespace) -> tuple[str, NodeClient]:
+    """The full id of ``args.job`` and a client of its requester's API."""
+    answer, client = _described(running_cluster(args.state_dir), args.job)
+    return answer["job"]["job"]["id"], client
+
+
+def job_output(cluster: st.ClusterState, job_ref: str, args: argparse.Namespace) -> int:
+    """``devstack logs JOB``: what the job printed so far (with ``--follow``, then each
+    line as it comes, until the job ends), stdout lines to stdout and stderr lines
+    to stderr. Each line is labelled with its node (and shard) when the job runs in
+    more than one place; lost lines are reported on stderr."""
+    answer, requester = _described(cluster, job_ref)
+    job = answer["job"]["job"]
+    narrow: dict[str, Any] = {"shard": args.shard, "stream": "stderr" if args.stderr else None}
+    if args.from_node:
+        narrow["node"] = st.find_node(cluster, args.from_node).peer_id
+    if args.shard is not None and args.shard >= job["shards"]:
+        raise ClusterError(f"job {job['id']} has {job['shards']} shard(s): no shard {args.shard}")
+    places = job["spec"]["deal"]["concurrency"] if "node" not in narrow else 1
+    places *= job["shards"] if args.shard is None else 1
+    names = {n.peer_id: n.name for n in cluster.nodes}
+    with requester as client:
+        for record in client.job_output(job["id"], follow=args.follow, **narrow):
+            if "ended" in record:
+                break
+            where = names.get(record["node"], record["node"][-8:])
+            if job["shards"] > 1:
+                where += f"#{record['shard']}"
+            if "dropped" in record:
+                print(f"{where}: … {record['dropped']} line(s) lost", file=sys.stderr, flush=True)
+                continue
+            text = f"{where} | {record['line']}" if places > 1 else record["line"]
+            print(text, file=sys.stderr if record["stream"] == "stderr" else sys.stdout, flush=True)
+    return 0
 
 
 def step(args: argparse.Namespace) -> int:

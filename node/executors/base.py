@@ -14,6 +14,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from node.models import JobSpec
+from node.output import RunOutput
 
 # Bounded so a chatty container cannot fill a node's disk or memory.
 MAX_LOG_BYTES = 1 << 20
@@ -68,10 +69,12 @@ class Executor(abc.ABC):
         *,
         labels: dict[str, str],
         inputs: Path | None = None,
+        output: RunOutput | None = None,
     ) -> RunResult:
         """Run the shard; write its results tree under ``results_dir``. ``inputs``
         (the shard's input files, see :mod:`node.sharding`) is what the job sees,
-        read-only, at /inputs.
+        read-only, at /inputs. ``output``, if given, gets the lines the shard prints
+        while it runs, if the executor can follow them (live output).
 
         A non-zero exit code is a result, not an error. Raises
         :class:`ExecutorError` when the shard could not run at all (no image,

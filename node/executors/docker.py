@@ -16,6 +16,13 @@ the run's critical path; :meth:`DockerExecutor.wait_removed` and
 interpreter at exit. Only a process killed outright can leave a container, and
 it is labelled ``py-bacalhau=1``.
 
+While a container runs, a run given a :class:`~node.output.RunOutput` follows
+what it prints: every :data:`OUTPUT_POLL_S` the container's ``json-file`` log is
+read on from where the last read stopped (:mod:`node.executors.jsonlog`), the
+newest lines go to the run's output and the rest are counted as dropped. The
+last read happens with the collection of the results, before the container is
+removed. A daemon with another log driver gives no live output (logged once).
+
 Every other blocking SDK call runs in a worker thread via
 ``anyio.to_thread.run_sync`` under the executor's thread limiter, so the node's
 trio loop never blocks. The SDK is used at its low level (``client.api``): the
@@ -50,7 +57,9 @@ from docker.types import Mount
 from docker.utils import parse_repository_tag
 
 from node.executors.base import MAX_LOG_BYTES, Executor, ExecutorError, RunResult, write_results
+from node.executors.jsonlog import JsonLogFollower, LogRead
 from node.models import INPUTS_ROOT, JobSpec
+from node.output import RunOutput
 from profiles.locks import ThreadLock
 
 log = logging.getLogger(__name__)
@@ -80,6 +89,10 @@ _FRAME_HEADER = struct.Struct(">BxxxL")
 _STDOUT = 1
 _STDERR = 2
 _READ_BLOCK = 1 << 16
+#: How often a running container's log is read for live output.
+OUTPUT_POLL_S = 0.25
+#: Newest lines taken from the log per read; older ones count as dropped.
+OUTPUT_KEEP_LINES = 500
 _T = TypeVar("_T")
 
 
@@ -114,6 +127,7 @@ class _Handle:
         self.create_attempted = False
         self.client: docker.DockerClient | None = None
         self.container_id: str | None = None
+        self.follower: JsonLogFollower | None = None  # its log, when live output is wanted
 
     @property
     def api(self) -> docker.APIClient:
@@ -228,6 +242,9 @@ class DockerExecutor(Executor):
         # touched on the event loop only.
         self._remover: concurrent.futures.ThreadPoolExecutor | None = None
         self._removals: set[concurrent.futures.Future[None]] = set()
+        # Where the daemon keeps containers' json-file logs; asked once, on the first
+        # run that wants live output ("": the daemon logs some other way).
+        self._log_root: str | None = None
 
     # -- plumbing ---------------------------------------------------------------
 
@@ -243,6 +260,26 @@ class DockerExecutor(Executor):
                 except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
                     raise _daemon_error(exc) from exc
             return self._client
+
+    def _log_path_sync(self, container_id: str) -> Path | None:
+        """Where the daemon writes the container's json-file log; None when its log
+        driver is another one (worker threads only)."""
+        if self._log_root is None:
+            try:
+                info = self._get_client().api.info()
+            except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+                raise _daemon_error(exc) from exc
+            driver = info.get("LoggingDriver", "")
+            if driver == "json-file":
+                self._log_root = str(info.get("DockerRootDir", ""))
+            else:
+                self._log_root = ""
+                log.warning(
+                    "docker: no live output: the daemon logs with %r, not json-file", driver
+                )
+        if not self._log_root:
+            return None
+        return Path(self._log_root, "containers", container_id, f"{container_id}-json.log")
 
     async def _thread(self, func: Callable[..., _T], *args: Any, abandon: bool = False) -> _T:
         return await anyio.to_thread.run_sync(
@@ -323,6 +360,7 @@ class DockerExecutor(Executor):
         inputs: Path | None,
         labels: dict[str, str],
         clock: _Clock,
+        follow: bool,
     ) -> None:
         outputs.mkdir(parents=True, exist_ok=True)
         handle.client = self._get_client()
@@ -367,6 +405,8 @@ class DockerExecutor(Executor):
         except requests.exceptions.RequestException as exc:
             raise _daemon_error(exc) from exc
         handle.container_id = created["Id"]
+        if follow and (path := self._log_path_sync(handle.container_id)) is not None:
+            handle.follower = JsonLogFollower(path, OUTPUT_KEEP_LINES)
         clock.lap("create")
         try:
             api.start(handle.container_id)
@@ -440,9 +480,37 @@ class DockerExecutor(Executor):
             raise _daemon_error(exc) from exc
         return {stream: bytes(buffer) for stream, buffer in demux.buffers.items()}, stopped
 
+    @staticmethod
+    def _last_output_sync(handle: _Handle) -> LogRead:
+        """What the exited container printed since the last read of its log."""
+        if handle.follower is None:
+            return LogRead()
+        try:
+            return handle.follower.read(final=True)
+        except OSError as exc:
+            log.warning("docker: live output of %s ends early: %s", handle.name, exc)
+            handle.follower = None
+            return LogRead()
+
+    async def _follow(self, handle: _Handle, output: RunOutput) -> None:
+        """Read the running container's log into ``output`` until cancelled."""
+        follower = handle.follower
+        while follower is not None:
+            await anyio.sleep(OUTPUT_POLL_S)
+            # Shielded: a read's lines must reach the output, not die with the task.
+            with anyio.CancelScope(shield=True):
+                try:
+                    found = await self._thread(follower.read)
+                except OSError as exc:
+                    log.warning("docker: live output of %s ends early: %s", handle.name, exc)
+                    handle.follower = None
+                    return
+                output.add(found.lines, found.skipped)
+
     def _collect_sync(
         self, handle: _Handle, results_dir: Path, exit_code: int, clock: _Clock
-    ) -> tuple[bool, bool]:
+    ) -> tuple[bool, bool, LogRead]:
+        last = self._last_output_sync(handle)
         logs, stopped = self._read_logs_sync(handle, (_STDOUT, _STDERR))
         if stopped:
             # One stream filled up first; whatever the other wrote after that point is
@@ -453,7 +521,7 @@ class DockerExecutor(Executor):
         clock.lap("logs")
         cut = write_results(results_dir, logs[_STDOUT], logs[_STDERR], exit_code)
         clock.lap("outputs")
-        return cut
+        return *cut, last
 
     @staticmethod
     def _kill_sync(handle: _Handle) -> None:
@@ -510,10 +578,12 @@ class DockerExecutor(Executor):
         *,
         labels: dict[str, str],
         inputs: Path | None = None,
+        output: RunOutput | None = None,
     ) -> RunResult:
         """Run the shard in a container; write ``stdout``, ``stderr``, ``exitCode``
         and ``outputs/`` under ``results_dir``. ``inputs`` is mounted read-only at
-        /inputs.
+        /inputs. ``output``: where the lines it prints go while it runs (see the
+        module docstring); the last of them are there when this returns.
 
         Guarantees: when this raises (including ``Cancelled``), the container
         has been force-removed first; a cancellation that arrives while the
@@ -543,16 +613,29 @@ class DockerExecutor(Executor):
         self._running += 1
         try:
             await self._thread(
-                self._create_and_start, handle, spec, results_dir / "outputs", inputs, labels, clock
+                self._create_and_start,
+                handle,
+                spec,
+                results_dir / "outputs",
+                inputs,
+                labels,
+                clock,
+                output is not None,
             )
             assert handle.container_id is not None
             self._started += 1
             self._live.add(handle.container_id)
-            exit_code = await self._wait(handle, spec.timeout)
+            async with anyio.create_task_group() as following:
+                if output is not None:
+                    following.start_soon(self._follow, handle, output)
+                exit_code = await self._wait(handle, spec.timeout)
+                following.cancel_scope.cancel()
             clock.lap("wait")
-            stdout_cut, stderr_cut = await self._thread(
+            stdout_cut, stderr_cut, last = await self._thread(
                 self._collect_sync, handle, results_dir, exit_code, clock
             )
+            if output is not None:
+                output.add(last.lines, last.skipped)
             collected = (exit_code, stdout_cut, stderr_cut)
         except _Timeout:
             self._timed_out += 1

@@ -8,6 +8,7 @@ from types import MappingProxyType
 
 from node.executors.base import PHASES, Executor, RunResult, write_results
 from node.models import JobSpec
+from node.output import RunOutput
 
 
 class NoopExecutor(Executor):
@@ -27,8 +28,10 @@ class NoopExecutor(Executor):
         *,
         labels: dict[str, str],
         inputs: Path | None = None,
+        output: RunOutput | None = None,
     ) -> RunResult:
-        """Write the fixed results tree; ``phases_ms`` is 0 but for ``outputs``."""
+        """Write the fixed results tree; ``phases_ms`` is 0 but for ``outputs``. Nothing
+        runs, so there is no live ``output``."""
         stdout = (" ".join(spec.command) + "\n").encode() if spec.command else b""
         phases = dict.fromkeys(PHASES, 0.0)
         started = time.perf_counter()
