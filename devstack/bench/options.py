@@ -178,6 +178,20 @@ def add_bench_parser(parser: argparse.ArgumentParser) -> None:
     add_cluster_args(p, nodes=3)
     p.add_argument("--runs", type=positive(int), default=20, help="runs per verb (default 20)")
 
+    p = add("output", "what a job printing 10 MB/s, streamed live, costs the jobs beside it")
+    add_cluster_args(
+        p,
+        nodes=2,
+        settle=10.0,
+        reuse="use the devstack running at --state-dir (at least 2 nodes)",
+    )
+    p.add_argument("--jobs", type=positive(int), default=10, help="other jobs per way (10)")
+    p.add_argument("--rounds", type=positive(int), default=2, help="rounds of the 3 ways (2)")
+    p.add_argument(
+        "--mb-per-s", type=positive(float), default=10.0, help="the chatty job's output (10)"
+    )
+    p.add_argument("--image", default="busybox:latest", help="image of every job")
+
     p = add("cluster", "ready time, memory and idle CPU of an N-node devstack")
     add_cluster_args(p, nodes=5, settle=15.0, reuse=None)
     p.add_argument(

@@ -32,7 +32,7 @@ JOB_TIMEOUT_S = 120.0
 Series = dict[tuple[str, frozenset[tuple[str, str]]], float]
 STATS_KEYS = {
     "node", "at", "sampled_at", "process", "containers", "gossip", "direct", "bids", "jobs",
-    "latency", "lock_warn_ms", "locks", "stalls",
+    "latency", "output", "lock_warn_ms", "locks", "stalls",
 }  # fmt: skip
 
 

@@ -27,6 +27,7 @@ from tests.unit.tui_fake_jobs import (
 from tui.app import BacalhauApp
 from tui.screens.job import JobScreen
 from tui.screens.submit import SubmitScreen
+from tui.widgets.output_pane import OutputPane
 from tui.widgets.timeline import TimelineTable
 
 pytestmark = pytest.mark.timeout(120)
@@ -50,7 +51,16 @@ async def _first_round(pilot: Pilot[Any]) -> None:
     await rounds(pilot, OWN_ROUNDS)  # every view mounted, and the app's own rounds in
 
 
-async def _open_job(pilot: Pilot[Any], job: str) -> JobScreen:
+def _output_shown(fake: FakeJobsCluster, job: str, pane: OutputPane) -> bool:
+    """Whether the pane shows every line the job's feed has served (and its end)."""
+    feed = fake.outputs.get(job_id(job))
+    if feed is None or pane.waiting:
+        return False
+    lines = sum("line" in r for r in feed.records)
+    return pane.received == lines and len(pane.shown) >= lines and feed.ended == bool(pane.ended)
+
+
+async def _open_job(pilot: Pilot[Any], job: str, fake: FakeJobsCluster) -> JobScreen:
     await _first_round(pilot)
     screen = JobScreen(job_id(job))
     await pilot.app.push_screen(screen)
@@ -61,6 +71,8 @@ async def _open_job(pilot: Pilot[Any], job: str) -> JobScreen:
         f"the {job} job's timeline",
         0.05,
     )
+    pane = screen.query_one(OutputPane)
+    await until(pilot, lambda: _output_shown(fake, job, pane), 20, f"the {job} job's output", 0.05)
     await pilot.pause()
     return screen
 
@@ -77,14 +89,14 @@ async def _open_form(pilot: Pilot[Any]) -> SubmitScreen:
 
 def test_job_sharded_at_the_verdict_gate(snap_compare: Any, fake: FakeJobsCluster) -> None:
     async def before(pilot: Pilot[Any]) -> None:
-        await _open_job(pilot, "sharded")
+        await _open_job(pilot, "sharded", fake)
 
     assert snap_compare(_app(fake), terminal_size=SIZE, run_before=before)
 
 
 def test_job_at_the_publish_gate(snap_compare: Any, fake: FakeJobsCluster) -> None:
     async def before(pilot: Pilot[Any]) -> None:
-        screen = await _open_job(pilot, "step")
+        screen = await _open_job(pilot, "step", fake)
         # enter opens the verdict gate: the view follows the job to its publish gate
         await pilot.press("enter")
         await until(
@@ -103,7 +115,7 @@ def test_job_at_the_publish_gate(snap_compare: Any, fake: FakeJobsCluster) -> No
 def test_job_whose_runs_disagreed(snap_compare: Any, fake: FakeJobsCluster) -> None:
     async def before(pilot: Pilot[Any]) -> None:
         fake.stage[job_id("split")] = 1  # ended error
-        await _open_job(pilot, "split")
+        await _open_job(pilot, "split", fake)
 
     assert snap_compare(_app(fake), terminal_size=SIZE, run_before=before)
 
@@ -111,7 +123,7 @@ def test_job_whose_runs_disagreed(snap_compare: Any, fake: FakeJobsCluster) -> N
 def test_job_sharded_completed_filtered(snap_compare: Any, fake: FakeJobsCluster) -> None:
     async def before(pilot: Pilot[Any]) -> None:
         fake.stage[job_id("sharded")] = 2  # completed
-        await _open_job(pilot, "sharded")
+        await _open_job(pilot, "sharded", fake)
         await pilot.press("slash", *"shard 1", "enter")
 
     assert snap_compare(_app(fake), terminal_size=SIZE, run_before=before)

@@ -11,12 +11,20 @@ cluster :class:`~tests.unit.tui_fake.FakeCluster` replays.
 walks through its gates: each ``POST /api/v1/jobs/{id}/step`` moves the job to its
 next captured stage, and a job at no gate answers 409 as the node does. It also
 answers ``GET /api/v1/images`` and ``POST /api/v1/jobs`` (recording the specs).
+
+``GET /api/v1/jobs/{id}/logs`` is served from an :class:`OutputFeed` per job: a test
+puts the records it wants in :attr:`FakeJobsCluster.outputs` before the job view asks
+(and more while it follows); otherwise the first request makes one from the captured
+stage's stdout previews (one line record per line, in the order of its executions),
+ended at once if the stage has ended, else held open until a step ends the job.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +33,7 @@ import httpx
 from tests.unit.tui_fake import CLUSTER, NOW, FakeCluster
 from tui.source import ClusterSource
 
+TERMINAL = ("completed", "error", "cancelled")
 DATA = Path(__file__).parent / "data" / "tui" / "describes.json"
 CREATED_AGO = 30.0
 _TIMES = ("at", "created_at", "updated_at")
@@ -71,6 +80,100 @@ def job_id(job: str) -> str:
     return str(DESCRIBES[STAGES[job][0]]["job"]["job"]["id"])
 
 
+class OutputFeed:
+    """One job's output stream as the fake requester serves it: every follower gets
+    all the records put so far, then each one put later, until the end record (or
+    :meth:`hang_up`, which ends the open streams without one)."""
+
+    def __init__(self) -> None:
+        self.records: list[dict[str, Any]] = []
+        self.followed = 0  # requests served
+        #: What the next requests answer instead of a stream: (status, error body).
+        self.refusals: list[tuple[int, dict[str, Any]]] = []
+        self._changed: asyncio.Event | None = None
+        self._hung_up = 0
+        self._seq = itertools.count(1)
+
+    def line(
+        self, node: str, line: str, *, shard: int = 0, stream: str = "stdout"
+    ) -> dict[str, Any]:
+        """Put a line record (the next seq); the record."""
+        record = {
+            "seq": next(self._seq),
+            "shard": shard,
+            "node": node,
+            "time": NOW,
+            "stream": stream,
+            "line": line,
+        }
+        self.put(record)
+        return record
+
+    def lost(self, node: str, dropped: int, *, shard: int = 0) -> None:
+        self.put(
+            {"seq": next(self._seq), "shard": shard, "node": node, "time": 0.0, "dropped": dropped}
+        )
+
+    def end(self, state: str = "completed") -> None:
+        self.put({"state": state, "ended": True})
+
+    @property
+    def ended(self) -> bool:
+        return bool(self.records) and "ended" in self.records[-1]
+
+    def put(self, record: Mapping[str, Any]) -> None:
+        self.records.append(dict(record))
+        self._wake()
+
+    def hang_up(self) -> None:
+        """End every stream open now, without an end record."""
+        self._hung_up += 1
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
+
+    def answer(self) -> httpx.Response:
+        """What one request gets: a refusal, else the NDJSON stream."""
+        self.followed += 1
+        if self.refusals:
+            status, body = self.refusals.pop(0)
+            return httpx.Response(status, json=body)
+        return httpx.Response(
+            200, content=self._follow(), headers={"content-type": "application/x-ndjson"}
+        )
+
+    async def _follow(self) -> AsyncIterator[bytes]:
+        sent, hung_up = 0, self._hung_up
+        while True:
+            if sent < len(self.records):
+                found = self.records[sent:]
+                sent += len(found)
+                yield b"".join(json.dumps(r).encode() + b"\n" for r in found)
+                if "ended" in found[-1]:
+                    return
+                continue
+            if self._hung_up != hung_up:
+                return
+            if self._changed is None:
+                self._changed = asyncio.Event()
+            await self._changed.wait()
+
+
+def captured_output(describe: Mapping[str, Any]) -> OutputFeed:
+    """A feed of a captured stage's stdout previews, ended if the stage has ended."""
+    feed = OutputFeed()
+    for execution in describe["job"]["executions"]:
+        for line in str(execution.get("stdout_preview") or "").splitlines():
+            feed.line(execution["node"], line, shard=execution["shard"])
+    state = describe["job"]["state"]
+    if state in TERMINAL:
+        feed.end(state)
+    return feed
+
+
 class FakeJobsCluster(FakeCluster):
     """The captured cluster, with the captured jobs on node-0."""
 
@@ -83,6 +186,8 @@ class FakeJobsCluster(FakeCluster):
         self.cancels: list[str] = []
         #: What POST /api/v1/jobs answers: None accepts, else (status, error body).
         self.refuse: tuple[int, dict[str, Any]] | None = None
+        #: Each job's output stream (made from its stage when first asked, if not here).
+        self.outputs: dict[str, OutputFeed] = {}
 
     def handler(self, request: httpx.Request) -> httpx.Response:
         host, path = request.url.host, request.url.path
@@ -111,6 +216,12 @@ class FakeJobsCluster(FakeCluster):
                     404, json={"error": "not_found", "message": f"no job {jid!r} on this node"}
                 )
             stages, at = self.stages[jid], self.stage[jid]
+            if len(parts) == 6 and parts[5] == "logs" and request.method == "GET":
+                assert request.url.params.get("follow") == "true"
+                feed = self.outputs.get(jid)
+                if feed is None:
+                    feed = self.outputs[jid] = captured_output(DESCRIBES[stages[at]])
+                return feed.answer()
             if len(parts) == 6 and parts[5] == "cancel" and request.method == "POST":
                 state = DESCRIBES[stages[at]]["job"]["state"]
                 if state in ("completed", "error", "cancelled") or jid in self.cancels:
@@ -131,6 +242,10 @@ class FakeJobsCluster(FakeCluster):
                     )
                 self.steps.append(jid)
                 self.stage[jid] = min(at + 1, len(stages) - 1)
+                state = DESCRIBES[stages[self.stage[jid]]]["job"]["state"]
+                feed = self.outputs.get(jid)
+                if state in TERMINAL and feed is not None and not feed.ended:
+                    feed.end(state)
                 return httpx.Response(
                     200,
                     json={

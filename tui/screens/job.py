@@ -14,11 +14,18 @@ knows the job says who it is. What it shows is computed by :mod:`tui.jobview`:
   notification);
 - its runs, one row per (shard, node), with the latency of each phase;
 - its timeline, every event with its phase latency (``/`` filters it);
+- its live output (:class:`~tui.widgets.output_pane.OutputPane`): every line its runs
+  print, as the requester streams it (``GET /api/v1/jobs/{id}/logs?follow=true``, in a
+  second worker started with the first answer), labelled with its node (and shard)
+  when the job runs in more than one place; ``p`` pauses and resumes it;
 - per shard, the CID published, who holds it, and a stdout preview.
 
 Widgets are built once and updated in place: tables change only the cells whose text
 changed, panels repaint only when their text did, and an unchanged answer changes
-nothing. Polling stops once the job has ended and its answer stopped changing.
+nothing. Polling stops once the job has ended and its answer stopped changing; the
+output worker once the stream's end record came (the job ended), or when the screen
+goes. A stream that fails or breaks before the job ended is one line in the pane and
+is followed again after :data:`OUTPUT_RETRY_S` (no line is shown twice).
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from textual.binding import Binding, BindingType
 from textual.reactive import var
 from textual.screen import Screen
 from textual.widgets import Input
+from textual.worker import Worker
 
 from devstack.client.aio import AsyncNodeClient
 from devstack.client.calls import DEFAULT_TIMEOUT_S, NodeApiError
@@ -56,6 +64,8 @@ from tui.widgets.filter_input import FilterInput
 from tui.widgets.gate_panel import GatePanel
 from tui.widgets.job_panels import JobHeader, ResultsPanel, header_text, results_text
 from tui.widgets.key_bar import KeyBar
+from tui.widgets.output_pane import MAX_LINES as OUTPUT_LINES
+from tui.widgets.output_pane import OutputPane
 from tui.widgets.run_table import RUN_COLUMNS, RunTable
 from tui.widgets.timeline import TIMELINE_COLUMNS, TimelineTable
 
@@ -65,6 +75,8 @@ LOCATE_TIMEOUT_S = 3.0
 LOCATE_CONCURRENCY = 8
 #: Seconds between two searches for a requester while no node knows the job.
 LOCATE_RETRY_S = 5.0
+#: Seconds before the output stream is followed again after it failed or broke.
+OUTPUT_RETRY_S = 5.0
 GATE_KEY = "enter"
 
 
@@ -75,7 +87,7 @@ def connect(api: str, timeout: float = DEFAULT_TIMEOUT_S) -> AsyncNodeClient:
 
 
 class JobScreen(Screen[None]):
-    """One job: header, gates, runs, timeline and results, refreshed live."""
+    """One job: header, gates, runs, timeline, live output and results, refreshed live."""
 
     CSS_PATH = Path(__file__).with_name("job.tcss")
     AUTO_FOCUS = "TimelineTable"
@@ -86,6 +98,7 @@ class JobScreen(Screen[None]):
         Binding("enter,x", "open_gate", "Open gate", priority=True),
         Binding("c", "cancel_job", "Cancel job"),
         Binding("slash", "filter", "Filter", key_display="/", priority=True),
+        Binding("p", "toggle_pause", "Pause output"),
         Binding("tab", "app.focus_next", "Next table", show=False),
     ]
 
@@ -98,8 +111,13 @@ class JobScreen(Screen[None]):
         " opens it; c cancels the job. Runs: one row per shard and node with each"
         " phase's latency (⏸: a"
         " gate held it). Timeline: every event with the latency of the phase it ends;"
-        " / filters it (e.g. a node's name, `shard 2`, `verdict`). Results: each"
-        " shard's CID, who holds it and its stdout. tab moves between the tables."
+        " / filters it (e.g. a node's name, `shard 2`, `verdict`). Output: what the"
+        " job prints, live (stderr in red, `… N line(s) lost` where lines were lost),"
+        " each line labelled with its node (node#shard for a sharded job) when it"
+        f" runs in more than one place; the last {OUTPUT_LINES} lines are kept. p pauses"
+        " it: new lines wait, counted in its title, and p again shows them. Results:"
+        " each shard's CID, who holds it and its stdout. tab moves between the tables"
+        " and the output."
     )
     HELP_COLUMNS = (
         *RUN_COLUMNS,
@@ -118,6 +136,8 @@ class JobScreen(Screen[None]):
         self._requester_api: str | None = None
         self._gates: tuple[GateSummary, ...] = ()
         self._wake = asyncio.Event()
+        self._output_wake = asyncio.Event()
+        self._output: Worker[None] | None = None
 
     # -- layout -------------------------------------------------------------------------
 
@@ -126,6 +146,7 @@ class JobScreen(Screen[None]):
         yield GatePanel(id="gates")
         yield RunTable(id="runs")
         yield TimelineTable(id="timeline")
+        yield OutputPane(id="output")
         yield ResultsPanel(id="results")
         yield FilterInput(id="filter")
         yield KeyBar()
@@ -242,8 +263,53 @@ class JobScreen(Screen[None]):
                 await api.aclose()
 
     def refresh_now(self) -> None:
-        """Ask the requester now rather than at the next interval."""
+        """Ask the requester now rather than at the next interval (and follow its
+        output again now, if that waits to be retried)."""
         self._wake.set()
+        self._output_wake.set()
+
+    @property
+    def output_worker(self) -> Worker[None] | None:
+        """The worker following the job's output (None before the first answer)."""
+        return self._output
+
+    def _start_output(self) -> None:
+        """Follow the job's output from the requester the first answer came from."""
+        if self._output is None and self._requester_api is not None:
+            self._output = self._follow_output(self._requester_api)
+
+    @work(exclusive=True, group="output", name="follow the job's output")
+    async def _follow_output(self, requester_api: str) -> None:
+        """Feed the pane the job's output stream until its end record comes.
+
+        A refusal, a node that went away or a stream that ended early is one line in
+        the pane; while the job has not ended (as its latest answer says), the stream
+        is asked again after :data:`OUTPUT_RETRY_S` (sooner on :meth:`refresh_now`).
+        The pane skips what it has shown already, as a new stream starts from the
+        oldest line the requester kept. Cancelled with the screen."""
+        pane = self.query_one(OutputPane)
+        while True:
+            api = connect(requester_api)
+            problem = "the output stream stopped before its end record"
+            try:
+                async for record in api.job_output(self.job_id, follow=True):
+                    if "ended" not in record:
+                        pane.add_record(record)
+                    elif record.get("ended"):
+                        pane.end(str(record.get("state") or ""))
+                        return
+                    else:  # the job runs on, but the stream stopped (not followed)
+                        break
+            except NodeApiError as exc:
+                problem = exc.message
+            finally:
+                await api.aclose()
+            ended = self.describe is not None and job_summary(self.describe).terminal
+            if ended:
+                pane.note(problem)
+                return
+            pane.note(f"{problem}; following again in {OUTPUT_RETRY_S:g} s")
+            await wait_for_wake(self._output_wake, OUTPUT_RETRY_S)
 
     # -- showing ------------------------------------------------------------------------
 
@@ -262,6 +328,11 @@ class JobScreen(Screen[None]):
         if describe is None:
             return
         names, now = self._names(), self._now()
+        summary = job_summary(describe)
+        self.query_one(OutputPane).label_by(
+            names, places=(summary.concurrency or 1) * summary.shards, shards=summary.shards
+        )
+        self._start_output()
         self._gates = tuple(gate_summaries(describe))
         self.query_one(GatePanel).show_gates(self._gates, names, GATE_KEY)
         self.query_one(RunTable).show(run_phases(describe, names), now)
@@ -272,7 +343,7 @@ class JobScreen(Screen[None]):
                 shard_phases(describe),
                 names,
                 step=is_step(describe),
-                ended=job_summary(describe).terminal,
+                ended=summary.terminal,
             )
         )
         self._show_header()
@@ -342,6 +413,11 @@ class JobScreen(Screen[None]):
         which = f"shard {shards[0]}" if len(shards) == 1 else f"{len(shards)} shards"
         self.notify(f"opened the {answer.get('opened') or 'next'} gate of {which}", title="Step")
         self.refresh_now()
+
+    def action_toggle_pause(self) -> None:
+        """Pause the output pane (new lines wait), or show what waited and follow on."""
+        pane = self.query_one(OutputPane)
+        pane.paused = not pane.paused
 
     def action_filter(self) -> None:
         self.query_one(FilterInput).open()
