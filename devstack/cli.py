@@ -57,7 +57,7 @@ VERBS: dict[str, Verb] = {
         "devstack.verbs.cluster:status_arguments",
     ),
     "logs": Verb(
-        "print node logs (one node, or all)",
+        "print node logs (one node, or all), or what a job prints (-f: as it prints it)",
         "devstack.verbs.cluster:logs",
         "devstack.verbs.cluster:logs_arguments",
     ),

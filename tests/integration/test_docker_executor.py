@@ -22,8 +22,10 @@ import trio
 from devstack.image import ensure_base_image
 from node.executors.base import MAX_LOG_BYTES, PHASES, ExecutorError, RunResult
 from node.executors.docker import DockerExecutor, DockerExecutorStatistics, _Demux
+from node.executors.jsonlog import LogRead
 from node.executors.noop import NoopExecutor
 from node.models import JobSpec, Resources
+from node.output import RunOutput
 from tests.conftest import wait_until_async
 
 pytestmark = pytest.mark.timeout(120)
@@ -353,6 +355,56 @@ def test_stdout_is_truncated(
 # -- phases, one-request logs and deferred removal ------------------------------------
 
 
+def test_live_output_comes_while_the_container_runs_and_ends_with_the_run(
+    tmp_path: Path, client: docker.DockerClient, labels: dict[str, str]
+) -> None:
+    """A run given an output gets each line as the container prints it (the first
+    while it still runs), the last ones, a line without a newline included, before
+    ``run`` returns; a flood is bounded, every line either kept or counted dropped."""
+
+    async def body(ex: DockerExecutor) -> None:
+        output = RunOutput()
+        seen: list[str] = []
+        script = "echo one; echo two >&2; sleep 3; printf last"
+        async with trio.open_nursery() as nursery:
+            done = trio.Event()
+
+            async def run() -> None:
+                await ex.run(
+                    "job-out", 0, spec("sh", "-c", script), tmp_path, labels=labels, output=output
+                )
+                done.set()
+
+            nursery.start_soon(run)
+            with trio.fail_after(60):
+                await output.wait()
+            first, _ = output.take()
+            assert not done.is_set(), "the first lines came only once the run ended"
+            seen.extend(f"{line.stream}:{line.line}" for line in first)
+            await done.wait()
+        lines, dropped = output.take()
+        seen.extend(f"{line.stream}:{line.line}" for line in lines)
+        assert sorted(seen[:2]) == ["stderr:two", "stdout:one"]
+        assert seen[2:] == ["stdout:last"]
+        assert dropped == 0
+
+        flood = RunOutput()
+        count = 300_000
+        flood_spec = spec("sh", "-c", f"yes 'flood line' | head -n {count}")
+        result = await ex.run(
+            "job-flood", 0, flood_spec, tmp_path / "flood", labels=labels, output=flood
+        )
+        assert result.exit_code == 0
+        figures = flood.statistics()
+        assert figures.lines == count
+        assert figures.pending <= 2000 and figures.dropped >= count - 2000
+        kept, lost = flood.take()
+        assert kept[-1].line == "flood line"
+        assert lost == figures.dropped  # said with the first batch
+
+    with_executor(body, client, labels)
+
+
 def test_phases_ms_names_every_phase(
     tmp_path: Path, client: docker.DockerClient, labels: dict[str, str]
 ) -> None:
@@ -504,7 +556,7 @@ class GatedCollect(DockerExecutor):
         self.collecting = threading.Event()
         self.go_on = threading.Event()
 
-    def _collect_sync(self, *args: Any) -> tuple[bool, bool]:
+    def _collect_sync(self, *args: Any) -> tuple[bool, bool, LogRead]:
         self.collecting.set()
         self.go_on.wait(60)
         return super()._collect_sync(*args)

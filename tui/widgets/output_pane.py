@@ -198,14 +198,15 @@ class OutputPane(RichLog):
         return [strip.text for strip in self.lines]
 
     def _retitle(self) -> None:
-        if self.paused:
-            title = f"{TITLE} (paused: {self._new} new)"
-        elif self.ended is not None:
-            title = f"{TITLE} · the job ended ({self.ended})"
-        else:
-            title = TITLE
-        self.border_title = title
-        counts = [f"{self.received} line(s)"] if self.received else []
+        """``Output 12 lines · 3 lost · the job ended (completed)``, or while paused
+        ``Output 12 lines (paused: 2 new)``."""
+        title = TITLE
+        if self.received:
+            title += f" {self.received} line{'s' if self.received != 1 else ''}"
         if self.lost:
-            counts.append(f"{self.lost} lost")
-        self.border_subtitle = " · ".join(counts)
+            title += f" · {self.lost} lost"
+        if self.paused:
+            title += f" (paused: {self._new} new)"
+        elif self.ended is not None:
+            title += f" · the job ended ({self.ended})"
+        self.border_title = title
