@@ -68,6 +68,9 @@ SAMPLES: dict[type, Message] = {
     messages.ComputeError: messages.ComputeError(job_id=JOB_ID, message="boom"),
     messages.Cancelled: messages.Cancelled(job_id=JOB_ID, reason="stop"),
     messages.ExecutionHeartbeat: messages.ExecutionHeartbeat(job_id=JOB_ID),
+    messages.JobOutput: messages.JobOutput(
+        job_id=JOB_ID, lines=[messages.OutputLine("stdout", 1.0, "hi")]
+    ),
     messages.ExecutionLost: messages.ExecutionLost(job_id=JOB_ID, reason="restarted"),
     messages.SlotFreed: messages.SlotFreed(job_id=JOB_ID, slots=1),
     messages.Status: messages.Status(job_id=JOB_ID),
@@ -96,6 +99,7 @@ DESIGN_TABLE: dict[str, set[type]] = {
         messages.ResultsPublished,
         messages.ComputeError,
         messages.ExecutionHeartbeat,
+        messages.JobOutput,
         messages.ExecutionLost,
     },
     "declined full": {messages.SlotFreed},
@@ -337,6 +341,21 @@ message_strategies: dict[type, st.SearchStrategy[Any]] = {
         shards=st.none() | st.lists(int64, max_size=4),
     ),
     messages.ExecutionHeartbeat: st.builds(messages.ExecutionHeartbeat, job_id=text, shard=int64),
+    messages.JobOutput: st.builds(
+        messages.JobOutput,
+        job_id=text,
+        shard=int64,
+        lines=st.lists(
+            st.builds(
+                messages.OutputLine,
+                st.sampled_from(["stdout", "stderr"]),
+                st.floats(allow_nan=False, allow_infinity=False),
+                st.text(max_size=50),
+            ),
+            max_size=5,
+        ),
+        dropped=st.integers(0, 2**40),
+    ),
     messages.ExecutionLost: st.builds(
         messages.ExecutionLost, job_id=text, shard=int64, reason=text
     ),

@@ -354,7 +354,7 @@ def test_the_json_document_has_every_documented_key() -> None:
     doc = document(fake_statistics())
     assert set(doc) == {
         "node", "at", "sampled_at", "process", "containers", "gossip", "direct", "bids",
-        "jobs", "latency",
+        "jobs", "latency", "output",
     }  # fmt: skip
     assert set(doc["process"]) == {"cpu_percent", "cpu_seconds", "rss_bytes", "threads", "open_fds"}
     assert set(doc["containers"]) == {"count", "processes", "cpu_percent", "rss_bytes"}
