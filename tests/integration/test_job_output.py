@@ -8,6 +8,7 @@ lost. Every wait is a poll with a deadline or a blocking read with a timeout.
 
 from __future__ import annotations
 
+import json
 import queue
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from typing import Any
 import pytest
 
 from devstack.client import NodeClient
+from devstack.client.calls import Call
 from devstack.jobs import TERMINAL
 from node.output import EXECUTION_KEEP_CHARS
 from tests.conftest import REPO, Devstack, describe_job, running_devstack, wait_job_end
@@ -184,3 +186,26 @@ def test_a_flood_of_output_keeps_memory_bounded_and_reports_lost_lines(stack: De
     assert "line(s) lost" in printed.stderr
     assert printed.stdout.splitlines()[-1] == "done"
     assert state_of(api, job_id) == "completed"
+
+
+@pytest.mark.timeout(300)
+def test_bad_requests_for_a_jobs_output_name_what_is_wrong(stack: Devstack) -> None:
+    api = stack.api(2)
+    job_id = submit(api, "echo hi")
+    wait_job_end(api, job_id, JOB_TIMEOUT_S)
+    with NodeClient(api) as client:
+        for name, value, field in (
+            ("shard", "1", "shard"),
+            ("shard", "x", "shard"),
+            ("stream", "stdin", "stream"),
+            ("follow", "maybe", "follow"),
+        ):
+            path = f"/api/v1/jobs/{job_id}/logs"
+            status, body = client.send(Call("GET", path, {name: value}))
+            assert status == 400, body
+            assert json.loads(body)["field"] == field
+        status, body = client.send(Call("GET", "/api/v1/jobs/no-such-job/logs"))
+        assert status == 404 and json.loads(body)["field"] == "job_id"
+        records = list(client.job_output(job_id))
+    assert [(r.get("stream"), r.get("line")) for r in records] == [("stdout", "hi"), (None, None)]
+    assert records[-1] == {"state": "completed", "ended": True}
