@@ -100,7 +100,7 @@ def test_lines_arrive_while_the_job_runs_unlabelled_in_one_place(fake: FakeJobsC
             assert worker is not None and worker.state == WorkerState.RUNNING
             assert feed.followed == 1
             # the key is listed in the help and in the key bar
-            assert ("p", "Pause output") in key_rows(screen)
+            assert ("p", "Pause") in key_rows(screen)
 
     asyncio.run(go())
 
@@ -119,7 +119,7 @@ def test_lines_are_labelled_when_the_job_runs_in_more_than_one_place(
             # 3 shards of concurrency 2: node#shard
             _screen, pane = await _open(pilot, "sharded")
             shown = await _shown(pilot, pane, 18, "the six runs' lines")
-            assert shown[0] == "node-0#0 │        50 /inputs/b1.txt"
+            assert shown[0] == "node-1#0 │        50 /inputs/b1.txt"
             assert {line.split(" │ ")[0] for line in shown} == {
                 "node-0#0",
                 "node-1#0",
@@ -309,5 +309,22 @@ def test_leaving_the_view_stops_the_worker(fake: FakeJobsCluster) -> None:
             await until(pilot, lambda: worker.is_finished, WAIT_S, "the worker gone", 0.02)
             assert worker.state == WorkerState.CANCELLED
             assert fake.outputs[job_id("step")].followed == 1
+
+    asyncio.run(go())
+
+
+def test_output_no_longer_kept_is_one_line_and_not_asked_again(fake: FakeJobsCluster) -> None:
+    async def go() -> None:
+        feed = _feed(fake, "step")  # the view's answer says it runs; the node knows better
+        gone = "job ended (completed) and its live output is no longer kept"
+        feed.refusals = [(404, {"error": "output_gone", "message": gone, "field": "job_id"})]
+        async with BacalhauApp(fake_source(fake), refresh=60.0).run_test(size=SIZE) as pilot:
+            screen, pane = await _open(pilot, "step")
+            assert await _shown(pilot, pane, 1, "the refusal") == [gone]
+            worker = screen.output_worker
+            assert worker is not None
+            await until(pilot, lambda: worker.is_finished, WAIT_S, "the worker done", 0.02)
+            assert worker.state == WorkerState.SUCCESS
+            assert feed.followed == 1
 
     asyncio.run(go())

@@ -98,7 +98,7 @@ class JobScreen(Screen[None]):
         Binding("enter,x", "open_gate", "Open gate", priority=True),
         Binding("c", "cancel_job", "Cancel job"),
         Binding("slash", "filter", "Filter", key_display="/", priority=True),
-        Binding("p", "toggle_pause", "Pause output"),
+        Binding("p", "toggle_pause", "Pause", tooltip="Pause the output pane, or resume it"),
         Binding("tab", "app.focus_next", "Next table", show=False),
     ]
 
@@ -289,10 +289,13 @@ class JobScreen(Screen[None]):
         oldest line the requester kept. Cancelled with the screen."""
         pane = self.query_one(OutputPane)
         while True:
+            self._output_wake.clear()  # only a wake while this waits to retry counts
             api = connect(requester_api)
-            problem = "the output stream stopped before its end record"
+            problem, gone = "the output stream stopped before its end record", False
             try:
                 async for record in api.job_output(self.job_id, follow=True):
+                    if not isinstance(record, dict):
+                        continue
                     if "ended" not in record:
                         pane.add_record(record)
                     elif record.get("ended"):
@@ -301,11 +304,10 @@ class JobScreen(Screen[None]):
                     else:  # the job runs on, but the stream stopped (not followed)
                         break
             except NodeApiError as exc:
-                problem = exc.message
+                problem, gone = exc.message, exc.code == "output_gone"  # it ended long ago
             finally:
                 await api.aclose()
-            ended = self.describe is not None and job_summary(self.describe).terminal
-            if ended:
+            if gone or (self.describe is not None and job_summary(self.describe).terminal):
                 pane.note(problem)
                 return
             pane.note(f"{problem}; following again in {OUTPUT_RETRY_S:g} s")
