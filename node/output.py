@@ -1,7 +1,7 @@
 """Live output: what running containers print, on its way to whoever follows the job.
 
 A line goes from a container's log (read by the executor, see
-:mod:`node.executors.jsonlog`) into the compute node's :class:`RunOutput`, travels
+:mod:`node.executors.linetail`) into the compute node's :class:`RunOutput`, travels
 in :class:`~node.messages.JobOutput` batches over the node's warm stream to the
 job's requester, lands in that job's :class:`JobOutputLog` and is read from there by
 ``GET /api/v1/jobs/{id}/logs`` (README, Architecture: live output).
@@ -19,11 +19,22 @@ import itertools
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import trio
 
 from node import messages
 from node.messages import MAX_OUTPUT_BATCH, MAX_OUTPUT_LINE, OutputLine, OutputStream
+
+
+class LineBatch(Protocol):
+    """Lines a run printed, oldest first, and how many before them were skipped."""
+
+    @property
+    def lines(self) -> list[OutputLine]: ...
+    @property
+    def skipped(self) -> int: ...
+
 
 #: Unsent lines a run keeps (and their characters) before it drops its oldest.
 RUN_KEEP_LINES = 2000
@@ -62,6 +73,10 @@ class RunOutputStatistics:
 class RunOutput:
     """One run's lines on the compute node, from the executor until they are sent.
 
+    The executor either adds lines (:meth:`add`) or names a source that
+    :meth:`pull` takes them from (:meth:`follow`: what its reading thread has
+    gathered), as the sender's loop wants them.
+
     Holds at most :data:`RUN_KEEP_LINES` lines and :data:`RUN_KEEP_CHARS`
     characters: adding more drops the oldest. Lines the executor could not keep
     (it skipped them to keep up) and lines dropped here are counted, and the count
@@ -78,7 +93,7 @@ class RunOutput:
         self._dropped_unsent = 0  # dropped since the last batch
         self._lines = 0
         self._dropped = 0
-        self._arrived = trio.Event()
+        self._source: Callable[[], LineBatch] | None = None
 
     def add(self, lines: Iterable[OutputLine], skipped: int = 0) -> None:
         """Keep ``lines`` (cut to the longest line allowed) and count ``skipped``
@@ -94,8 +109,16 @@ class RunOutput:
         while len(self._pending) > self._keep_lines or self._chars > self._keep_chars:
             self._chars -= len(self._pending.popleft().line)
             self._drop(1)
-        if self._pending or self._dropped_unsent:
-            self._arrived.set()
+
+    def follow(self, source: Callable[[], LineBatch] | None) -> None:
+        """Take lines from ``source`` at each :meth:`pull` (None: no more)."""
+        self._source = source
+
+    def pull(self) -> None:
+        """Add what the source followed has had since the last pull."""
+        if self._source is not None:
+            found = self._source()
+            self.add(found.lines, found.skipped)
 
     def _drop(self, count: int) -> None:
         self._dropped_unsent += count
@@ -106,7 +129,6 @@ class RunOutput:
         and so, again, do those it said were (the next batch says it instead)."""
         self._drop(len(lines))
         self._dropped_unsent += dropped  # already in the total: dropped once
-        self._arrived.set()
 
     def take(self) -> tuple[list[OutputLine], int]:
         """The oldest pending lines that fit one batch (:data:`BATCH_CHARS`,
@@ -122,13 +144,7 @@ class RunOutput:
             chars += size
         self._chars -= chars
         dropped, self._dropped_unsent = self._dropped_unsent, 0
-        if not self._pending:
-            self._arrived = trio.Event()
         return batch, dropped
-
-    async def wait(self) -> None:
-        """Return once there is something to :meth:`take`."""
-        await self._arrived.wait()
 
     def statistics(self) -> RunOutputStatistics:
         return RunOutputStatistics(
@@ -160,12 +176,12 @@ class OutputSender:
         self.sent = 0  # batches taken by the requester
 
     async def run(self) -> None:
-        """Send batches as lines come, at most one per :data:`SEND_EVERY_S`, until
-        cancelled."""
+        """Every :data:`SEND_EVERY_S`, pull what the run printed and send a batch,
+        until cancelled."""
         while True:
-            await self.output.wait()
-            await self._send_one()
             await trio.sleep(SEND_EVERY_S)
+            self.output.pull()
+            await self._send_one()
 
     async def flush(self) -> None:
         """Send every pending line."""

@@ -190,6 +190,7 @@ def add_bench_parser(parser: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--mb-per-s", type=positive(float), default=10.0, help="the chatty job's output (10)"
     )
+    p.add_argument("--seed", type=int, default=0, help="seed of the ways' order per round (0)")
     p.add_argument("--image", default="busybox:latest", help="image of every job")
 
     p = add("cluster", "ready time, memory and idle CPU of an N-node devstack")

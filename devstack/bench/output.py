@@ -2,12 +2,14 @@
 
 Runs ``--jobs`` short CPU-bound Docker jobs one after another (the "other jobs")
 on a devstack (2 nodes by default), three ways, in rounds: alone; beside a container printing
-``--mb-per-s`` started by Docker alone (its output goes to Docker's json-file log
-and nobody reads it: the cost of the output itself); and beside the same command
+``--mb-per-s`` started by Docker alone (its output goes to Docker's default
+``json-file`` log and nobody reads it: what the output costs a plain Docker
+user); and beside the same command
 submitted as a job, whose live output the nodes stream to its requester while a
 client follows it (``GET /api/v1/jobs/{id}/logs?follow=true``, as ``devstack logs
-JOB -f`` does). The streamed job is placed on the node that did not request it
-(re-submitted until it is), so its lines cross the warm stream. Reported per way:
+JOB -f`` does). The ways run in a fresh random order each round. The streamed
+job is placed on the node that did not request it (re-submitted until it is), so
+its lines cross the warm stream. Reported per way:
 the other jobs' latency (submit to completed, ms) and the time their containers
 ran (``run_ms``), the slowdown of each against running alone, the CPU the nodes
 and dockerd used, and for the streamed job the rate it printed at and how many
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import statistics
 import threading
 import time
@@ -222,8 +225,10 @@ def run(args: argparse.Namespace) -> int:
             raise BenchError("the output bench needs a devstack of at least 2 nodes")
         if cluster.temporary:
             settle(args.settle)
+        order = random.Random(args.seed)
         for round_ in range(1, args.rounds + 1):
-            for way in WAYS:
+            # A fresh order each round, so the machine's drift favours no way.
+            for way in order.sample(WAYS, len(WAYS)):
                 say(f"round {round_}/{args.rounds}: {args.jobs} other jobs {way}")
                 found = samples[way]
                 if way == "alone":

@@ -22,7 +22,7 @@ import trio
 from devstack.image import ensure_base_image
 from node.executors.base import MAX_LOG_BYTES, PHASES, ExecutorError, RunResult
 from node.executors.docker import DockerExecutor, DockerExecutorStatistics, _Demux
-from node.executors.jsonlog import LogRead
+from node.executors.linetail import LogRead
 from node.executors.noop import NoopExecutor
 from node.models import JobSpec, Resources
 from node.output import RunOutput
@@ -376,8 +376,12 @@ def test_live_output_comes_while_the_container_runs_and_ends_with_the_run(
                 done.set()
 
             nursery.start_soon(run)
-            with trio.fail_after(60):
-                await output.wait()
+
+            def pulled() -> bool:
+                output.pull()
+                return output.statistics().pending > 0
+
+            await wait_until_async(pulled, 60, 0.05, "the first lines while it runs")
             first, _ = output.take()
             assert not done.is_set(), "the first lines came only once the run ended"
             seen.extend(f"{line.stream}:{line.line}" for line in first)

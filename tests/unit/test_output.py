@@ -1,11 +1,11 @@
-"""Live output without a network: the json-file follower (node/executors/jsonlog.py),
+"""Live output without a network: the line tail of a running container
+(node/executors/linetail.py),
 the compute side's bounded run buffer and sender, the requester's per-execution log
 and its readers' cursors (node/output.py), and the JobOutput message's limits."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import msgspec
 import pytest
@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from node import messages
-from node.executors.jsonlog import READ_BLOCK, JsonLogFollower
+from node.executors.linetail import LineTail, LogRead
 from node.messages import MAX_MESSAGE_BYTES, MAX_OUTPUT_LINE, OutputLine
 from node.output import (
     BATCH_CHARS,
@@ -46,89 +46,102 @@ def _line(text: str, stream: messages.OutputStream = "stdout", at: float = 1.0) 
     return OutputLine(stream, at, text)
 
 
-# -- the json-file follower ---------------------------------------------------------
+# -- the line tail of a running container -------------------------------------------
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(
     lines=st.lists(st.tuples(_texts, st.sampled_from(["stdout", "stderr"])), max_size=60),
-    cuts=st.lists(st.integers(min_value=0, max_value=4000), max_size=5),
+    cuts=st.lists(st.integers(min_value=1, max_value=30), max_size=80),
+    takes=st.sets(st.integers(min_value=0, max_value=80)),
     keep=st.integers(min_value=1, max_value=20),
 )
-def test_every_entry_is_read_or_counted_once_and_the_newest_are_kept(
-    tmp_path_factory: pytest.TempPathFactory,
-    lines: list[tuple[str, str]],
-    cuts: list[int],
-    keep: int,
+def test_every_line_is_taken_or_counted_once_and_the_newest_are_kept(
+    lines: list[tuple[str, str]], cuts: list[int], takes: set[int], keep: int
 ) -> None:
-    """However the file grows between reads (even mid-entry), each entry is either a
-    line, in order, or counted as skipped; a read returns at most ``keep`` lines,
-    and they are the newest ones written by then."""
-    path = tmp_path_factory.mktemp("log") / "c-json.log"
-    data = b"".join(_entry(text, stream) for text, stream in lines)
-    follower = JsonLogFollower(path, keep)
-    got: list[tuple[str, str]] = []
+    """However a stream is cut into pieces and whenever the lines are taken, each
+    line (each newline) is either taken, whole and in order, or counted as skipped
+    once; a take returns at most ``keep`` lines, the newest fed by then."""
+    tail = LineTail(keep, max_bytes=10**6, clock=lambda: 1.0)
+    streams: dict[str, bytes] = {"stdout": b"", "stderr": b""}
+    for text, stream in lines:
+        streams[stream] += text.encode() + b"\n"
+    split: dict[str, list[bytes]] = {"stdout": [], "stderr": []}
+    sizes = iter(cuts)
+    for stream, data in streams.items():
+        while data:
+            size = next(sizes, 7)
+            split[stream].append(data[:size])
+            data = data[size:]
+    # Interleave the streams' pieces, each stream's in order, as a container's would be.
+    pieces: list[tuple[str, bytes]] = []
+    turn = iter(cuts)
+    while split["stdout"] or split["stderr"]:
+        stream = "stdout" if not split["stderr"] or next(turn, 0) % 2 else "stderr"
+        stream = stream if split[stream] else "stderr"
+        pieces.append((stream, split[stream].pop(0)))
+    got: dict[str, list[str]] = {"stdout": [], "stderr": []}
     skipped = 0
-    written = 0
-    for cut in [*sorted(c % (len(data) + 1) for c in cuts), len(data)]:
-        with path.open("ab") as log:
-            log.write(data[written:cut])
-        written = max(written, cut)
-        found = follower.read()
-        assert len(found.lines) <= keep
-        complete = data[:written].count(b"\n")
-        expected_tail = lines[:complete][-len(found.lines) :] if found.lines else []
-        assert [(line.line, line.stream) for line in found.lines] == expected_tail
-        got.extend((line.line, line.stream) for line in found.lines)
-        skipped += found.skipped
-    assert len(got) + skipped == len(lines)
-    # What was kept is a subsequence of what was written, in order.
-    remaining = iter(lines)
-    assert all(item in remaining for item in got)
+    fed = 0
+    for step, (stream, data) in enumerate(pieces):
+        tail.feed(stream, data)  # type: ignore[arg-type]
+        fed += data.count(b"\n")
+        if step in takes:
+            found = tail.take()
+            assert len(found.lines) <= keep
+            skipped += found.skipped
+            for line in found.lines:
+                got[line.stream].append(line.line)
+    found = tail.take(final=True)
+    skipped += found.skipped
+    for line in found.lines:
+        got[line.stream].append(line.line)
+    assert sum(map(len, got.values())) + skipped == len(lines) == fed
+    if skipped == 0:  # nothing passed over: every line whole, in order
+        for stream in ("stdout", "stderr"):
+            assert got[stream] == [text for text, s in lines if s == stream]
 
 
-def test_a_line_split_by_docker_is_joined_and_a_last_line_without_newline_is_final(
-    tmp_path: Path,
-) -> None:
-    path = tmp_path / "c-json.log"
-    path.write_bytes(
-        _entry("first half ", newline=False)
-        + _entry("err", "stderr")
-        + _entry("second half")
-        + _entry("no newline", newline=False)
-    )
-    follower = JsonLogFollower(path, 10)
-    found = follower.read()
+def test_a_line_over_several_pieces_is_joined_and_an_unfinished_last_line_is_final() -> None:
+    tail = LineTail(10, clock=lambda: 5.0)
+    tail.feed("stdout", b"first ha")
+    tail.feed("stderr", b"err\n")
+    tail.feed("stdout", b"lf\nno newline")
+    found = tail.take()
     assert [(line.stream, line.line) for line in found.lines] == [
         ("stderr", "err"),
-        ("stdout", "first half second half"),
+        ("stdout", "first half"),
     ]
-    last = follower.read(final=True)
-    assert [line.line for line in last.lines] == ["no newline"]
-    assert found.lines[0].time == pytest.approx(1796659020.123456)
-
-
-def test_a_missing_log_is_nothing_yet_and_garbage_is_counted(tmp_path: Path) -> None:
-    path = tmp_path / "c-json.log"
-    follower = JsonLogFollower(path, 5)
-    assert follower.read().lines == []
-    path.write_bytes(b"not json\n" + _entry("ok"))
-    found = follower.read()
-    assert [line.line for line in found.lines] == ["ok"]
-    assert found.skipped == 1
+    assert [line.line for line in tail.take(final=True).lines] == ["no newline"]
+    assert found.lines[0].time == 5.0
     with pytest.raises(ValueError, match="keep"):
-        JsonLogFollower(path, 0)
+        LineTail(0)
 
 
-def test_a_flood_is_counted_without_decoding_it(tmp_path: Path) -> None:
-    """Several blocks' worth of entries in one read: only the newest are decoded."""
-    path = tmp_path / "c-json.log"
-    entry = _entry("x" * 70)
-    count = 3 * READ_BLOCK // len(entry)
-    path.write_bytes(entry * count)
-    found = JsonLogFollower(path, 7).read()
+def test_a_flood_is_counted_without_splitting_it() -> None:
+    """Many pieces between two takes: only the newest lines are kept and split."""
+    tail = LineTail(7)
+    piece = b"x" * 70 + b"\n"
+    for _ in range(10_000):
+        tail.feed("stdout", piece * 50)
+    found = tail.take()
     assert len(found.lines) == 7
-    assert found.skipped == count - 7
+    assert found.skipped == 500_000 - 7
+    assert tail.take() == LogRead()
+
+
+def test_a_long_line_is_cut_and_one_that_outgrows_the_bound_is_counted() -> None:
+    tail = LineTail(3, max_bytes=1 << 16)
+    for _ in range(5):
+        tail.feed("stdout", b"y" * 10_000)
+    tail.feed("stdout", b"\n")
+    found = tail.take()
+    assert [len(line.line) for line in found.lines] == [MAX_OUTPUT_LINE]
+    for _ in range(100):  # 1 MB without a newline: its start is let go
+        tail.feed("stdout", b"z" * 10_000)
+    tail.feed("stdout", b"\nafter\n")
+    found = tail.take(final=True)
+    assert found == LogRead([OutputLine("stdout", found.lines[0].time, "after")], skipped=1)
 
 
 # -- the compute side ---------------------------------------------------------------
