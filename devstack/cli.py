@@ -56,6 +56,16 @@ VERBS: dict[str, Verb] = {
         "devstack.verbs.cluster:status",
         "devstack.verbs.cluster:status_arguments",
     ),
+    "partition": Verb(
+        "cut a simulated host off the others (devstack up --hosts)",
+        "devstack.verbs.cluster:partition",
+        "devstack.verbs.cluster:host_arguments",
+    ),
+    "heal": Verb(
+        "join a cut-off host to the others again",
+        "devstack.verbs.cluster:heal",
+        "devstack.verbs.cluster:host_arguments",
+    ),
     "logs": Verb(
         "print node logs (one node, or all), or what a job prints (-f: as it prints it)",
         "devstack.verbs.cluster:logs",

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from devstack import netns
 from devstack import state as st
 from devstack.client.aio import AsyncNodeClient
 from devstack.client.calls import NodeApiError
@@ -54,6 +55,7 @@ class UpOptions:
     stall_ms: float = DEFAULT_THRESHOLD_MS
     bad_actors: int = 0  # the last this many nodes forge their results
     ready_timeout: float = 180.0
+    hosts: int = 0  # simulated hosts (network namespaces) the nodes spread over; 0: none
 
 
 def free_ports(count: int) -> list[int]:
@@ -94,6 +96,19 @@ def check_no_live_cluster(state_dir: Path, say: Callable[[str], None]) -> None:
     st.remove(state_dir)
 
 
+def remove_network(state_dir: Path, say: Callable[[str], None]) -> None:
+    """Remove the simulated hosts recorded in ``state_dir`` (made whole or in part),
+    and their record; say what could not be removed."""
+    network = netns.load(state_dir)
+    if network is None:
+        return
+    failed = netns.remove(network)
+    for line in failed:
+        say(f"could not remove {line}")
+    if not failed:
+        netns.forget(state_dir)
+
+
 def up(options: UpOptions, say: Callable[[str], None] = print) -> ClusterState:
     """Start the cluster and wait until it is ready; returns its recorded state.
 
@@ -108,8 +123,32 @@ def up(options: UpOptions, say: Callable[[str], None] = print) -> ClusterState:
         )
     state_dir = options.state_dir
     check_no_live_cluster(state_dir, say)
+    remove_network(state_dir, say)  # left by a launcher that crashed
     _reset_dirs(state_dir)
     _ensure_image(say)
+    network = _make_network(state_dir, options.hosts, say) if options.hosts else None
+    try:
+        return _start(options, network, say)
+    except BaseException:
+        remove_network(state_dir, say)
+        raise
+
+
+def _make_network(state_dir: Path, hosts: int, say: Callable[[str], None]) -> netns.Network:
+    """The simulated hosts, recorded before they are made (README, Several hosts)."""
+    network = netns.plan(hosts)
+    netns.save(state_dir, network)
+    netns.create(network)
+    say(f"made {hosts} hosts ({network.subnet}, bridge {network.bridge})")
+    return network
+
+
+def _start(
+    options: UpOptions, network: netns.Network | None, say: Callable[[str], None]
+) -> ClusterState:
+    """Fork the nodes (on ``network``'s hosts, in turn, if given) and wait until they
+    are ready; takes them down again if they are not."""
+    state_dir = options.state_dir
 
     # Import once in the launcher so every fork shares it (README, the devstack), and patch
     # py-libp2p here too: each node would otherwise do it (and check it) alone.
@@ -129,17 +168,19 @@ def up(options: UpOptions, say: Callable[[str], None] = print) -> ClusterState:
     ports = free_ports(3 * options.nodes)
     rng = random.Random()
     entries: list[NodeEntry] = []
-    for i in range(options.nodes):
+    hosts = netns.spread(options.nodes, network.hosts) if network else [None] * options.nodes
+    for i, host in enumerate(hosts):
         data_dir = state_dir / "data" / f"node-{i}"
         peer_id = peer_id_of(load_or_create_key(data_dir))
         swarm, api, direct = ports[3 * i : 3 * i + 3]
+        listen = host.address if host else "127.0.0.1"
         entries.append(
             NodeEntry(
                 index=i,
                 pid=0,
                 started=0.0,
                 peer_id=peer_id,
-                multiaddr=f"/ip4/127.0.0.1/tcp/{swarm}/p2p/{peer_id}",
+                multiaddr=f"/ip4/{listen}/tcp/{swarm}/p2p/{peer_id}",
                 api=f"http://127.0.0.1:{api}",
                 swarm_port=swarm,
                 api_port=api,
@@ -147,6 +188,9 @@ def up(options: UpOptions, say: Callable[[str], None] = print) -> ClusterState:
                 data_dir=str(data_dir),
                 log_file=str(state_dir / "logs" / f"node-{i}.log"),
                 bad_actor=i >= options.nodes - options.bad_actors,
+                host=host.index if host else None,
+                netns=host.netns if host else None,
+                listen_host=host.address if host else None,
             )
         )
     addrs = [e.multiaddr for e in entries]
@@ -170,6 +214,8 @@ def up(options: UpOptions, say: Callable[[str], None] = print) -> ClusterState:
             stall_ms=options.stall_ms,
             bad_actor=entry.bad_actor,
             log_file=Path(entry.log_file),
+            listen_host=entry.listen_host,
+            netns=entry.netns,
         )
         pid = os.fork()
         if pid == 0:  # the node process
@@ -187,6 +233,7 @@ def up(options: UpOptions, say: Callable[[str], None] = print) -> ClusterState:
         slots=options.slots,
         lock_warn_ms=options.lock_warn_ms,
         stall_ms=options.stall_ms,
+        hosts=options.hosts,
     )
     st.save(state_dir, cluster)
     say(f"forked {options.nodes} nodes in {time.monotonic() - t0:.1f}s; waiting for the mesh")
@@ -356,16 +403,21 @@ def node_containers(peer_ids: Sequence[str]) -> list[str] | None:
 
 
 def down(state_dir: Path, say: Callable[[str], None] = print) -> bool:
-    """End every node and container of the recorded cluster; False if none was recorded."""
+    """End every node and container of the recorded cluster, and remove its simulated
+    hosts (also those of a launcher that crashed before it recorded any node); False
+    if nothing was recorded."""
     cluster = st.load(state_dir)
     if cluster is None:
-        return False
+        had_network = netns.load(state_dir) is not None
+        remove_network(state_dir, say)
+        return had_network
     killed = stop_pids({n.pid: n.started for n in cluster.nodes})
     if killed:
         say(f"{len(killed)} node(s) did not stop in {STOP_TIMEOUT_S:.0f}s and were killed")
     removed = remove_containers([n.peer_id for n in cluster.nodes])
     if removed:
         say(f"removed {removed} container(s)")
+    remove_network(state_dir, say)
     st.remove(state_dir)
     return True
 
@@ -407,6 +459,9 @@ def restart_node(state_dir: Path, ref: str, overrides: Sequence[str] = ()) -> No
         argv.append("--bad-actor")
     if entry.direct_port:  # 0 in a state file from before it was recorded
         argv += ["--direct-port", str(entry.direct_port)]
+    if entry.netns is not None and entry.listen_host is not None:
+        argv += ["--netns", entry.netns]
+        argv += ["--listen", f"/ip4/{entry.listen_host}/tcp/{entry.swarm_port}"]
     for peer in entry.peers or [n.multiaddr for n in cluster.nodes if n is not entry][:1]:
         argv += ["--peer", peer]
     argv += list(overrides)

@@ -38,6 +38,10 @@ class NodeEntry:
     direct_port: int = 0  # the node's direct libp2p host (job messages)
     peers: list[str] = field(default_factory=list)
     bad_actor: bool = False  # started with --bad-actor: forges its results
+    # On a simulated host (`up --hosts`): its index, namespace and libp2p address.
+    host: int | None = None
+    netns: str | None = None
+    listen_host: str | None = None
 
     @property
     def name(self) -> str:
@@ -57,6 +61,7 @@ class ClusterState:
     slots: int | None = None
     lock_warn_ms: float | None = None
     stall_ms: float | None = None
+    hosts: int = 0  # simulated hosts the nodes are spread over (devstack/netns.py)
 
 
 def default_state_dir() -> Path:
@@ -104,6 +109,7 @@ _KINDS: dict[str, tuple[type, ...]] = {
     "list[NodeEntry]": (list,),
     "int | None": (int, type(None)),
     "float | None": (int, float, type(None)),
+    "str | None": (str, type(None)),
 }
 _T = TypeVar("_T")
 

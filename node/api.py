@@ -634,11 +634,18 @@ def build_app(node: ApiNode) -> Starlette:
 
 
 async def serve_api(
-    node: ApiNode, host: str, port: int, *, task_status: Any = trio.TASK_STATUS_IGNORED
+    node: ApiNode,
+    host: str,
+    port: int,
+    fd: int | None = None,
+    *,
+    task_status: Any = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve the API until cancelled; ``task_status.started()`` once listening."""
+    """Serve the API until cancelled; ``task_status.started()`` once listening. ``fd``:
+    a socket bound already (a node on a devstack host binds it before it enters the
+    host's namespace), served instead of binding ``host:port``."""
     config = Config()
-    config.bind = [f"{host}:{port}"]
+    config.bind = [f"fd://{fd}"] if fd is not None else [f"{host}:{port}"]
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
     config.graceful_timeout = 1.0

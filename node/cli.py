@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import ipaddress
 import logging
 import signal
+import socket
 import sys
 from pathlib import Path
 
 import trio
 
-from node import logs
+from node import logs, namespace
 from node.argtypes import add_instrument_args, positive
 from node.bidder import BIDDERS, DEFAULT_BIDDER, DEFAULT_STEP_S
 from node.node import Node, NodeConfig
@@ -34,7 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a node until SIGTERM or Ctrl+C")
     run.add_argument("--data-dir", type=Path, required=True, help="key, store and results")
-    run.add_argument("--swarm-port", type=_port, required=True, help="libp2p TCP port")
+    run.add_argument(
+        "--swarm-port", type=_port, default=None, help="libp2p TCP port (or give --listen)"
+    )
     run.add_argument("--api-port", type=_port, required=True, help="HTTP API port")
     run.add_argument(
         "--direct-port",
@@ -45,7 +50,32 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--peer", action="append", default=[], metavar="MULTIADDR", help="peer to join (repeat)"
     )
-    run.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    run.add_argument(
+        "--host", default="127.0.0.1", help="the API's address (loopback only; default 127.0.0.1)"
+    )
+    run.add_argument(
+        "--listen",
+        type=_tcp_multiaddr,
+        default=None,
+        metavar="MULTIADDR",
+        help="libp2p's listen address, /ip4/ADDR/tcp/PORT (e.g. /ip4/0.0.0.0/tcp/4001 on a"
+        " machine that peers on other machines dial; default: --host and --swarm-port)",
+    )
+    run.add_argument(
+        "--announce-addr",
+        type=_ip4_multiaddr,
+        default=None,
+        metavar="MULTIADDR",
+        help="the address peers are told to dial, /ip4/ADDR[/tcp/PORT] (needed with"
+        " --listen /ip4/0.0.0.0/...: the machine's routable address)",
+    )
+    run.add_argument(
+        "--netns",
+        default=None,
+        metavar="NAME",
+        help="run in this network namespace (devstack --hosts): the API is bound first,"
+        " outside it, on --host",
+    )
     run.add_argument("--bidder", choices=sorted(BIDDERS), default=DEFAULT_BIDDER)
     run.add_argument(
         "--dispatch",
@@ -76,14 +106,46 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _tcp_multiaddr(text: str) -> tuple[str, int]:
+    """``/ip4/ADDR/tcp/PORT`` as (ADDR, PORT)."""
+    parts = text.strip().split("/")
+    if len(parts) != 5 or parts[0] or parts[1] != "ip4" or parts[3] != "tcp":
+        raise argparse.ArgumentTypeError(f"{text!r} is not /ip4/ADDR/tcp/PORT")
+    return _ip4(parts[2], text), _port(parts[4])
+
+
+def _ip4_multiaddr(text: str) -> str:
+    """``/ip4/ADDR`` or ``/ip4/ADDR/tcp/PORT``: ADDR."""
+    parts = text.strip().split("/")
+    if len(parts) not in (3, 5) or parts[0] or parts[1] != "ip4":
+        raise argparse.ArgumentTypeError(f"{text!r} is not /ip4/ADDR or /ip4/ADDR/tcp/PORT")
+    if len(parts) == 5:
+        _tcp_multiaddr(text)
+    return _ip4(parts[2], text)
+
+
+def _ip4(address: str, text: str) -> str:
+    try:
+        return str(ipaddress.IPv4Address(address))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: {address!r} is not an IPv4 address") from None
+
+
 def config_from_args(args: argparse.Namespace) -> NodeConfig:
+    """The node's configuration; raises SystemExit (usage) for a missing port."""
+    listen_host, swarm_port = args.listen if args.listen else (None, args.swarm_port)
+    if swarm_port is None:
+        raise SystemExit("bacalhau-node run: give --swarm-port or --listen /ip4/ADDR/tcp/PORT")
     return NodeConfig(
         data_dir=args.data_dir,
-        swarm_port=args.swarm_port,
+        swarm_port=swarm_port,
         api_port=args.api_port,
         direct_port=args.direct_port,
         peers=tuple(args.peer),
         host=args.host,
+        listen_host=listen_host,
+        announce_host=args.announce_addr,
+        netns=args.netns,
         bidder=args.bidder,
         dispatch=args.dispatch,
         bid_step=args.bid_step,
@@ -111,11 +173,23 @@ async def serve_until_signalled(config: NodeConfig) -> None:
                 break
 
 
+def enter_host(config: NodeConfig) -> NodeConfig:
+    """For a node on a devstack host (``config.netns``): bind its API socket here, in
+    the machine's namespace, then move into the host's namespace; the config that
+    serves that socket. Raises OSError if either step fails."""
+    if config.netns is None or config.api_fd is not None:
+        return config
+    api = socket.create_server((config.host, config.api_port))
+    namespace.enter(config.netns)
+    return dataclasses.replace(config, api_fd=api.detach())
+
+
 def run_node(config: NodeConfig, log_level: str = "info") -> int:
-    """Configure logging (to ``config.log_file``) and serve; the exit status of a node
-    process."""
+    """Configure logging (to ``config.log_file``), enter the node's host if it has one,
+    and serve; the exit status of a node process."""
     logs.configure(config.log_file, log_level)
     try:
+        config = enter_host(config)
         trio.run(serve_until_signalled, config)
     except Exception:
         log.exception("node failed")

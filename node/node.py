@@ -15,6 +15,7 @@ import shutil
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from functools import partial
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,9 @@ from profiles.stalls import DEFAULT_THRESHOLD_MS, StallDetector
 
 log = logging.getLogger(__name__)
 
+#: How often a node dials again the peers it was told to join and is not connected to.
+KEEP_PEERS_S = 5.0
+
 _TO_REQUESTER = (
     messages.Bid,
     messages.OfferDeclined,
@@ -105,6 +109,13 @@ class NodeConfig:
     lock_warn_ms: float = DEFAULT_WARN_MS  # a lock waited for or held longer logs a warning
     stall_ms: float = DEFAULT_THRESHOLD_MS  # a task step longer than this is a stall
     log_file: Path | None = None  # where the node logs (None: stderr); GET /api/v1/logs reads it
+    # libp2p's bind address (None: ``host``) and the one peers are told (None: as bound).
+    listen_host: str | None = None
+    announce_host: str | None = None
+    # A network namespace to run in (a devstack host); the API socket, bound before the
+    # node enters it, is ``api_fd`` (node/namespace.py).
+    netns: str | None = None
+    api_fd: int | None = None
 
     @property
     def api_url(self) -> str:
@@ -146,7 +157,8 @@ class Node:
             self._key,
             listen_port=config.swarm_port,
             direct_port=config.direct_port,
-            host=config.host,
+            host=config.listen_host or config.host,
+            announce=config.announce_host,
             gossip_check=self._gossip_check,
             on_gossip=self._on_gossip,
             on_direct=self._on_direct,
@@ -213,10 +225,13 @@ class Node:
                     self.compute.exchange = self.exchange
                     nursery.start_soon(self.compute.resume)
                     self.requester.drive_resumed(resumed)
-                    await nursery.start(serve_api, self, config.host, config.api_port)
+                    await nursery.start(
+                        serve_api, self, config.host, config.api_port, config.api_fd
+                    )
                     for peer in config.peers:
                         nursery.start_soon(self.transport.connect, peer)
                     nursery.start_soon(self._exchange_members)
+                    nursery.start_soon(self._keep_peers)
                     self._write_node_file()
                     self.ready.set()
                     log.info("node %s ready: api %s", self.node_id, config.api_url)
@@ -261,6 +276,17 @@ class Node:
                 await trio.sleep(self.membership.next_delay())
             else:
                 await trio.sleep(0.1)
+
+    async def _keep_peers(self) -> None:
+        """Dial again, every :data:`KEEP_PEERS_S`, each peer this node was told to join
+        that it is not connected to: after a partition heals (README, Several hosts),
+        or a peer's restart, the two sides find each other again this way."""
+        while True:
+            await trio.sleep(KEEP_PEERS_S)
+            connected = set(self.transport.neighbours())
+            for peer in self.config.peers:
+                if peer.rsplit("/p2p/", 1)[-1] not in connected:
+                    self.ctx.spawn(partial(self.transport.connect, peer, attempts=1))
 
     def _remember_direct_addrs(self) -> None:
         """Teach the transport the direct addresses membership learned or changed."""

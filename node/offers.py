@@ -113,3 +113,25 @@ class OfferHints:
     def statistics(self) -> OfferHintStatistics:
         self._expire()
         return OfferHintStatistics(remembered=len(self._until), skipped=self._skipped)
+
+
+def spread_hosts(
+    ordered: Sequence[str], host_of: Callable[[str], str | None], first: int
+) -> list[str]:
+    """``ordered`` with its first ``first`` nodes on distinct hosts where it can: each
+    is the best-ranked node of a host not picked yet, and the rest follow in their
+    order. A node whose host is unknown counts as a host of its own. Runs of one
+    shard then land on different machines, so one machine's failure or forgery
+    cannot decide a verification alone."""
+    picked: list[str] = []
+    hosts: set[str] = set()
+    for node in ordered:
+        if len(picked) == first:
+            break
+        host = host_of(node)
+        if host is None or host not in hosts:
+            picked.append(node)
+            if host is not None:
+                hosts.add(host)
+    chosen = set(picked)
+    return picked + [node for node in ordered if node not in chosen]

@@ -52,7 +52,7 @@ from node.models import (
     new_job_id,
     now,
 )
-from node.offers import OfferHints, OfferHintStatistics
+from node.offers import OfferHints, OfferHintStatistics, spread_hosts
 from node.output import OutputStore
 from node.p2p.transport import TransportError
 from node.resume import ShardProgress, Stage, shard_progress
@@ -900,15 +900,15 @@ class Requester:
         bid is then held or rejected like any other, so its slot is freed.
         """
         job = open_job.job
-        candidates = deque(
-            self._hints.candidates(
-                job.id,
-                shard.index,
-                job.spec,
-                self._ctx.membership.members(),
-                exclude=shard.tried | shard.offered,
-            )
+        ranked = self._hints.candidates(
+            job.id,
+            shard.index,
+            job.spec,
+            self._ctx.membership.members(),
+            exclude=shard.tried | shard.offered,
         )
+        membership = self._ctx.membership
+        candidates = deque(spread_hosts(ranked, membership.host_of, open_job.wanted))
         budget = open_job.wanted + EXTRA_OFFERS
         in_flight = 0
 

@@ -111,7 +111,9 @@ def run(args: argparse.Namespace) -> int:
         raise BenchError(f"--concurrency {args.concurrency} needs at least that many --nodes")
     load = os.getloadavg()[0]
     reuse = args.state_dir if args.reuse else None
-    with bench_cluster(args.nodes, reuse, bidder=args.bidder, dispatch=args.dispatch) as cluster:
+    with bench_cluster(
+        args.nodes, reuse, bidder=args.bidder, dispatch=args.dispatch, hosts=args.hosts
+    ) as cluster:
         if cluster.temporary:
             settle(args.settle)  # measure the steady state
         clients = {n.api: NodeClient(n.api) for n in cluster.state.nodes}

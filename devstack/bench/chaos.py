@@ -683,7 +683,7 @@ def run(args: argparse.Namespace) -> int:
     """``devstack bench chaos``."""
     load = os.getloadavg()[0]
     reuse = args.state_dir if args.reuse else None
-    with bench_cluster(args.nodes, reuse, dispatch=args.dispatch) as cluster:
+    with bench_cluster(args.nodes, reuse, dispatch=args.dispatch, hosts=args.hosts) as cluster:
         result = run_chaos(cluster, args)
     if cluster.temporary:
         result["left_after_down"] = after_down(result)

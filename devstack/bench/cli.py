@@ -99,7 +99,9 @@ def run(args: argparse.Namespace) -> int:
     """``devstack bench cli``."""
     load = os.getloadavg()[0]
     samples: dict[str, list[float]] = {}
-    with bench_cluster(args.nodes, args.state_dir if args.reuse else None) as cluster:
+    with bench_cluster(
+        args.nodes, args.state_dir if args.reuse else None, hosts=args.hosts
+    ) as cluster:
         node = cluster.state.nodes[0]
         with NodeClient(node.api) as client:
             job_id = client.submit(noop_spec(1))["id"]

@@ -83,7 +83,7 @@ def cluster_text(r: dict[str, Any]) -> str:
 def run(args: argparse.Namespace) -> int:
     """``devstack bench cluster``."""
     load = os.getloadavg()[0]
-    with bench_cluster(args.nodes, dispatch=args.dispatch) as cluster:
+    with bench_cluster(args.nodes, dispatch=args.dispatch, hosts=args.hosts) as cluster:
         result = measure_cluster(cluster, seconds=args.seconds, settle_s=args.settle)
     report(result, args.json, cluster_text, load)
     return 0

@@ -117,6 +117,7 @@ class BenchCluster:
         """Where the cluster lives and its node processes (to check nothing is left)."""
         return {
             "state_dir": str(self.state_dir),
+            "hosts": self.state.hosts,
             "node_processes": [
                 {"pid": n.pid, "started": n.started, "peer_id": n.peer_id} for n in self.state.nodes
             ],
@@ -168,6 +169,7 @@ def bench_cluster(
     bidder: str = DEFAULT_BIDDER,
     slots: int | None = None,
     dispatch: str = DEFAULT_DISPATCH,
+    hosts: int = 0,
 ) -> Iterator[BenchCluster]:
     """A ready devstack for the bench's duration (``slots`` shards at once per node;
     None: as many as the machine has cores).
@@ -194,7 +196,12 @@ def bench_cluster(
             say(f"starting {nodes} nodes in {state_dir}")
             started = time.monotonic()
             options = UpOptions(
-                nodes=nodes, state_dir=state_dir, bidder=bidder, slots=slots, dispatch=dispatch
+                nodes=nodes,
+                state_dir=state_dir,
+                bidder=bidder,
+                slots=slots,
+                dispatch=dispatch,
+                hosts=hosts,
             )
             cluster = launcher.up(options, say=say)
             ready_s = time.monotonic() - started

@@ -186,7 +186,7 @@ def run(args: argparse.Namespace) -> int:
             rates = [docker_alone["runs_per_s"]]
     reuse = args.state_dir if args.reuse else None
     steps: list[dict[str, Any]] = []
-    with bench_cluster(args.nodes, reuse, dispatch=args.dispatch) as cluster:
+    with bench_cluster(args.nodes, reuse, dispatch=args.dispatch, hosts=args.hosts) as cluster:
         if cluster.temporary:
             settle(args.settle)
         for rate in rates:

@@ -114,6 +114,13 @@ def add_cluster_args(
     p.add_argument(
         "--nodes", type=positive(int), default=nodes, help=f"nodes to start (default {nodes})"
     )
+    p.add_argument(
+        "--hosts",
+        type=positive(int, zero=True),
+        default=0,
+        help="spread a fresh cluster's nodes over this many simulated hosts (network"
+        " namespaces; needs root; default 0: all on 127.0.0.1)",
+    )
     if settle is not None:
         p.add_argument(
             "--settle",

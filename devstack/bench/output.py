@@ -220,7 +220,7 @@ def run(args: argparse.Namespace) -> int:
     load = os.getloadavg()[0]
     samples = {way: WaySamples() for way in WAYS}
     reuse = args.state_dir if args.reuse else None
-    with bench_cluster(args.nodes, reuse, dispatch=args.dispatch) as cluster:
+    with bench_cluster(args.nodes, reuse, dispatch=args.dispatch, hosts=args.hosts) as cluster:
         if len(cluster.state.nodes) < 2:
             raise BenchError("the output bench needs a devstack of at least 2 nodes")
         if cluster.temporary:

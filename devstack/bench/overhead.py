@@ -344,10 +344,14 @@ def run(args: argparse.Namespace) -> int:
     load = os.getloadavg()[0]
     reuse = args.state_dir if args.reuse else None
     with contextlib.ExitStack() as stack:
-        cluster = stack.enter_context(bench_cluster(args.nodes, reuse, dispatch=args.dispatch))
+        cluster = stack.enter_context(
+            bench_cluster(args.nodes, reuse, dispatch=args.dispatch, hosts=args.hosts)
+        )
         beside = None
         if args.beside:
-            beside = stack.enter_context(bench_cluster(args.beside, dispatch=args.dispatch))
+            beside = stack.enter_context(
+                bench_cluster(args.beside, dispatch=args.dispatch, hosts=args.hosts)
+            )
         samples, beside_samples, label = measure_overhead(
             cluster, jobs=args.jobs, warmup=args.warmup, image=args.image, beside=beside
         )

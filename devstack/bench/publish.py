@@ -224,7 +224,9 @@ def run(args: argparse.Namespace) -> int:
         publisher="ipfs",
         deal=Deal(concurrency=args.concurrency),
     )
-    with bench_cluster(args.nodes, args.state_dir if args.reuse else None) as cluster:
+    with bench_cluster(
+        args.nodes, args.state_dir if args.reuse else None, hosts=args.hosts
+    ) as cluster:
         if cluster.temporary:
             settle(args.settle)
         say(

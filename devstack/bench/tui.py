@@ -127,7 +127,9 @@ async def _measure(state_dir: Any, nodes: int, args: argparse.Namespace) -> dict
 def run(args: argparse.Namespace) -> int:
     """``devstack bench tui``."""
     load = os.getloadavg()[0]
-    with bench_cluster(args.nodes, args.state_dir if args.reuse else None) as cluster:
+    with bench_cluster(
+        args.nodes, args.state_dir if args.reuse else None, hosts=args.hosts
+    ) as cluster:
         nodes = len(cluster.state.nodes)
         result = asyncio.run(_measure(cluster.state_dir, nodes, args)) | cluster.describe()
     report(result, args.json, _text, load)

@@ -61,6 +61,14 @@ def up_arguments(p: argparse.ArgumentParser) -> None:
         default=0,
         help="this many nodes (the last ones) forge their results, to show the verifier",
     )
+    p.add_argument(
+        "--hosts",
+        type=positive(int, zero=True),
+        default=0,
+        help="spread the nodes over this many simulated hosts: network namespaces of the"
+        " devstack's own on a private /24, cut off and healed with `partition`/`heal`"
+        " (needs root; default 0: every node on 127.0.0.1)",
+    )
     _add_refresh_arg(p)
 
 
@@ -77,6 +85,7 @@ def up(args: argparse.Namespace) -> int:
         lock_warn_ms=args.lock_warn_ms,
         stall_ms=args.stall_ms,
         bad_actors=args.bad_actors,
+        hosts=args.hosts,
     )
     cluster = launcher.up(options)
     print(
@@ -183,6 +192,24 @@ def restart(args: argparse.Namespace) -> int:
 # -- status / logs ---------------------------------------------------------------
 
 
+def _hosts_status(state_dir: Path) -> dict[str, Any] | None:
+    """The simulated hosts, each with its address and whether it is cut off; None
+    for a devstack without hosts."""
+    from devstack import netns
+
+    network = netns.load(state_dir)
+    if network is None:
+        return None
+    cut = set(netns.cut_off(network))
+    return {
+        "subnet": network.subnet,
+        "hosts": [
+            {"name": h.name, "address": h.address, "netns": h.netns, "cut_off": h.name in cut}
+            for h in network.hosts
+        ],
+    }
+
+
 def status_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true")
 
@@ -200,6 +227,7 @@ def status(args: argparse.Namespace) -> int:
             "api": node.api,
             "alive": st.is_alive(node.pid, node.started),
             "bad_actor": node.bad_actor,
+            "host": node.host,
         }
         if row["alive"]:
             try:
@@ -216,11 +244,19 @@ def status(args: argparse.Namespace) -> int:
             except NodeApiError:
                 row["healthy"] = False
         rows.append(row)
+    hosts = _hosts_status(args.state_dir)
     if args.json:
-        print_json({"nodes": rows, "state_file": str(st.state_path(args.state_dir))})
+        document = {"nodes": rows, "state_file": str(st.state_path(args.state_dir))}
+        print_json({**document, "hosts": hosts} if hosts else document)
         return 0
     healthy = sum(1 for r in rows if r.get("healthy"))
     print(f"{healthy}/{len(rows)} nodes healthy")
+    if hosts:
+        cut = [h["name"] for h in hosts["hosts"] if h["cut_off"]]
+        print(
+            f"{len(hosts['hosts'])} hosts on {hosts['subnet']}"
+            + (f"; cut off: {', '.join(cut)}" if cut else "")
+        )
     print(
         f"{'node':>8} {'pid':>7} {'api':<24} {'peers':>5} {'mesh':>4} {'size':>4} {'jobs':>5}"
         f" {'dropped':>7}  peer id"
@@ -231,6 +267,7 @@ def status(args: argparse.Namespace) -> int:
                 f"{r['name']:>8} {r['pid']:>7} {r['api']:<24} {r['gossip_peers']:>5}"
                 f" {r['mesh']:>4} {r['network_size']:>4} {r['jobs']:>5} {r['dropped']:>7}"
                 f"  {r['peer_id']}{'  (bad actor)' if r['bad_actor'] else ''}"
+                + (f"  host-{r['host']}" if r["host"] is not None else "")
             )
         else:
             what = "not answering" if r["alive"] else "not running"
@@ -288,4 +325,39 @@ def logs(args: argparse.Namespace) -> int:
         written = path.read_text(errors="replace").splitlines() if path.exists() else []
         for line in written[-lines:]:
             print(f"{entry.name}: {line}" if len(nodes) > 1 else line)
+    return 0
+
+
+# -- partition / heal -----------------------------------------------------------------
+
+
+def host_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("host", metavar="HOST", help="a simulated host: its index or host-N")
+
+
+def _network_of(args: argparse.Namespace) -> Any:
+    from devstack import netns
+
+    running_cluster(args.state_dir)
+    network = netns.load(args.state_dir)
+    if network is None:
+        raise UsageError("this devstack has no hosts: start it with `devstack up --hosts K`")
+    return network
+
+
+def partition(args: argparse.Namespace) -> int:
+    from devstack import netns
+
+    host = netns.partition(_network_of(args), args.host)
+    print(
+        f"{host.name} ({host.address}) is cut off: its link is down (`devstack heal {host.index}`)"
+    )
+    return 0
+
+
+def heal(args: argparse.Namespace) -> int:
+    from devstack import netns
+
+    host = netns.heal(_network_of(args), args.host)
+    print(f"{host.name} ({host.address}) is back: its link is up")
     return 0

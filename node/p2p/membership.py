@@ -25,6 +25,7 @@ import msgspec
 MEMBERS_PROTOCOL = "/bacalhau/members/1.0.0"
 MAX_ENTRIES = 10_000
 _PEER_ID = re.compile(r"^[1-9A-HJ-NP-Za-km-z]{32,64}$")
+_DIRECT_IP = re.compile(r"^/ip[46]/([^/]+)/")
 _MULTIADDR = re.compile(r"^(/(ip4|ip6|dns4|dns6)/[^\s/]{1,100}/tcp/\d{1,5})?(/p2p/\w{1,64})?$")
 
 
@@ -164,6 +165,17 @@ class Membership:
     def direct_addrs(self) -> dict[str, str]:
         """Live peers' direct addresses, where known."""
         return {p: k.direct for p, k in self._live().items() if k.direct}
+
+    def host_of(self, peer: str) -> str | None:
+        """The IP address ``peer``'s direct host listens on (this node's own too), by
+        which nodes on one machine are told from those on others; None if unknown."""
+        if peer == self.self_id:
+            direct = self.direct
+        else:
+            known = self._known.get(peer)
+            direct = known.direct if known is not None else ""
+        match = _DIRECT_IP.match(direct)
+        return match.group(1) if match else None
 
     def members(self) -> list[str]:
         """Live nodes, this one first: what the bidder ranks a job's nodes among."""

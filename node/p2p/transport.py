@@ -25,6 +25,7 @@ Guarantees:
 from __future__ import annotations
 
 import logging
+import re
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -48,6 +49,8 @@ from node.p2p.gossip import Gossip, GossipCheck, GossipHandler
 from node.p2p.streams import RequestFailed, WarmStreams, WarmStreamStatistics
 
 log = logging.getLogger(__name__)
+
+_ANNOUNCED_IP = re.compile(r"^/ip4/[^/]+/")
 
 DIAL_TIMEOUT_S = 10.0
 # Room in a direct frame for an ack and its answer beside the largest message.
@@ -101,6 +104,7 @@ class Transport:
         on_direct: DirectHandler,
         extra_protocols: Mapping[str, RequestHandler] | None = None,
         host: str = "127.0.0.1",
+        announce: str | None = None,
         heartbeat_interval: int = 1,
     ) -> None:
         compat.apply()  # before any host exists; raises Libp2pMismatch if the pin moved
@@ -114,6 +118,7 @@ class Transport:
             # node past the point where the next node is offered anyway.
             libp2p_host.get_network().retry_config = RetryConfig(max_retries=0)
         self.peer_id: str = self._host.get_id().to_base58()
+        self._announce = announce
         self._counts: Counter[str] = Counter()
         self._dropped: Counter[str] = Counter()
         self._messages: Counter[str] = Counter()
@@ -160,8 +165,12 @@ class Transport:
                 nursery.cancel_scope.cancel()
 
     def _addrs_of(self, host: Any) -> list[str]:
+        """``host``'s listen addresses as peers are to dial them: with the announced
+        address in place of the bound one (e.g. 0.0.0.0), each ending in /p2p/."""
         suffix = f"/p2p/{self.peer_id}"
-        addrs = (str(a) for a in host.get_addrs())
+        addrs = [str(a) for a in host.get_addrs()]
+        if self._announce is not None:
+            addrs = [_ANNOUNCED_IP.sub(f"/ip4/{self._announce}/", a, count=1) for a in addrs]
         return [a if a.endswith(suffix) else a + suffix for a in addrs]
 
     @property

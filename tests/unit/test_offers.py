@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from node.bidder import HashSpaceBidder, offer_order, rendezvous_ranks
 from node.models import Deal, Job, JobSpec, Resources
-from node.offers import FORGET_S, MAX_REMEMBERED, OfferHints
+from node.offers import FORGET_S, MAX_REMEMBERED, OfferHints, spread_hosts
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -127,3 +127,36 @@ def test_what_is_remembered_is_bounded() -> None:
     hints.unreachable("Late")  # room again once the old answers expired
     assert not hints.may_take("Late", spec)
     assert hints.statistics().remembered == 1
+
+
+# -- runs on distinct hosts --------------------------------------------------------
+
+
+@given(
+    hosts=st.lists(st.sampled_from(["10.0.0.2", "10.0.0.3", "10.0.0.4", None]), max_size=12),
+    first=st.integers(0, 6),
+)
+def test_spread_hosts_puts_distinct_hosts_first_and_keeps_every_node(
+    hosts: list[str | None], first: int
+) -> None:
+    nodes = [f"n{i}" for i in range(len(hosts))]
+    host_of = dict(zip(nodes, hosts, strict=True)).get
+    spread = spread_hosts(nodes, host_of, first)
+    assert sorted(spread) == sorted(nodes)  # nothing lost, nothing doubled
+    distinct = len({h for h in hosts if h is not None}) + hosts.count(None)
+    picked = min(first, distinct)
+    head = spread[:picked]
+    known = [host_of(n) for n in head if host_of(n) is not None]
+    assert len(known) == len(set(known))  # the first ones share no host
+    # Each head node is the best-ranked of its host; the rest keep their order.
+    for node in head:
+        host = host_of(node)
+        if host is not None:
+            assert nodes.index(node) == min(i for i, h in enumerate(hosts) if h == host)
+    rest = spread[picked:]
+    assert rest == [n for n in nodes if n in rest]
+
+
+def test_on_one_host_the_order_is_unchanged() -> None:
+    nodes = ["a", "b", "c", "d"]
+    assert spread_hosts(nodes, lambda _n: "127.0.0.1", 3) == nodes

@@ -1,0 +1,277 @@
+"""Several hosts on one machine (README, Several hosts): ``devstack up --hosts K`` puts
+the nodes in network namespaces of the devstack's own, joined by a bridge on a
+private /24; they reach each other over routed addresses, a job's runs land on
+different hosts, a host can be cut off and healed, and ``down`` leaves no
+namespace, link or bridge behind (checked with ``ip``). Needs root, as the
+devstack does for hosts. Every wait is a poll with a deadline.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from devstack import netns
+from devstack.client import NodeClient
+from devstack.cluster import free_ports
+from tests.conftest import (
+    REPO,
+    Devstack,
+    get_json,
+    running_devstack,
+    wait_job_end,
+    wait_until,
+)
+
+pytestmark = pytest.mark.slow
+
+JOB_TIMEOUT_S = 180.0
+
+
+def ip_json(*args: str) -> Any:
+    done = subprocess.run(["ip", "-j", *args], capture_output=True, text=True, timeout=20)
+    return json.loads(done.stdout or "[]")
+
+
+@pytest.fixture(scope="module")
+def hosts3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Devstack, netns.Network]]:
+    state_dir = tmp_path_factory.mktemp("hosts3")
+    stack = Devstack(state_dir=state_dir, nodes=9, up_args=("--hosts", "3"))
+    network: netns.Network | None = None
+    try:
+        with running_devstack(state_dir, 9, stack):
+            network = netns.load(state_dir)
+            assert network is not None
+            yield stack, network
+    finally:
+        if network is not None:  # `down` (in running_devstack) removed all of it
+            assert netns.leftovers(network) == []
+            names = {entry["name"] for entry in ip_json("netns", "list")}
+            assert not any(name.startswith(f"pyb{network.tag}") for name in names)
+            links = {entry["ifname"] for entry in ip_json("link", "show")}
+            assert not any(name.startswith(f"pyb{network.tag}") for name in links)
+
+
+def test_nodes_on_three_hosts_advertise_routable_addresses(
+    hosts3: tuple[Devstack, netns.Network],
+) -> None:
+    stack, network = hosts3
+    assert stack.state is not None
+    subnet = ipaddress.IPv4Network(network.subnet)
+    assert not subnet.overlaps(ipaddress.IPv4Network("127.0.0.0/8"))
+    # No route of the machine's namespace reaches the hosts: nothing can leave them.
+    for route in ip_json("-4", "route", "show", "table", "all"):
+        dst = route.get("dst", "")
+        if dst not in ("", "default"):
+            assert not ipaddress.IPv4Network(dst, strict=False).overlaps(subnet), route
+    for host in network.hosts:
+        inside = subprocess.run(
+            ["ip", "-n", host.netns, "-j", "route"], capture_output=True, text=True, timeout=20
+        )
+        assert all(r.get("dst") != "default" for r in json.loads(inside.stdout or "[]"))
+    by_host: dict[int, int] = {}
+    for entry in stack.state.nodes:
+        assert entry.host is not None
+        by_host[entry.host] = by_host.get(entry.host, 0) + 1
+        info = get_json(f"{entry.api}/api/v1/node")
+        for addr in info["addrs"]:
+            ip = addr.split("/")[2]
+            assert ipaddress.IPv4Address(ip) in subnet, addr
+            assert ip == network.hosts[entry.host].address
+    assert by_host == {0: 3, 1: 3, 2: 3}
+    wait_until(
+        lambda: all(get_json(f"{api}/api/v1/healthz")["network_size"] == 9 for api in stack.apis),
+        timeout=60,
+        message="every node to see all 9",
+    )
+
+
+def test_a_job_of_concurrency_three_runs_once_on_each_host(
+    hosts3: tuple[Devstack, netns.Network],
+) -> None:
+    stack, _ = hosts3
+    assert stack.state is not None
+    host_of = {n.peer_id: n.host for n in stack.state.nodes}
+    with NodeClient(stack.api(4)) as client:
+        job_id = client.submit(
+            {"image": "busybox:latest", "command": ["echo", "hi"], "deal": {"concurrency": 3}}
+        )["id"]
+    record = wait_job_end(stack.api(4), job_id, JOB_TIMEOUT_S)
+    assert record["job"]["state"] == "completed", record["job"]
+    runs = [e["node"] for e in record["job"]["executions"] if e["state"] == "published"]
+    assert len(runs) == 3
+    assert sorted(host_of[node] for node in runs) == [0, 1, 2]
+
+
+def test_a_cut_off_host_leaves_the_network_and_comes_back_when_healed(
+    hosts3: tuple[Devstack, netns.Network],
+) -> None:
+    stack, network = hosts3
+    assert stack.state is not None
+    cut = stack.run("partition", "2", check=True)
+    assert "host-2" in cut.stdout
+    assert netns.cut_off(network) == ["host-2"]
+    outside = [n.api for n in stack.state.nodes if n.host != 2]
+    try:
+        # The others forget the cut-off host's nodes once their heartbeats stop.
+        wait_until(
+            lambda: all(get_json(f"{api}/api/v1/healthz")["network_size"] == 6 for api in outside),
+            timeout=150,
+            interval=1.0,
+            message="the nodes outside host-2 to see 6",
+        )
+    finally:
+        stack.run("heal", "host-2", check=True)
+    assert netns.cut_off(network) == []
+    wait_until(
+        lambda: all(get_json(f"{api}/api/v1/healthz")["network_size"] == 9 for api in stack.apis),
+        timeout=120,
+        interval=1.0,
+        message="every node to see all 9 again",
+    )
+    # And the network works across hosts again.
+    with NodeClient(stack.api(8)) as client:
+        job_id = client.submit(
+            {"image": "busybox:latest", "command": ["echo", "healed"], "deal": {"concurrency": 3}}
+        )["id"]
+    record = wait_job_end(stack.api(8), job_id, JOB_TIMEOUT_S)
+    assert record["job"]["state"] == "completed", record["job"]
+
+
+def test_a_job_whose_node_is_cut_off_runs_again_on_another_host(
+    hosts3: tuple[Devstack, netns.Network],
+) -> None:
+    """A c=1 job running on host-2 when host-2 is cut off: its requester (on host-0)
+    hears nothing more, runs it again on a node it can reach, and the job completes
+    once; after the heal the cut-off node's late proposal changes nothing."""
+    stack, _ = hosts3
+    assert stack.state is not None
+    host_of = {n.peer_id: n.host for n in stack.state.nodes}
+    requester = next(n for n in stack.state.nodes if n.host == 0)
+    spec = {"image": "busybox:latest", "command": ["sh", "-c", "sleep 15; echo done"]}
+    job_id = ""
+    with NodeClient(requester.api) as client:
+        for _ in range(12):  # until a run lands on host-2 (the offer order is the job's)
+            job_id = client.submit(spec)["id"]
+            runner = wait_until(
+                lambda job=job_id: next(
+                    (
+                        e["node"]
+                        for e in client.describe(job)["job"]["executions"]
+                        if e["state"] in ("accepted", "running")
+                    ),
+                    None,
+                ),
+                timeout=60,
+                message="the job's run to be accepted",
+            )
+            if host_of[runner] == 2:
+                break
+            client.cancel(job_id)
+        else:
+            pytest.fail("no run landed on host-2 in 12 jobs")
+        stack.run("partition", "2", check=True)
+        try:
+            record = wait_job_end(requester.api, job_id, JOB_TIMEOUT_S)
+        finally:
+            stack.run("heal", "2", check=True)
+    assert record["job"]["state"] == "completed", record["job"]
+    published = [e for e in record["job"]["executions"] if e["state"] == "published"]
+    assert len(published) == 1 and host_of[published[0]["node"]] != 2
+    kinds = [e["kind"] for e in record["events"]]
+    assert kinds.count("completed") == 1
+    assert "lost" in kinds, kinds  # the requester gave the silent node up
+    # After the heal the cut-off node delivers its late proposal: nothing changes.
+    wait_until(
+        lambda: all(get_json(f"{api}/api/v1/healthz")["network_size"] == 9 for api in stack.apis),
+        timeout=120,
+        interval=1.0,
+        message="every node to see all 9 again",
+    )
+    again = get_json(f"{requester.api}/api/v1/jobs/{job_id}")
+    assert again["job"]["state"] == "completed"
+    assert [e["kind"] for e in again["events"]].count("completed") == 1
+    assert len([e for e in again["job"]["executions"] if e["state"] == "published"]) == 1
+
+
+def test_partition_and_heal_refuse_what_is_not_a_host(
+    hosts3: tuple[Devstack, netns.Network],
+) -> None:
+    stack, _ = hosts3
+    wrong = stack.run("partition", "7")
+    assert wrong.returncode != 0
+    assert "no host '7'" in wrong.stderr and "host-0 to host-2" in wrong.stderr
+
+
+def test_two_nodes_started_by_hand_in_two_namespaces_join(tmp_path: Path) -> None:
+    """The README's way to join machines: ``bacalhau-node run --listen
+    /ip4/0.0.0.0/tcp/P --announce-addr /ip4/ADDR/tcp/P --peer ...``, here with
+    ``--netns`` standing each node on a host of its own."""
+    network = netns.plan(2)
+    netns.save(tmp_path, network)
+    netns.create(network)
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        api_ports = free_ports(2)
+        apis = [f"http://127.0.0.1:{port}" for port in api_ports]
+        first_peer = ""
+        for index, host in enumerate(network.hosts):
+            data_dir = tmp_path / f"n{index}"
+            argv = [
+                sys.executable, "-m", "node.cli", "run",
+                "--data-dir", str(data_dir),
+                "--api-port", str(api_ports[index]),
+                "--netns", host.netns,
+                "--listen", "/ip4/0.0.0.0/tcp/4001",
+                "--announce-addr", f"/ip4/{host.address}/tcp/4001",
+                "--log-file", str(tmp_path / f"n{index}.log"),
+            ]  # fmt: skip
+            if first_peer:
+                argv += ["--peer", first_peer]
+            processes.append(
+                subprocess.Popen(argv, cwd=REPO, stdin=subprocess.DEVNULL, start_new_session=True)
+            )
+            wait_until(
+                lambda api=apis[index]: get_json(f"{api}/api/v1/healthz")["ok"],
+                timeout=120,
+                message=f"node {index} to answer",
+                ignore=(httpx.HTTPError,),
+            )
+            if not first_peer:
+                peer_id = json.loads((data_dir / "node.json").read_text())["id"]
+                first_peer = f"/ip4/{host.address}/tcp/4001/p2p/{peer_id}"
+        wait_until(
+            lambda: all(get_json(f"{api}/api/v1/healthz")["network_size"] == 2 for api in apis),
+            timeout=60,
+            message="both nodes to see each other",
+        )
+        for api, host in zip(apis, network.hosts, strict=True):
+            info = get_json(f"{api}/api/v1/node")
+            assert info["addrs"] and all(
+                a.startswith(f"/ip4/{host.address}/") for a in info["addrs"]
+            )
+        with NodeClient(apis[1]) as client:
+            job_id = client.submit(
+                {"engine": "noop", "command": ["hi"], "deal": {"concurrency": 2}}
+            )["id"]
+        record = wait_job_end(apis[1], job_id, JOB_TIMEOUT_S)
+        assert record["job"]["state"] == "completed", record["job"]
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=30)
+        assert netns.remove(network) == []
+        assert netns.leftovers(network) == []
