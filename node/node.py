@@ -69,6 +69,10 @@ log = logging.getLogger(__name__)
 
 #: How often a node dials again the peers it was told to join and is not connected to.
 KEEP_PEERS_S = 5.0
+#: A membership exchange's wait for a reply (per attempt), and how long a neighbour
+#: that gave none is left out of the exchanges.
+MEMBERS_TIMEOUT_S = 2.0
+MEMBERS_BACKOFF_S = 30.0
 
 _TO_REQUESTER = (
     messages.Bid,
@@ -256,19 +260,31 @@ class Node:
         tmp.replace(self.config.data_dir / "node.json")
 
     async def _exchange_members(self) -> None:
-        """Each round, swap membership tables with one random neighbour."""
+        """Each round, swap membership tables with one random neighbour: one that
+        answered lately where there is one. A neighbour that did not answer is left
+        alone for :data:`MEMBERS_BACKOFF_S`: behind a partition a connection can look
+        alive for minutes, and rounds spent waiting on it let the live nodes'
+        heartbeats expire (README, Several hosts)."""
+        silent: dict[str, float] = {}  # neighbour -> trio clock until which it is skipped
         while True:
             neighbours = self.transport.neighbours()
             if neighbours:
                 self.membership.tick()
-                peer = random.choice(neighbours)
+                now = trio.current_time()
+                answering = [p for p in neighbours if silent.get(p, 0.0) <= now]
+                peer = random.choice(answering or neighbours)
                 try:
                     reply = await self.transport.request(
-                        peer, MEMBERS_PROTOCOL, encode_exchange(self.membership.table())
+                        peer,
+                        MEMBERS_PROTOCOL,
+                        encode_exchange(self.membership.table()),
+                        timeout=MEMBERS_TIMEOUT_S,
                     )
                     self.membership.merge(decode_exchange(reply))
                     self._remember_direct_addrs()
+                    silent.pop(peer, None)
                 except TransportError as exc:
+                    silent[peer] = trio.current_time() + MEMBERS_BACKOFF_S
                     log.debug("membership exchange with %s failed: %s", peer, exc)
                 except ValueError as exc:
                     self.transport.count_dropped("members_malformed")

@@ -7,7 +7,11 @@ measured to cost ~1.4 cores of this 2-core machine at 50 nodes: every gossip
 message is decrypted, parsed and forwarded by every node several times.
 
 A peer whose heartbeat has not advanced for ``ttl`` seconds is forgotten, so the
-size decays when nodes go away. The size is never hard-coded.
+size decays when nodes go away, and its last heartbeat is kept for ``2 * ttl`` as a
+tombstone: a neighbour that forgot it later (or not yet) cannot bring it back with
+that same heartbeat, only the peer itself can, by beating again. Without them an
+entry that expired at slightly different times on different nodes bounced between
+them for ever (seen across a partition). The size is never hard-coded.
 
 A heartbeat is ``(generation, counter)``: the generation is the node's start time
 in ms, so a restarted node's fresh counter still wins over its old one.
@@ -105,6 +109,8 @@ class Membership:
         self._api = api
         self.direct = ""  # this node's direct address, set once its host listens
         self._known: dict[str, _Known] = {}
+        # Forgotten peers: their last heartbeat, and when the tombstone itself goes.
+        self._dead: dict[str, tuple[int, int, float]] = {}
         self._last_learned = clock()
         self._rounds = 0
         self._merges = 0
@@ -133,6 +139,11 @@ class Membership:
             if entry.peer == self.self_id:
                 continue
             known = self._known.get(entry.peer)
+            dead = self._dead.get(entry.peer)
+            if known is None and dead is not None:
+                if (entry.generation, entry.counter) <= dead[:2]:
+                    continue  # the heartbeat it was forgotten at: not a sign of life
+                del self._dead[entry.peer]
             if known is None:
                 self._known[entry.peer] = _Known(
                     entry.generation, entry.counter, entry.api, now, entry.direct
@@ -153,9 +164,13 @@ class Membership:
         return learned
 
     def _live(self) -> dict[str, _Known]:
-        cutoff = self._clock() - self.ttl
+        now = self._clock()
+        cutoff = now - self.ttl
         for peer in [p for p, k in self._known.items() if k.changed_at < cutoff]:
-            del self._known[peer]
+            gone = self._known.pop(peer)
+            self._dead[peer] = (gone.generation, gone.counter, now + 2 * self.ttl)
+        for peer in [p for p, (_, _, until) in self._dead.items() if until < now]:
+            del self._dead[peer]
         return self._known
 
     def live_peers(self) -> dict[str, str]:

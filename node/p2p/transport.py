@@ -263,12 +263,15 @@ class Transport:
             self._count_message("direct", "in", ack.answer)
         return ack
 
-    async def request(self, peer: str, protocol: str, data: bytes) -> bytes:
+    async def request(
+        self, peer: str, protocol: str, data: bytes, *, timeout: float | None = None
+    ) -> bytes:
         """One request on one of the ``extra_protocols``, from the gossip host to a
-        neighbour's, and its reply. Raises :class:`TransportError` naming the peer
-        when no attempt got through."""
+        neighbour's, and its reply (each attempt waits ``timeout`` s, the streams'
+        default if None). Raises :class:`TransportError` naming the peer when no
+        attempt got through."""
         try:
-            reply = await self._extra[protocol].request(peer, data)
+            reply = await self._extra[protocol].request(peer, data, timeout=timeout)
         except RequestFailed as exc:
             raise TransportError(str(exc)) from None
         if not reply:

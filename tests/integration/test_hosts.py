@@ -116,11 +116,23 @@ def test_a_cut_off_host_leaves_the_network_and_comes_back_when_healed(
 ) -> None:
     stack, network = hosts3
     assert stack.state is not None
+    host_of = {n.peer_id: n.host for n in stack.state.nodes}
     cut = stack.run("partition", "2", check=True)
     assert "host-2" in cut.stdout
     assert netns.cut_off(network) == ["host-2"]
     outside = [n.api for n in stack.state.nodes if n.host != 2]
+    inside = [n.api for n in stack.state.nodes if n.host == 2]
     try:
+        # Jobs submitted on either side complete on the nodes their side can reach.
+        for api in (inside[0], outside[0]):
+            with NodeClient(api) as client:
+                job_id = client.submit({"image": "busybox:latest", "command": ["echo", "cut"]})[
+                    "id"
+                ]
+            record = wait_job_end(api, job_id, JOB_TIMEOUT_S)
+            assert record["job"]["state"] == "completed", record["job"]
+            ran = {e["node"] for e in record["job"]["executions"] if e["state"] == "published"}
+            assert {host_of[node] == 2 for node in ran} == {api in inside}
         # The others forget the cut-off host's nodes once their heartbeats stop.
         wait_until(
             lambda: all(get_json(f"{api}/api/v1/healthz")["network_size"] == 6 for api in outside),

@@ -59,6 +59,52 @@ def test_a_silent_peer_is_forgotten_after_ttl() -> None:
     assert m.size == 2
 
 
+def test_a_forgotten_peer_is_not_brought_back_by_its_old_heartbeat() -> None:
+    """A neighbour that still holds a forgotten peer's last heartbeat cannot revive
+    it; the peer's own next beat can, and the tombstone itself goes after 2 ttl."""
+    clock = Clock()
+    m = Membership(PEERS[0], ttl=60, clock=clock)
+    m.merge([MemberEntry(PEERS[1], 1, 7)])
+    clock.now += 61
+    assert m.size == 1
+    assert m.merge([MemberEntry(PEERS[1], 1, 7), MemberEntry(PEERS[1], 1, 6)]) == 0
+    assert m.size == 1
+    assert m.merge([MemberEntry(PEERS[1], 1, 8)]) == 1  # it beat again: alive
+    assert m.size == 2
+    clock.now += 61
+    assert m.size == 1
+    clock.now += 121  # the tombstone is gone: the old heartbeat is news again
+    assert m.merge([MemberEntry(PEERS[1], 1, 8)]) == 1
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10_000))
+def test_a_network_cut_in_two_forgets_the_other_side_for_good(seed: int) -> None:
+    """Two halves that can no longer talk: each forgets the other half once its
+    heartbeats stop, and exchanges within a half never bring it back."""
+    rng = random.Random(seed)
+    clock = Clock()
+    nodes = [Membership(p, ttl=60, clock=clock) for p in PEERS[:8]]
+    for _ in range(30):  # one connected network first
+        for node in nodes:
+            node.tick()
+            other = rng.choice([n for n in nodes if n is not node])
+            node.merge(other.table())
+            other.merge(node.table())
+        clock.now += 1
+    assert all(n.size == 8 for n in nodes)
+    halves = [nodes[:5], nodes[5:]]
+    for _ in range(200):  # 200 s of rounds, each half on its own
+        for half in halves:
+            for node in half:
+                node.tick()
+                other = rng.choice([n for n in half if n is not node])
+                node.merge(other.table())
+                other.merge(node.table())
+        clock.now += rng.uniform(0.5, 2.0)
+    assert [n.size for n in nodes] == [5] * 5 + [3] * 3
+
+
 def test_rounds_are_fast_while_discovering_then_relaxed() -> None:
     clock = Clock()
     m = Membership(PEERS[0], period=5, fast_period=0.5, clock=clock)
