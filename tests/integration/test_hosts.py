@@ -287,3 +287,29 @@ def test_two_nodes_started_by_hand_in_two_namespaces_join(tmp_path: Path) -> Non
                 process.wait(timeout=30)
         assert netns.remove(network) == []
         assert netns.leftovers(network) == []
+
+
+def test_down_removes_a_half_made_network(tmp_path: Path) -> None:
+    """A launcher that crashed while it made the hosts leaves a record and part of the
+    network (here: the switch, one host, and a link not moved yet): `devstack down`
+    removes all of it."""
+    network = netns.plan(2)
+    netns.save(tmp_path, network)
+    half_made = [
+        ["netns", "add", network.switch],
+        ["netns", "add", network.hosts[0].netns],
+        ["link", "add", network.hosts[1].link, "type", "veth", "peer", "name", "pybtmpn"],
+    ]
+    try:
+        for step in half_made:
+            subprocess.run(["ip", *step], check=True, capture_output=True, timeout=20)
+        subprocess.run(["ip", "link", "set", "pybtmpn", "name", f"{network.hosts[1].link}n"],
+                       check=True, capture_output=True, timeout=20)  # fmt: skip
+        assert len(netns.leftovers(network)) == 4
+        stack = Devstack(state_dir=tmp_path, nodes=0)
+        done = stack.run("down", check=True)
+        assert "no devstack" not in done.stdout
+        assert netns.leftovers(network) == []
+        assert netns.load(tmp_path) is None
+    finally:
+        netns.remove(network)
