@@ -281,10 +281,11 @@ def test_status_and_list_json(cluster5: Devstack, early_jobs: dict[str, str]) ->
     assert cluster5.state is not None
     for row, entry in zip(status["nodes"], cluster5.state.nodes, strict=True):
         assert set(row) == {
-            "name", "pid", "peer_id", "api", "alive", "healthy", "bad_actor",
+            "name", "pid", "peer_id", "api", "alive", "healthy", "bad_actor", "host",
             "gossip_peers", "mesh", "network_size", "jobs", "dropped",
         }  # fmt: skip
         assert row["bad_actor"] is False
+        assert row["host"] is None  # all on 127.0.0.1: no simulated hosts
         assert (row["pid"], row["peer_id"], row["api"]) == (entry.pid, entry.peer_id, entry.api)
         assert row["alive"] and row["healthy"], row
         assert row["gossip_peers"] >= 1 and row["network_size"] == 5, row
