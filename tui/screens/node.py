@@ -359,10 +359,15 @@ class NodeScreen(Screen[None]):
         self.locks_error = ""
         self.contention = self._tracker.update(good, self._clock())
 
+    def _lock_table(self) -> NodeLockTable | None:
+        """The screen's lock table; None once the screen is being taken down (a poll
+        that was under way when it closed may still land)."""
+        return next(iter(self.query(NodeLockTable)), None)
+
     def watch_contention(self, found: ContentionRound | None) -> None:
-        if found is None:
+        table = self._lock_table()
+        if found is None or table is None:
             return
-        table = self.query_one(NodeLockTable)
         table.show(found.locks, found.at)
         self._show_sites()
         lines = stall_lines(found.stalls, stack_frames=12)
@@ -378,7 +383,9 @@ class NodeScreen(Screen[None]):
         self._retitle_locks()
 
     def _retitle_locks(self) -> None:
-        table = self.query_one(NodeLockTable)
+        table = self._lock_table()
+        if table is None:
+            return
         found = self.contention
         title = table.title("Locks")
         if found is not None:  # after the count, before the filter and sort
@@ -396,7 +403,9 @@ class NodeScreen(Screen[None]):
         self._retitle_locks()
 
     def _show_sites(self) -> None:
-        table = self.query_one(NodeLockTable)
+        table = self._lock_table()
+        if table is None:
+            return
         key = table.cursor_key
         self.query_one(LockSites).row = table.records.get(key) if key is not None else None
 
@@ -424,7 +433,9 @@ class NodeScreen(Screen[None]):
         texts: list[Text] = []
         if found.lines:  # JSON per line: off the event loop, as the tail can be 200 lines
             texts = await asyncio.to_thread(lambda: [format_log_line(x) for x in found.lines])
-        log = self.query_one(RichLog)
+        log = next(iter(self.query(RichLog)), None)
+        if log is None:  # the screen closed while this poll was under way
+            return
         if found.restarted:
             log.clear()
             self.log_shown.clear()
