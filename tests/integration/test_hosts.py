@@ -36,6 +36,16 @@ pytestmark = pytest.mark.slow
 JOB_TIMEOUT_S = 180.0
 
 
+def wait_network_size(apis: list[str], size: int, timeout: float, message: str) -> None:
+    """Until every node at ``apis`` sees a network of ``size`` nodes."""
+    wait_until(
+        lambda: all(get_json(f"{api}/api/v1/healthz")["network_size"] == size for api in apis),
+        timeout=timeout,
+        interval=1.0,
+        message=message,
+    )
+
+
 def ip_json(*args: str) -> Any:
     done = subprocess.run(["ip", "-j", *args], capture_output=True, text=True, timeout=20)
     return json.loads(done.stdout or "[]")
@@ -87,11 +97,7 @@ def test_nodes_on_three_hosts_advertise_routable_addresses(
             assert ipaddress.IPv4Address(ip) in subnet, addr
             assert ip == network.hosts[entry.host].address
     assert by_host == {0: 3, 1: 3, 2: 3}
-    wait_until(
-        lambda: all(get_json(f"{api}/api/v1/healthz")["network_size"] == 9 for api in stack.apis),
-        timeout=60,
-        message="every node to see all 9",
-    )
+    wait_network_size(stack.apis, 9, 60, "every node to see all 9")
 
 
 def test_a_job_of_concurrency_three_runs_once_on_each_host(
@@ -134,21 +140,11 @@ def test_a_cut_off_host_leaves_the_network_and_comes_back_when_healed(
             ran = {e["node"] for e in record["job"]["executions"] if e["state"] == "published"}
             assert {host_of[node] == 2 for node in ran} == {api in inside}
         # The others forget the cut-off host's nodes once their heartbeats stop.
-        wait_until(
-            lambda: all(get_json(f"{api}/api/v1/healthz")["network_size"] == 6 for api in outside),
-            timeout=150,
-            interval=1.0,
-            message="the nodes outside host-2 to see 6",
-        )
+        wait_network_size(outside, 6, 150, "the nodes outside host-2 to see 6")
     finally:
         stack.run("heal", "host-2", check=True)
     assert netns.cut_off(network) == []
-    wait_until(
-        lambda: all(get_json(f"{api}/api/v1/healthz")["network_size"] == 9 for api in stack.apis),
-        timeout=120,
-        interval=1.0,
-        message="every node to see all 9 again",
-    )
+    wait_network_size(stack.apis, 9, 120, "every node to see all 9 again")
     # And the network works across hosts again.
     with NodeClient(stack.api(8)) as client:
         job_id = client.submit(
@@ -202,12 +198,7 @@ def test_a_job_whose_node_is_cut_off_runs_again_on_another_host(
     assert kinds.count("completed") == 1
     assert "lost" in kinds, kinds  # the requester gave the silent node up
     # After the heal the cut-off node delivers its late proposal: nothing changes.
-    wait_until(
-        lambda: all(get_json(f"{api}/api/v1/healthz")["network_size"] == 9 for api in stack.apis),
-        timeout=120,
-        interval=1.0,
-        message="every node to see all 9 again",
-    )
+    wait_network_size(stack.apis, 9, 120, "every node to see all 9 again")
     again = get_json(f"{requester.api}/api/v1/jobs/{job_id}")
     assert again["job"]["state"] == "completed"
     assert [e["kind"] for e in again["events"]].count("completed") == 1
@@ -260,11 +251,7 @@ def test_two_nodes_started_by_hand_in_two_namespaces_join(tmp_path: Path) -> Non
             if not first_peer:
                 peer_id = json.loads((data_dir / "node.json").read_text())["id"]
                 first_peer = f"/ip4/{host.address}/tcp/4001/p2p/{peer_id}"
-        wait_until(
-            lambda: all(get_json(f"{api}/api/v1/healthz")["network_size"] == 2 for api in apis),
-            timeout=60,
-            message="both nodes to see each other",
-        )
+        wait_network_size(apis, 2, 60, "both nodes to see each other")
         for api, host in zip(apis, network.hosts, strict=True):
             info = get_json(f"{api}/api/v1/node")
             assert info["addrs"] and all(
