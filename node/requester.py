@@ -1266,10 +1266,13 @@ class Requester:
         **detail: object,
     ) -> None:
         """Record ``kind``: of ``shard`` (which moves to ``state``; the job moves to its
-        least advanced shard's state) or, with no shard, of the job (to ``state``)."""
-        if shard is None:
+        least advanced shard's state) or, with no shard, of the job (to ``state``).
+        Once the job has ended, ``kind`` is recorded and no state moves: a straggler
+        (an offer that failed after the job completed) must not reopen it."""
+        ended = open_job.state.terminal
+        if not ended and shard is None:
             open_job.state = state
-        else:
+        elif not ended and shard is not None:
             shard.state = state
             # Only the job's own "completed" event completes it: a poller that sees the
             # state must find that event too.
@@ -1284,10 +1287,11 @@ class Requester:
         await self._ctx.db(
             self._ctx.store.record,
             event,
-            state=open_job.state,
-            reason=reason if shard is None else None,
+            state=None if ended else open_job.state,
+            reason=reason if shard is None and not ended else None,
         )
-        open_job.changed.notify()
+        if not ended:
+            open_job.changed.notify()
 
     async def _record_execution(
         self,

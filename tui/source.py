@@ -192,6 +192,7 @@ class NodeTarget:
     pid: int | None = None
     started: float | None = None
     bad_actor: bool = False
+    host: int | None = None  # its simulated host (`devstack up --hosts`)
 
     @classmethod
     def from_entry(cls, entry: st.NodeEntry) -> NodeTarget:
@@ -203,6 +204,7 @@ class NodeTarget:
             pid=entry.pid,
             started=entry.started,
             bad_actor=entry.bad_actor,
+            host=entry.host,
         )
 
 
@@ -218,6 +220,7 @@ class NodeRow:
     status: NodeStatus
     error: str = ""  # why the node is not up
     bad_actor: bool = False
+    host: int | None = None  # its simulated host (`devstack up --hosts`); None: 127.0.0.1
     role: str | None = None  # "R+C": requested jobs and can run them; "C": only run them
     cpu_percent: float | None = None  # of one core, the node process (psutil, sampled each s)
     rss_bytes: int | None = None
@@ -241,9 +244,13 @@ class NodeRow:
 
     @property
     def search_text(self) -> str:
-        """What ``/`` filters on: name, peer id, role, status, ``bad-actor``."""
-        bad = " bad-actor" if self.bad_actor else ""
-        return f"{self.name} {self.peer_id} {self.role or ''} {self.status.value}{bad}".lower()
+        """What ``/`` filters on: name, peer id, role, status, ``bad-actor``, ``host-N``."""
+        words = [self.name, self.peer_id, self.role or "", self.status.value]
+        if self.bad_actor:
+            words.append("bad-actor")
+        if self.host is not None:
+            words.append(f"host-{self.host}")
+        return " ".join(words).lower()
 
 
 @dataclass(frozen=True, slots=True)
@@ -451,6 +458,7 @@ def node_row(target: NodeTarget, stats: StatsDocument, state: _NodeState) -> Nod
         api=target.api,
         status=NodeStatus.UP,
         bad_actor=target.bad_actor,
+        host=target.host,
         role=role_of(state.slots, jobs.open, jobs.completed, jobs.failed),
         cpu_percent=process.cpu_percent,
         rss_bytes=process.rss_bytes,
@@ -487,6 +495,7 @@ def absent_row(target: NodeTarget, status: NodeStatus, error: str, state: _NodeS
         status=status,
         error=error,
         bad_actor=target.bad_actor,
+        host=target.host,
         cpu_history=tuple(state.cpu),
         latency_history=tuple(state.latency),
     )

@@ -129,7 +129,7 @@ def shard_cids(answer: Mapping[str, Any]) -> list[str | None]:
     return [s["cid"] for s in answer.get("shards", [])]
 
 
-def _job_events(answer: Mapping[str, Any], kind: str) -> list[dict[str, Any]]:
+def job_events(answer: Mapping[str, Any], kind: str) -> list[dict[str, Any]]:
     """The job's own ``kind`` events, oldest first: those of a compute step the
     requester ran itself carry a ``role`` and are not the job's."""
     found = [e for e in answer.get("events", []) if e["kind"] == kind]
@@ -141,7 +141,7 @@ def ended_at(answer: Mapping[str, Any]) -> float | None:
     record = answer["job"]
     if record["state"] not in TERMINAL:
         return None
-    completed = _job_events(answer, "completed")
+    completed = job_events(answer, "completed")
     return completed[0]["at"] if completed else record["updated_at"]
 
 
@@ -188,7 +188,7 @@ def tally(
         states[state] += 1
         if state in ("error", "cancelled"):
             reasons[f"{state}: {record.get('reason') or '-'}"] += 1
-        retried = _job_events(answer, "retry")
+        retried = job_events(answer, "retry")
         retries += len(retried)
         detection += [
             float(e["detail"]["detected_after_s"])
@@ -522,6 +522,15 @@ def reference_cids(
     return cids
 
 
+def reference_runs(
+    nodes: Sequence[NodeEntry], args: argparse.Namespace
+) -> dict[int, list[str | None]]:
+    """:func:`reference_cids` of the bench's ``--engine`` and ``--image``, said first."""
+    specs = min(SPECS, args.jobs)
+    say(f"reference: one {args.engine} job of each of {specs} specs on the quiet cluster")
+    return reference_cids(nodes, args.engine, args.image, specs)
+
+
 def leftover_containers(peer_ids: Sequence[str]) -> list[str] | None:
     """:func:`node_containers` once the removals the last runs queued are done (or
     what is still there after :data:`LEFTOVER_WAIT_S`: a killed node's)."""
@@ -541,9 +550,7 @@ def run_chaos(cluster: BenchCluster, args: argparse.Namespace) -> dict[str, Any]
     if len(cluster.state.nodes) < 2:
         raise BenchError("chaos needs at least 2 nodes: one to kill and one to submit to")
     nodes = sorted(cluster.state.nodes, key=lambda n: n.index)
-    specs = min(SPECS, args.jobs)
-    say(f"reference: one {args.engine} job of each of {specs} specs on the quiet cluster")
-    reference = reference_cids(nodes, args.engine, args.image, specs)
+    reference = reference_runs(nodes, args)
     say(
         f"submitting {args.jobs} jobs at {args.rate:g}/s; a node killed every"
         f" {args.kill_every:g}s, restarted after {args.pause:g}s"
@@ -627,12 +634,25 @@ def run_chaos(cluster: BenchCluster, args: argparse.Namespace) -> dict[str, Any]
 
 def after_down(result: dict[str, Any]) -> dict[str, Any]:
     """What the bench's cluster left once it was taken down: node processes (every pid
-    it ever had, killed ones too) still running, and containers of its nodes."""
+    it ever had, killed ones too: ``kill_log``) still running, and containers of its
+    nodes."""
     pids = [(p["pid"], p["started"]) for p in result["node_processes"]]
-    pids += [(k["pid"], k["started"]) for k in result["kill_log"]]
+    pids += [(k["pid"], k["started"]) for k in result.get("kill_log", [])]
     running = sorted({pid for pid, started in pids if st.is_alive(pid, started)})
     containers = node_containers([p["peer_id"] for p in result["node_processes"]])
     return {"processes": running, "containers": None if containers is None else len(containers)}
+
+
+def left_lines(r: dict[str, Any]) -> list[str]:
+    """What the cluster left: containers at the end, and after ``down`` if it went."""
+    lines = [f"containers of the cluster's nodes left at the end: {r['leftover_containers']}"]
+    if "left_after_down" in r:
+        down = r["left_after_down"]
+        lines.append(
+            f"after `devstack down`: {len(down['processes'])} node processes,"
+            f" {down['containers']} containers"
+        )
+    return lines
 
 
 def chaos_text(r: dict[str, Any]) -> str:
@@ -664,14 +684,8 @@ def chaos_text(r: dict[str, Any]) -> str:
         f" random node); restarted nodes not ready within {READY_TIMEOUT_S:.0f}s:"
         f" {kills['not_ready_after_restart']}",
         f"completed jobs whose results differ from the run without chaos: {r['results_differ']}",
-        f"containers of the cluster's nodes left at the end: {r['leftover_containers']}",
+        *left_lines(r),
     ]
-    if "left_after_down" in r:
-        down = r["left_after_down"]
-        lines.append(
-            f"after `devstack down`: {len(down['processes'])} node processes,"
-            f" {down['containers']} containers"
-        )
     lines.append(
         f"submitted in {r['submit_s']:g}s; every job read {r['wall_s']:g}s after the first"
     )
@@ -679,16 +693,26 @@ def chaos_text(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def run(args: argparse.Namespace) -> int:
-    """``devstack bench chaos``."""
+def run_and_report(
+    args: argparse.Namespace,
+    body: Callable[[BenchCluster, argparse.Namespace], dict[str, Any]],
+    text: Callable[[dict[str, Any]], str],
+) -> int:
+    """Run ``body`` on the bench's cluster, add what the cluster left once down, and
+    print it (``text`` for people); BenchError if node processes or containers are left."""
     load = os.getloadavg()[0]
     reuse = args.state_dir if args.reuse else None
     with bench_cluster(args.nodes, reuse, dispatch=args.dispatch, hosts=args.hosts) as cluster:
-        result = run_chaos(cluster, args)
+        result = body(cluster, args)
     if cluster.temporary:
         result["left_after_down"] = after_down(result)
-    report(result, args.json, chaos_text, load)
+    report(result, args.json, text, load)
     left = result.get("left_after_down")
     if left and (left["processes"] or left["containers"]):
         raise BenchError(f"the cluster left {left} behind")
     return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """``devstack bench chaos``."""
+    return run_and_report(args, run_chaos, chaos_text)

@@ -106,10 +106,11 @@ def add_cluster_args(
     p: argparse.ArgumentParser,
     *,
     nodes: int,
+    hosts: int = 0,
     settle: float | None = None,
     reuse: str | None = "use the devstack running at --state-dir (ignores --nodes, leaves it up)",
 ) -> None:
-    """The options every bench shares: ``--nodes``, ``--settle`` (when ``settle`` is
+    """The options every bench shares: ``--nodes``, ``--hosts``, ``--settle`` (when ``settle`` is
     a default), ``--reuse`` (when it has help) and ``--json``."""
     p.add_argument(
         "--nodes", type=positive(int), default=nodes, help=f"nodes to start (default {nodes})"
@@ -117,9 +118,9 @@ def add_cluster_args(
     p.add_argument(
         "--hosts",
         type=positive(int, zero=True),
-        default=0,
+        default=hosts,
         help="spread a fresh cluster's nodes over this many simulated hosts (network"
-        " namespaces; needs root; default 0: all on 127.0.0.1)",
+        f" namespaces; needs root; default {hosts}" + (": all on 127.0.0.1)" if not hosts else ")"),
     )
     if settle is not None:
         p.add_argument(
@@ -139,6 +140,27 @@ def add_cluster_args(
         f" (default {DEFAULT_DISPATCH}; --reuse keeps the cluster's own)",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def add_job_stream_args(
+    p: argparse.ArgumentParser, *, jobs: int, rate: float, settle_why: str = ""
+) -> None:
+    """The options of a bench that streams jobs through a fault (chaos, partition):
+    ``--jobs``, ``--rate``, ``--settle`` (``settle_why`` says why its default), and
+    the jobs' ``--engine`` and ``--image``."""
+    p.add_argument("--jobs", type=positive(int), default=jobs, help=f"jobs (default {jobs})")
+    p.add_argument("--rate", type=positive(float), default=rate, help=f"jobs per second ({rate:g})")
+    p.add_argument(
+        "--settle",
+        type=positive(float),
+        default=CHAOS_SETTLE_S,
+        help="seconds after the last submission for every job to end (default"
+        f" {CHAOS_SETTLE_S:g}{settle_why})",
+    )
+    p.add_argument("--engine", choices=["noop", "docker"], default="noop")
+    p.add_argument(
+        "--image", default=CHAOS_IMAGE, help=f"image of docker jobs (default {CHAOS_IMAGE})"
+    )
 
 
 def add_bench_parser(parser: argparse.ArgumentParser) -> None:
@@ -220,8 +242,13 @@ def add_bench_parser(parser: argparse.ArgumentParser) -> None:
 
     p = add("chaos", "jobs while nodes are killed and restarted: outcomes, retries, results")
     add_cluster_args(p, nodes=20)
-    p.add_argument("--jobs", type=positive(int), default=1000, help="jobs (default 1000)")
-    p.add_argument("--rate", type=positive(float), default=5.0, help="jobs per second (5)")
+    add_job_stream_args(
+        p,
+        jobs=1000,
+        rate=5.0,
+        settle_why=f": the jobs' {CHAOS_JOB_TIMEOUT_S:g}s timeout and queue timeout, the 30s"
+        " more a job whose node died unheard waits for its results, and a margin",
+    )
     p.add_argument(
         "--kill-every",
         type=positive(float),
@@ -236,21 +263,33 @@ def add_bench_parser(parser: argparse.ArgumentParser) -> None:
         help="seconds a killed node stays down (default 3)",
     )
     p.add_argument(
-        "--settle",
-        type=positive(float),
-        default=CHAOS_SETTLE_S,
-        help="seconds after the last submission for every job to end (default"
-        f" {CHAOS_SETTLE_S:g}: the jobs' {CHAOS_JOB_TIMEOUT_S:g}s timeout and queue timeout,"
-        " the 30s more a job whose node died unheard waits for its results, and a margin)",
-    )
-    p.add_argument(
         "--max-kills", type=positive(int), default=None, help="stop killing after this many"
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the random victims (0)")
-    p.add_argument("--engine", choices=["noop", "docker"], default="noop")
+
+    p = add("partition", "jobs on both sides of a host cut off and healed: outcomes, results")
+    add_cluster_args(p, nodes=9, hosts=3)
+    add_job_stream_args(p, jobs=150, rate=2.0)
     p.add_argument(
-        "--image", default=CHAOS_IMAGE, help=f"image of docker jobs (default {CHAOS_IMAGE})"
+        "--host",
+        default=None,
+        help="the host to cut off: an index or host-N (default the last host)",
     )
+    p.add_argument(
+        "--cut-after",
+        type=positive(float, zero=True),
+        default=15.0,
+        metavar="S",
+        help="seconds into the submissions the host is cut off (default 15)",
+    )
+    p.add_argument(
+        "--partition",
+        type=positive(float),
+        default=30.0,
+        metavar="S",
+        help="seconds the host stays cut off (default 30)",
+    )
+    p.add_argument("--concurrency", type=positive(int), default=1, help="runs per job (1)")
 
     p = add("executor", "DockerExecutor.run vs the Docker SDK and CLI, per phase")
     p.add_argument("--rounds", type=positive(int), default=30, help="measured rounds (default 30)")

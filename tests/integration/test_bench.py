@@ -278,3 +278,47 @@ def test_bench_chaos_accounts_for_every_job_through_a_kill(
     assert not st.is_alive(kill["pid"], kill["started"])
     assert_host(r)
     assert_nothing_left(r, docker_client)
+
+
+PARTITION_KEYS = {
+    "jobs", "submitted", "completed", "error", "cancelled", "open", "by_side_and_phase",
+    "reruns_across_cut", "adopted_after_heal", "ended_twice", "published_twice",
+    "results_differ", "sizes_before_heal", "converged_after_heal_s", "network",
+    "leftover_containers", "left_after_down",
+}  # fmt: skip
+
+
+def test_bench_partition_completes_every_job_on_both_sides_of_a_30s_cut(
+    tmp_path: Path, docker_client: Any
+) -> None:
+    """A host of 3 is cut off for 30 s while Docker jobs stream in on every node: the
+    jobs submitted on either side complete, none ends twice or is published twice,
+    their results are the quiet cluster's, the network converges after the heal,
+    and nothing of the cluster or its network is left."""
+    jobs = 60
+    r = run_bench(
+        tmp_path, "partition", "--nodes", "6", "--hosts", "3", "--jobs", str(jobs),
+        "--rate", "1.5", "--cut-after", "6", "--partition", "30", "--engine", "docker",
+        "--json",
+    )  # fmt: skip
+    assert r.keys() >= PARTITION_KEYS, PARTITION_KEYS - r.keys()
+    assert (r["bench"], r["nodes"], r["hosts"], r["cut_host"]) == ("partition", 6, 3, "host-2")
+    assert r["partition_s"] >= 30
+    assert (r["submitted"], r["refused"]) == (jobs, [])
+    assert (r["completed"], r["reasons"]) == (jobs, [])
+    table = r["by_side_and_phase"]
+    # 30 s at 1.5/s, round robin over 6 nodes of which 2 are cut off: some on each side.
+    assert table["cut"]["during"]["completed"] > 0
+    assert table["rest"]["during"]["completed"] > 0
+    assert (r["ended_twice"], r["published_twice"], r["results_differ"]) == (0, 0, 0)
+    assert len(r["sizes_before_heal"]) == 6
+    assert r["converged_after_heal_s"] is not None
+    assert r["leftover_containers"] == 0
+    assert r["left_after_down"] == {"processes": [], "containers": 0}
+    assert_host(r)
+    assert_nothing_left(r, docker_client)
+    tag = r["network"]["tag"]
+    listed = subprocess.run(["ip", "-j", "netns", "list"], capture_output=True, text=True)
+    assert not [n for n in json.loads(listed.stdout or "[]") if n["name"].startswith(f"pyb{tag}")]
+    links = subprocess.run(["ip", "-j", "link", "show"], capture_output=True, text=True)
+    assert not [n for n in json.loads(links.stdout or "[]") if n["ifname"].startswith(f"pyb{tag}")]

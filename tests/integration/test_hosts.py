@@ -154,6 +154,63 @@ def test_a_cut_off_host_leaves_the_network_and_comes_back_when_healed(
     assert record["job"]["state"] == "completed", record["job"]
 
 
+def submit_until_it_runs_on(
+    client: NodeClient, spec: dict[str, Any], wanted: set[int], host_of: dict[str, int | None]
+) -> tuple[str, str]:
+    """Submit ``spec`` until a run of it is accepted on one of the ``wanted`` hosts
+    (the offer order is the job's own), cancelling the others; the job and its node."""
+    for _ in range(12):
+        job_id = client.submit(spec)["id"]
+        runner: str = wait_until(
+            lambda job=job_id: next(
+                (
+                    e["node"]
+                    for e in client.describe(job)["job"]["executions"]
+                    if e["state"] in ("accepted", "running")
+                ),
+                None,
+            ),
+            timeout=60,
+            message="the job's run to be accepted",
+        )
+        if host_of[runner] in wanted:
+            return job_id, runner
+        client.cancel(job_id)
+    pytest.fail(f"no run landed on host(s) {sorted(wanted)} in 12 jobs")
+
+
+def assert_ended_once_on(record: dict[str, Any], hosts: set[int], host_of: dict[str, Any]) -> None:
+    """The job completed once, its one result published by a node on ``hosts``, after
+    the requester gave up a silent node (``lost``)."""
+    assert record["job"]["state"] == "completed", record["job"]
+    published = [e for e in record["job"]["executions"] if e["state"] == "published"]
+    assert len(published) == 1 and host_of[published[0]["node"]] in hosts, published
+    kinds = [e["kind"] for e in record["events"] if not e["detail"].get("role")]
+    assert kinds.count("completed") == 1
+    assert kinds.count("publishing") == 1
+    assert "lost" in kinds, kinds  # the requester gave the silent node up
+
+
+def run_across_a_cut(
+    stack: Devstack, requester_host: int, run_hosts: set[int]
+) -> tuple[dict[str, Any], str, str, dict[str, int | None]]:
+    """A 15 s job requested on ``requester_host`` and running on one of ``run_hosts``
+    when host-2 is cut off, followed to its end, then host-2 healed: the job's record
+    at its end, its requester's API, the node it ran on first, and each peer's host."""
+    assert stack.state is not None
+    host_of = {n.peer_id: n.host for n in stack.state.nodes}
+    requester = next(n for n in stack.state.nodes if n.host == requester_host)
+    spec = {"image": "busybox:latest", "command": ["sh", "-c", "sleep 15; echo done"]}
+    with NodeClient(requester.api) as client:
+        job_id, first = submit_until_it_runs_on(client, spec, run_hosts, host_of)
+        stack.run("partition", "2", check=True)
+        try:
+            record = wait_job_end(requester.api, job_id, JOB_TIMEOUT_S)
+        finally:
+            stack.run("heal", "2", check=True)
+    return record, requester.api, first, host_of
+
+
 def test_a_job_whose_node_is_cut_off_runs_again_on_another_host(
     hosts3: tuple[Devstack, netns.Network],
 ) -> None:
@@ -161,48 +218,38 @@ def test_a_job_whose_node_is_cut_off_runs_again_on_another_host(
     hears nothing more, runs it again on a node it can reach, and the job completes
     once; after the heal the cut-off node's late proposal changes nothing."""
     stack, _ = hosts3
-    assert stack.state is not None
-    host_of = {n.peer_id: n.host for n in stack.state.nodes}
-    requester = next(n for n in stack.state.nodes if n.host == 0)
-    spec = {"image": "busybox:latest", "command": ["sh", "-c", "sleep 15; echo done"]}
-    job_id = ""
-    with NodeClient(requester.api) as client:
-        for _ in range(12):  # until a run lands on host-2 (the offer order is the job's)
-            job_id = client.submit(spec)["id"]
-            runner = wait_until(
-                lambda job=job_id: next(
-                    (
-                        e["node"]
-                        for e in client.describe(job)["job"]["executions"]
-                        if e["state"] in ("accepted", "running")
-                    ),
-                    None,
-                ),
-                timeout=60,
-                message="the job's run to be accepted",
-            )
-            if host_of[runner] == 2:
-                break
-            client.cancel(job_id)
-        else:
-            pytest.fail("no run landed on host-2 in 12 jobs")
-        stack.run("partition", "2", check=True)
-        try:
-            record = wait_job_end(requester.api, job_id, JOB_TIMEOUT_S)
-        finally:
-            stack.run("heal", "2", check=True)
-    assert record["job"]["state"] == "completed", record["job"]
-    published = [e for e in record["job"]["executions"] if e["state"] == "published"]
-    assert len(published) == 1 and host_of[published[0]["node"]] != 2
-    kinds = [e["kind"] for e in record["events"]]
-    assert kinds.count("completed") == 1
-    assert "lost" in kinds, kinds  # the requester gave the silent node up
+    record, api, _, host_of = run_across_a_cut(stack, requester_host=0, run_hosts={2})
+    assert_ended_once_on(record, {0, 1}, host_of)
     # After the heal the cut-off node delivers its late proposal: nothing changes.
     wait_network_size(stack.apis, 9, 120, "every node to see all 9 again")
-    again = get_json(f"{requester.api}/api/v1/jobs/{job_id}")
-    assert again["job"]["state"] == "completed"
-    assert [e["kind"] for e in again["events"]].count("completed") == 1
-    assert len([e for e in again["job"]["executions"] if e["state"] == "published"]) == 1
+    again = get_json(f"{api}/api/v1/jobs/{record['job']['job']['id']}")
+    assert_ended_once_on(again, {0, 1}, host_of)
+
+
+def test_a_cut_off_requester_runs_again_on_its_own_host_a_job_whose_run_was_elsewhere(
+    hosts3: tuple[Devstack, netns.Network],
+) -> None:
+    """The requester is the one cut off: its job runs on host-0 or host-1 when host-2
+    goes. The requester hears nothing more from that node and runs the job again on
+    a node of its own host (it has room), where it completes once. The node that ran
+    it first finishes unheard; after the heal it delivers its proposal, and the job
+    stays completed once, with the one result."""
+    stack, _ = hosts3
+    assert stack.state is not None
+    record, api, far, host_of = run_across_a_cut(stack, requester_host=2, run_hosts={0, 1})
+    assert_ended_once_on(record, {2}, host_of)
+    wait_network_size(stack.apis, 9, 120, "every node to see all 9 again")
+    # The far node's run ended; its late proposal was delivered, or given up, and
+    # changed nothing at the requester.
+    far_api = next(n.api for n in stack.state.nodes if n.peer_id == far)
+    wait_until(
+        lambda: get_json(f"{far_api}/api/v1/node")["capacity"]["reserved"] == 0,
+        timeout=120,
+        interval=1.0,
+        message="the far node to end its run",
+    )
+    again = get_json(f"{api}/api/v1/jobs/{record['job']['job']['id']}")
+    assert_ended_once_on(again, {2}, host_of)
 
 
 def test_partition_and_heal_refuse_what_is_not_a_host(

@@ -1,12 +1,14 @@
 """Snapshots (pytest-textual-snapshot) of the TUI's views at 120x40 over the documents
 captured from a real 3-node devstack (``tui_fake``), with fixed clocks: the nodes view
-after two rounds (so rates exist), sorted and filtered, the jobs view, the help screen
-and the quit question. ``pytest --snapshot-update`` rewrites them after a deliberate
-change; look at the SVGs under ``__snapshots__/`` before committing them.
+after two rounds (so rates exist), on simulated hosts, sorted and filtered, the jobs
+view, the help screen and the quit question. ``pytest --snapshot-update`` rewrites
+them after a deliberate change; look at the SVGs under ``__snapshots__/`` before
+committing them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from typing import Any
 
@@ -22,11 +24,15 @@ from tui.widgets.job_table import JobTable
 pytestmark = pytest.mark.timeout(120)
 
 
-def _app(**kwargs: Any) -> BacalhauApp:
+def _app(*, hosts: bool = False, **kwargs: Any) -> BacalhauApp:
+    """The app over the captured cluster; with ``hosts``, node ``i`` on host ``i % 2``."""
     fake = FakeCluster()
     ticks = itertools.count()
+    targets = fake.targets()
+    if hosts:
+        targets = [dataclasses.replace(t, host=t.index % 2) for t in targets]
     source = ClusterSource(
-        targets=fake.targets(),
+        targets=targets,
         transport=fake.transport(),
         clock=lambda: NOW,
         timer=lambda: next(ticks) * 0.004,  # every round "takes" 4 ms
@@ -46,6 +52,15 @@ def test_nodes_view(snap_compare: Any) -> None:
         await _rounds(pilot, 2)
 
     assert snap_compare(_app(), terminal_size=SIZE, run_before=before)
+
+
+def test_nodes_view_on_two_hosts(snap_compare: Any) -> None:
+    """A devstack on simulated hosts: the host column beside the node."""
+
+    async def before(pilot: Pilot[Any]) -> None:
+        await _rounds(pilot, 2)
+
+    assert snap_compare(_app(hosts=True), terminal_size=SIZE, run_before=before)
 
 
 def test_nodes_view_sorted_and_filtered(snap_compare: Any) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import itertools
 import json
 import os
@@ -326,6 +327,13 @@ def test_matches() -> None:
     assert matches(text, "bad-actor")
     assert not matches(text, "node-3 down")
     assert not matches(text, "node-4")
+    assert not matches(text, "host-")  # on no simulated host
+
+
+def test_a_node_on_a_simulated_host_matches_its_host() -> None:
+    row = NodeRow(peer_id="12D3KooWAbc", name="node-3", index=3, api="", status=NodeStatus.UP)
+    text = dataclasses.replace(row, host=2).search_text
+    assert matches(text, "host-2") and not matches(text, "host-1")
 
 
 @given(hst.text(max_size=20), hst.text(max_size=10))

@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from tui.format import MISSING
+from tui.host import host_of
 from tui.screens.live_table import LiveTableScreen
 from tui.source import ClusterSnapshot, NodeRow
-from tui.widgets.node_table import NODE_COLUMNS, NodeTable
+from tui.widgets.node_table import NODE_COLUMNS_WITH_HOST, NodeTable
 from tui.widgets.record_table import RecordTable
 
 
@@ -28,14 +29,15 @@ class NodesScreen(LiveTableScreen):
     HELP_INTRO = (
         "One row per node, refreshed in place. Click a header, or < and >, to sort; r"
         " reverses. / filters: every word must occur in the node's name, peer id, role"
-        " or status (e.g. unreachable, bad-actor). "
+        " status or host (e.g. unreachable, bad-actor, host-2). "
         + MISSING
         + " marks a figure that does not exist (yet)."
     )
-    HELP_COLUMNS = NODE_COLUMNS
+    HELP_COLUMNS = NODE_COLUMNS_WITH_HOST
 
     def compose_table(self) -> RecordTable[Any]:
-        return NodeTable(id="nodes")
+        hosts = any(t.host is not None for t in host_of(self).source.targets)
+        return NodeTable(hosts=hosts, id="nodes")
 
     def records(self, snapshot: ClusterSnapshot) -> Sequence[NodeRow]:
         return snapshot.nodes

@@ -226,15 +226,41 @@ NODE_COLUMNS: tuple[RecordColumn[NodeRow], ...] = (
 )
 
 
+HOST_COLUMN: RecordColumn[NodeRow] = RecordColumn(
+    "host",
+    "host",
+    6,
+    lambda r, now: _plain(MISSING if r.host is None else f"host-{r.host}"),
+    sort=lambda r: r.host,
+    help="the simulated host it runs on (`devstack up --hosts`; `devstack partition` cuts"
+    " one off); shown when the devstack has hosts",
+)
+
+#: The columns of a devstack on simulated hosts: the host beside the node.
+NODE_COLUMNS_WITH_HOST: tuple[RecordColumn[NodeRow], ...] = (
+    NODE_COLUMNS[0],
+    HOST_COLUMN,
+    *NODE_COLUMNS[1:],
+)
+
+
 class NodeTable(RecordTable[NodeRow]):
-    """Every node of the cluster, one row each, updated in place."""
+    """Every node of the cluster, one row each, updated in place; with ``hosts``, a
+    host column beside the node's name."""
 
     RECORD_COLUMNS: ClassVar[Sequence[RecordColumn[Any]]] = NODE_COLUMNS
     DEFAULT_SORT: ClassVar[str] = "node"
 
     def __init__(
-        self, *, name: str | None = None, id: str | None = None, classes: str | None = None
+        self,
+        *,
+        hosts: bool = False,
+        name: str | None = None,
+        id: str | None = None,
+        classes: str | None = None,
     ) -> None:
+        if hosts:  # before RecordTable reads them
+            self.RECORD_COLUMNS = NODE_COLUMNS_WITH_HOST
         super().__init__(name=name, id=id, classes=classes)
         self.fixed_columns = 1
 
