@@ -92,6 +92,7 @@ def check_no_live_cluster(state_dir: Path, say: Callable[[str], None]) -> None:
             f" (state in {st.state_path(state_dir)}); run `devstack down` first"
         )
     say(f"cleaning up after a cluster that did not shut down ({len(existing.nodes)} nodes)")
+    stop_pids({f.pid: f.started for f in existing.forwarders})
     remove_containers([n.peer_id for n in existing.nodes])
     st.remove(state_dir)
 
@@ -222,6 +223,7 @@ def _start(
             _become_node(lambda c=config: run_node(c), entry)
         entry.pid = pid
         entry.started = st.process_started(pid) or time.time()
+    forwarders = _start_forwarders(entries, network, state_dir) if network else []
     me = os.getpid()
     cluster = ClusterState(
         launcher_pid=me,
@@ -234,6 +236,7 @@ def _start(
         lock_warn_ms=options.lock_warn_ms,
         stall_ms=options.stall_ms,
         hosts=options.hosts,
+        forwarders=forwarders,
     )
     st.save(state_dir, cluster)
     say(f"forked {options.nodes} nodes in {time.monotonic() - t0:.1f}s; waiting for the mesh")
@@ -243,6 +246,24 @@ def _start(
         down(state_dir, say=lambda _m: None)
         raise
     return cluster
+
+
+def _start_forwarders(
+    entries: Sequence[NodeEntry], network: netns.Network, state_dir: Path
+) -> list[st.ForwarderEntry]:
+    """One API forwarder per host, for the APIs of its nodes (``devstack/forward.py``)."""
+    from devstack import forward
+
+    started = []
+    for host in network.hosts:
+        ports = [e.api_port for e in entries if e.host == host.index]
+        if not ports:
+            continue
+        log_file = state_dir / "logs" / f"forward-{host.name}.log"
+        proc = forward.start(host.netns, ports, log_file)
+        when = st.process_started(proc.pid) or time.time()
+        started.append(st.ForwarderEntry(host=host.index, pid=proc.pid, started=when))
+    return started
 
 
 def _become_node(run: Callable[[], int], entry: NodeEntry) -> None:
@@ -414,6 +435,7 @@ def down(state_dir: Path, say: Callable[[str], None] = print) -> bool:
     killed = stop_pids({n.pid: n.started for n in cluster.nodes})
     if killed:
         say(f"{len(killed)} node(s) did not stop in {STOP_TIMEOUT_S:.0f}s and were killed")
+    stop_pids({f.pid: f.started for f in cluster.forwarders})
     removed = remove_containers([n.peer_id for n in cluster.nodes])
     if removed:
         say(f"removed {removed} container(s)")

@@ -49,6 +49,15 @@ class NodeEntry:
 
 
 @dataclass
+class ForwarderEntry:
+    """The API forwarder of simulated host ``host`` (``devstack/forward.py``)."""
+
+    host: int
+    pid: int
+    started: float
+
+
+@dataclass
 class ClusterState:
     launcher_pid: int
     launcher_started: float
@@ -62,6 +71,7 @@ class ClusterState:
     lock_warn_ms: float | None = None
     stall_ms: float | None = None
     hosts: int = 0  # simulated hosts the nodes are spread over (devstack/netns.py)
+    forwarders: list[ForwarderEntry] = field(default_factory=list)  # one per host
 
 
 def default_state_dir() -> Path:
@@ -85,7 +95,13 @@ def load(state_dir: Path) -> ClusterState | None:
         if not isinstance(nodes, list):
             raise ValueError("`$.nodes`: expected a list")
         entries = [_decode(NodeEntry, node, f"$.nodes[{i}]") for i, node in enumerate(nodes)]
-        return _decode(ClusterState, {**document, "nodes": entries}, "$")
+        forwarders = document.get("forwarders", [])
+        if not isinstance(forwarders, list):
+            raise ValueError("`$.forwarders`: expected a list")
+        forwarders = [
+            _decode(ForwarderEntry, f, f"$.forwarders[{i}]") for i, f in enumerate(forwarders)
+        ]
+        return _decode(ClusterState, {**document, "nodes": entries, "forwarders": forwarders}, "$")
     except ValueError as exc:
         raise StateError(f"{path} is not a devstack state file ({exc}); delete it") from None
 
@@ -107,6 +123,7 @@ _KINDS: dict[str, tuple[type, ...]] = {
     "bool": (bool,),
     "list[str]": (list,),
     "list[NodeEntry]": (list,),
+    "list[ForwarderEntry]": (list,),
     "int | None": (int, type(None)),
     "float | None": (int, float, type(None)),
     "str | None": (str, type(None)),

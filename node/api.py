@@ -637,15 +637,12 @@ async def serve_api(
     node: ApiNode,
     host: str,
     port: int,
-    fd: int | None = None,
     *,
     task_status: Any = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve the API until cancelled; ``task_status.started()`` once listening. ``fd``:
-    a socket bound already (a node on a devstack host binds it before it enters the
-    host's namespace), served instead of binding ``host:port``."""
+    """Serve the API until cancelled; ``task_status.started()`` once listening."""
     config = Config()
-    config.bind = [f"fd://{fd}"] if fd is not None else [f"{host}:{port}"]
+    config.bind = [f"{host}:{port}"]
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
     config.graceful_timeout = 1.0

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import ipaddress
 import logging
 import signal
-import socket
 import sys
 from pathlib import Path
 
@@ -73,8 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--netns",
         default=None,
         metavar="NAME",
-        help="run in this network namespace (devstack --hosts): the API is bound first,"
-        " outside it, on --host",
+        help="run in this network namespace (devstack --hosts), the API on its loopback",
     )
     run.add_argument("--bidder", choices=sorted(BIDDERS), default=DEFAULT_BIDDER)
     run.add_argument(
@@ -173,15 +170,12 @@ async def serve_until_signalled(config: NodeConfig) -> None:
                 break
 
 
-def enter_host(config: NodeConfig) -> NodeConfig:
-    """For a node on a devstack host (``config.netns``): bind its API socket here, in
-    the machine's namespace, then move into the host's namespace; the config that
-    serves that socket. Raises OSError if either step fails."""
-    if config.netns is None or config.api_fd is not None:
-        return config
-    api = socket.create_server((config.host, config.api_port))
-    namespace.enter(config.netns)
-    return dataclasses.replace(config, api_fd=api.detach())
+def enter_host(config: NodeConfig) -> None:
+    """For a node on a devstack host (``config.netns``): move into the host's
+    namespace before any socket is made, so the API is on the host's loopback and
+    libp2p on the host's address. Raises OSError if it cannot."""
+    if config.netns is not None:
+        namespace.enter(config.netns)
 
 
 def run_node(config: NodeConfig, log_level: str = "info") -> int:
@@ -189,7 +183,7 @@ def run_node(config: NodeConfig, log_level: str = "info") -> int:
     and serve; the exit status of a node process."""
     logs.configure(config.log_file, log_level)
     try:
-        config = enter_host(config)
+        enter_host(config)
         trio.run(serve_until_signalled, config)
     except Exception:
         log.exception("node failed")

@@ -1,10 +1,10 @@
 """Entering a Linux network namespace: how a node runs on a simulated host.
 
 ``devstack up --hosts K`` makes namespaces of its own (``devstack/netns.py``) and
-starts each node in one: the node binds its API socket first, in the machine's
-namespace (so the API stays on the machine's loopback, where the CLI and the TUI
-reach it), then enters its host's namespace, where every socket it makes later,
-libp2p's included, lives.
+starts each node in one: the node enters its host's namespace before it makes any
+socket, so its API is on the host's loopback (reached from the machine through
+the host's forwarder, ``devstack/forward.py``) and libp2p on the host's address.
+The forwarder uses :func:`enter` too, after it bound its sockets outside.
 """
 
 from __future__ import annotations

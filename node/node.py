@@ -116,10 +116,8 @@ class NodeConfig:
     # libp2p's bind address (None: ``host``) and the one peers are told (None: as bound).
     listen_host: str | None = None
     announce_host: str | None = None
-    # A network namespace to run in (a devstack host); the API socket, bound before the
-    # node enters it, is ``api_fd`` (node/namespace.py).
+    # A network namespace to run in (a devstack host: node/namespace.py).
     netns: str | None = None
-    api_fd: int | None = None
 
     @property
     def api_url(self) -> str:
@@ -229,9 +227,7 @@ class Node:
                     self.compute.exchange = self.exchange
                     nursery.start_soon(self.compute.resume)
                     self.requester.drive_resumed(resumed)
-                    await nursery.start(
-                        serve_api, self, config.host, config.api_port, config.api_fd
-                    )
+                    await nursery.start(serve_api, self, config.host, config.api_port)
                     for peer in config.peers:
                         nursery.start_soon(self.transport.connect, peer)
                     nursery.start_soon(self._exchange_members)

@@ -127,12 +127,19 @@ def reruns_across(answer: Mapping[str, Any], cut_peers: frozenset[str], requeste
 def adopted_after(
     answer: Mapping[str, Any], cut_peers: frozenset[str], requester_cut: bool, healed_at: float
 ) -> int:
-    """The job's results that a node across the cut proposed after the heal and that
-    were published (the requester adopted a run the partition had held up)."""
+    """The job's results that a node across the cut was given before the heal,
+    proposed after it, and published: runs the partition held up, adopted."""
+
+    def peers(kind: str, after: bool) -> set[str]:
+        return {
+            e["detail"].get("peer", "")
+            for e in job_events(answer, kind)
+            if (e["at"] >= healed_at) == after
+        }
+
     far = across(answer, cut_peers, requester_cut)
-    late = {e["detail"].get("peer") for e in job_events(answer, "proposed") if e["at"] >= healed_at}
-    published = {e["detail"].get("peer") for e in job_events(answer, "published")}
-    return len(late & published & far)
+    held_up = peers("bid_accepted", after=False) & peers("proposed", after=True)
+    return len(held_up & peers("published", after=True) & far)
 
 
 @dataclass(frozen=True)

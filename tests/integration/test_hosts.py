@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from devstack import netns
+from devstack import forward, netns
 from devstack.client import NodeClient
 from devstack.cluster import free_ports
 from tests.conftest import (
@@ -98,6 +98,38 @@ def test_nodes_on_three_hosts_advertise_routable_addresses(
             assert ip == network.hosts[entry.host].address
     assert by_host == {0: 3, 1: 3, 2: 3}
     wait_network_size(stack.apis, 9, 60, "every node to see all 9")
+
+
+def listening(netns_name: str | None = None) -> set[str]:
+    """``ADDRESS:PORT`` of every TCP socket listening in ``netns_name`` (None: the
+    machine's namespace), from ``ss``."""
+    prefix = ["ip", "netns", "exec", netns_name] if netns_name else []
+    done = subprocess.run(
+        [*prefix, "ss", "-ltnH"], capture_output=True, text=True, timeout=20, check=True
+    )
+    return {line.split()[3] for line in done.stdout.splitlines() if line.strip()}
+
+
+def test_on_a_host_the_api_is_on_its_loopback_and_only_libp2p_on_its_address(
+    hosts3: tuple[Devstack, netns.Network],
+) -> None:
+    """Each host's namespace has its nodes' APIs on its own loopback and their two
+    libp2p hosts on its address, and nothing else; the machine reaches each API on
+    the same port of its own loopback, through the host's forwarder."""
+    stack, network = hosts3
+    assert stack.state is not None
+    assert sorted(f.host for f in stack.state.forwarders) == [0, 1, 2]
+    machine = listening()
+    for host in network.hosts:
+        nodes = [n for n in stack.state.nodes if n.host == host.index]
+        expected = {f"127.0.0.1:{n.api_port}" for n in nodes}
+        expected |= {
+            f"{host.address}:{port}" for n in nodes for port in (n.swarm_port, n.direct_port)
+        }
+        assert listening(host.netns) == expected, host
+        for node in nodes:
+            assert f"127.0.0.1:{node.api_port}" in machine
+            assert get_json(f"{node.api}/api/v1/node")["id"] == node.peer_id
 
 
 def test_a_job_of_concurrency_three_runs_once_on_each_host(
@@ -274,6 +306,9 @@ def test_two_nodes_started_by_hand_in_two_namespaces_join(tmp_path: Path) -> Non
         apis = [f"http://127.0.0.1:{port}" for port in api_ports]
         first_peer = ""
         for index, host in enumerate(network.hosts):
+            # The API is on the host's loopback: the machine reaches it through a forwarder.
+            log = tmp_path / f"forward-{index}.log"
+            processes.append(forward.start(host.netns, [api_ports[index]], log))
             data_dir = tmp_path / f"n{index}"
             argv = [
                 sys.executable, "-m", "node.cli", "run",

@@ -108,12 +108,18 @@ def test_a_run_given_up_across_the_cut_is_a_rerun_and_a_late_one_published_is_ad
     assert reruns_across(rerun, CUT, requester_cut=True) == 0
     adopted = answer(
         "completed",
-        [ev("proposed", 40.0, peer=FAR), ev("published", 41.0, peer=FAR)],
+        [
+            ev("bid_accepted", 20.0, peer=FAR),
+            ev("proposed", 40.0, peer=FAR),
+            ev("published", 41.0, peer=FAR),
+        ],
         runs=(FAR,),
     )
     assert adopted_after(adopted, CUT, requester_cut=False, healed_at=38.0) == 1
-    assert adopted_after(adopted, CUT, requester_cut=False, healed_at=45.0) == 0
-    assert adopted_after(adopted, CUT, requester_cut=True, healed_at=38.0) == 0
+    assert adopted_after(adopted, CUT, requester_cut=False, healed_at=45.0) == 0  # not yet
+    assert adopted_after(adopted, CUT, requester_cut=True, healed_at=38.0) == 0  # a neighbour
+    # A run given out after the heal was never held up.
+    assert adopted_after(adopted, CUT, requester_cut=False, healed_at=15.0) == 0
 
 
 def test_the_table_puts_every_job_in_its_side_and_phase() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import random
 import tarfile
@@ -101,6 +102,8 @@ def test_state_round_trip_liveness_and_lookup(tmp_path: Path) -> None:
         launcher_started=started,
         created_at=time.time(),
         nodes=[_entry(0, me, started), _entry(1, me, started - 100)],
+        hosts=2,
+        forwarders=[ds.ForwarderEntry(host=0, pid=me, started=started)],
     )
     ds.save(tmp_path, cluster)
     loaded = ds.load(tmp_path)
@@ -114,6 +117,17 @@ def test_state_round_trip_liveness_and_lookup(tmp_path: Path) -> None:
         ds.find_node(loaded, "7")
     with pytest.raises(ds.StateError, match="matches 2 nodes"):
         ds.find_node(loaded, "12D3KooWpeer")
+
+
+def test_a_state_file_without_forwarders_has_none_and_a_bad_one_is_named(tmp_path: Path) -> None:
+    document = {"launcher_pid": 1, "launcher_started": 0.0, "created_at": 0.0, "nodes": []}
+    ds.state_path(tmp_path).write_text(json.dumps(document))
+    loaded = ds.load(tmp_path)
+    assert loaded is not None and loaded.forwarders == []
+    document["forwarders"] = [{"host": 0, "pid": "x", "started": 0.0}]
+    ds.state_path(tmp_path).write_text(json.dumps(document))
+    with pytest.raises(ds.StateError, match=r"\$.forwarders\[0\].pid"):
+        ds.load(tmp_path)
 
 
 def test_unreadable_state_file_is_a_clear_error(tmp_path: Path) -> None:
