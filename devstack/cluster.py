@@ -223,7 +223,11 @@ def _start(
             _become_node(lambda c=config: run_node(c), entry)
         entry.pid = pid
         entry.started = st.process_started(pid) or time.time()
-    forwarders = _start_forwarders(entries, network, state_dir) if network else []
+    try:
+        forwarders = _start_forwarders(entries, network, state_dir) if network else []
+    except BaseException:
+        stop_pids({e.pid: e.started for e in entries})  # not recorded yet: `down` misses them
+        raise
     me = os.getpid()
     cluster = ClusterState(
         launcher_pid=me,

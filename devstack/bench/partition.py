@@ -42,10 +42,12 @@ from devstack.bench.chaos import (
     SPECS,
     Ledger,
     Outcome,
+    ended_at,
     job_events,
     job_spec,
     left_lines,
     leftover_containers,
+    p50_p95,
     read_all,
     reference_runs,
     run_and_report,
@@ -161,6 +163,19 @@ def by_side_and_phase(jobs: Sequence[Job]) -> dict[str, dict[str, dict[str, int]
         state = job.answer["job"]["state"] if job.answer is not None else "open"
         table[job.side][job.phase][state if state in TERMINAL else "open"] += 1
     return table
+
+
+def latency_by_phase(jobs: Sequence[Job]) -> dict[str, dict[str, Any]]:
+    """Per phase: ``n``, ``p50`` and ``p95`` of the completed jobs' time from their
+    creation to their end (s), by their requester's clock."""
+    took: dict[str, list[float]] = {p: [] for p in PHASES}
+    for job in jobs:
+        if job.answer is None or job.answer["job"]["state"] != "completed":
+            continue
+        end = ended_at(job.answer)
+        if end is not None:
+            took[job.phase].append(end - job.answer["job"]["job"]["created_at"])
+    return {p: p50_p95(values) for p, values in took.items()}
 
 
 # -- the cut ----------------------------------------------------------------------------
@@ -334,6 +349,7 @@ def run_partition(cluster: BenchCluster, args: argparse.Namespace) -> dict[str, 
         "refused_count": len(ledger.refused),
         **figures,
         "by_side_and_phase": by_side_and_phase(jobs),
+        "latency_s": latency_by_phase(jobs),
         "reruns_across_cut": sum(reruns_across(a, cut_peers, job.side == "cut") for job, a in read),
         "adopted_after_heal": sum(
             adopted_after(a, cut_peers, job.side == "cut", cut.healed_at) for job, a in read
@@ -373,6 +389,15 @@ def partition_text(r: dict[str, Any]) -> str:
             c = r["by_side_and_phase"][side][p]
             cells.append(f"{c['completed']}/{c['error'] + c['cancelled'] + c['open']}")
         lines.append(f"{where[side]:<24} " + " ".join(f"{c:>18}" for c in cells))
+    latency = r["latency_s"]
+    lines.append(
+        "completed jobs' latency p50 / p95: "
+        + "; ".join(
+            f"{p} {latency[p]['p50']:g} / {latency[p]['p95']:g} s"
+            for p in PHASES
+            if latency[p]["n"]
+        )
+    )
     if r["reasons"]:
         lines.append("reasons of the jobs that did not complete:")
         lines += [f"  {x['count']} x {x['reason']}" for x in r["reasons"]]

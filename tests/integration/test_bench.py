@@ -283,7 +283,7 @@ def test_bench_chaos_accounts_for_every_job_through_a_kill(
 PARTITION_KEYS = {
     "jobs", "submitted", "completed", "error", "cancelled", "open", "by_side_and_phase",
     "reruns_across_cut", "adopted_after_heal", "ended_twice", "published_twice",
-    "results_differ", "sizes_before_heal", "converged_after_heal_s", "network",
+    "results_differ", "sizes_before_heal", "converged_after_heal_s", "network", "latency_s",
     "leftover_containers", "left_after_down",
 }  # fmt: skip
 

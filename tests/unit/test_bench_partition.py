@@ -19,6 +19,7 @@ from devstack.bench.partition import (
     adopted_after,
     by_side_and_phase,
     check_args,
+    latency_by_phase,
     phase,
     reruns_across,
     shards_published_twice,
@@ -134,6 +135,25 @@ def test_the_table_puts_every_job_in_its_side_and_phase() -> None:
     assert table["rest"]["before"]["error"] == 1
     assert table["rest"]["after"]["open"] == 1
     assert sum(sum(cell.values()) for side in table.values() for cell in side.values()) == 4
+
+
+def test_latency_is_per_phase_over_the_completed_jobs() -> None:
+    def done(created: float, ended: float, state: str = "completed") -> dict[str, Any]:
+        record = answer(state, [ev("completed", ended, None, state=state)])
+        record["job"]["job"]["created_at"] = created
+        return record
+
+    jobs = [
+        Job("rest", "before", done(0.0, 0.1)),
+        Job("cut", "during", done(10.0, 20.0)),
+        Job("rest", "during", done(10.0, 10.5)),
+        Job("rest", "during", done(10.0, 99.0, state="error")),  # not completed
+        Job("rest", "after", None),
+    ]
+    latency = latency_by_phase(jobs)
+    assert latency["before"] == {"n": 1, "p50": 0.1, "p95": 0.1}
+    assert latency["during"]["n"] == 2 and latency["during"]["p95"] <= 10.0
+    assert latency["after"] == {"n": 0, "p50": None, "p95": None}
 
 
 def options(**given: Any) -> argparse.Namespace:
