@@ -192,19 +192,26 @@ def restart(args: argparse.Namespace) -> int:
 # -- status / logs ---------------------------------------------------------------
 
 
-def _hosts_status(state_dir: Path) -> dict[str, Any] | None:
-    """The simulated hosts, each with its address and whether it is cut off; None
-    for a devstack without hosts."""
+def _hosts_status(state_dir: Path, cluster: st.ClusterState) -> dict[str, Any] | None:
+    """The simulated hosts, each with its address, whether it is cut off and whether
+    its API forwarder runs; None for a devstack without hosts."""
     from devstack import netns
 
     network = netns.load(state_dir)
     if network is None:
         return None
     cut = set(netns.cut_off(network))
+    forwarding = {f.host for f in cluster.forwarders if st.is_alive(f.pid, f.started)}
     return {
         "subnet": network.subnet,
         "hosts": [
-            {"name": h.name, "address": h.address, "netns": h.netns, "cut_off": h.name in cut}
+            {
+                "name": h.name,
+                "address": h.address,
+                "netns": h.netns,
+                "cut_off": h.name in cut,
+                "forwarder": h.index in forwarding,
+            }
             for h in network.hosts
         ],
     }
@@ -244,7 +251,7 @@ def status(args: argparse.Namespace) -> int:
             except NodeApiError:
                 row["healthy"] = False
         rows.append(row)
-    hosts = _hosts_status(args.state_dir)
+    hosts = _hosts_status(args.state_dir, cluster)
     if args.json:
         document = {"nodes": rows, "state_file": str(st.state_path(args.state_dir))}
         print_json({**document, "hosts": hosts} if hosts else document)
@@ -257,6 +264,10 @@ def status(args: argparse.Namespace) -> int:
             f"{len(hosts['hosts'])} hosts on {hosts['subnet']}"
             + (f"; cut off: {', '.join(cut)}" if cut else "")
         )
+        for h in hosts["hosts"]:
+            if not h["forwarder"]:
+                name = h["name"]
+                print(f"{name}'s API forwarder is not running: its nodes' APIs are out of reach")
     print(
         f"{'node':>8} {'pid':>7} {'api':<24} {'peers':>5} {'mesh':>4} {'size':>4} {'jobs':>5}"
         f" {'dropped':>7}  peer id"
