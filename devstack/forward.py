@@ -40,7 +40,9 @@ async def _pipe(source: trio.SocketStream, sink: trio.SocketStream, done: trio.C
         while data := await source.receive_some(_CHUNK):
             await sink.send_all(data)
         await sink.send_eof()
-    except (trio.BrokenResourceError, trio.ClosedResourceError):
+    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+        # A reset, or a half-close the other side no longer takes: one connection's
+        # end, never the forwarder's.
         done.cancel()
 
 
