@@ -32,6 +32,8 @@ from devstack.client.aio import AsyncNodeClient
 from devstack.client.calls import NodeApiError
 from devstack.errors import ClusterError
 from devstack.state import ClusterState, NodeEntry
+from node.argtypes import forgery_refused
+from node.badactor import Forgery
 from node.bidder import DEFAULT_BIDDER
 from node.executors.docker import NODE_LABEL, containers_of, remove_containers_of
 from node.requester import DEFAULT_DISPATCH
@@ -54,6 +56,8 @@ class UpOptions:
     lock_warn_ms: float = DEFAULT_WARN_MS
     stall_ms: float = DEFAULT_THRESHOLD_MS
     bad_actors: int = 0  # the last this many nodes forge their results
+    collude: bool = True  # ... alike (node/badactor.py), or each its own way
+    bad_actor_rate: float = 1.0  # ... this share of them
     ready_timeout: float = 180.0
     hosts: int = 0  # simulated hosts (network namespaces) the nodes spread over; 0: none
 
@@ -122,6 +126,9 @@ def up(options: UpOptions, say: Callable[[str], None] = print) -> ClusterState:
             f"--bad-actors must be between 0 and the number of nodes ({options.nodes}),"
             f" got {options.bad_actors}"
         )
+    refused = forgery_refused(options.bad_actors, options.collude, options.bad_actor_rate)
+    if refused is not None:
+        raise ClusterError(refused)
     state_dir = options.state_dir
     check_no_live_cluster(state_dir, say)
     remove_network(state_dir, say)  # left by a launcher that crashed
@@ -213,7 +220,7 @@ def _start(
             slots=options.slots,
             lock_warn_ms=options.lock_warn_ms,
             stall_ms=options.stall_ms,
-            bad_actor=entry.bad_actor,
+            forgery=Forgery(options.collude, options.bad_actor_rate) if entry.bad_actor else None,
             log_file=Path(entry.log_file),
             listen_host=entry.listen_host,
             netns=entry.netns,
@@ -241,6 +248,8 @@ def _start(
         stall_ms=options.stall_ms,
         hosts=options.hosts,
         forwarders=forwarders,
+        collude=options.collude,
+        bad_actor_rate=options.bad_actor_rate,
     )
     st.save(state_dir, cluster)
     say(f"forked {options.nodes} nodes in {time.monotonic() - t0:.1f}s; waiting for the mesh")
@@ -482,7 +491,8 @@ def restart_node(state_dir: Path, ref: str, overrides: Sequence[str] = ()) -> No
         if value is not None:
             argv += [flag, str(value)]
     if entry.bad_actor:
-        argv.append("--bad-actor")
+        argv += ["--bad-actor", "--bad-actor-rate", str(cluster.bad_actor_rate)]
+        argv.append("--collude" if cluster.collude else "--no-collude")
     if entry.direct_port:  # 0 in a state file from before it was recorded
         argv += ["--direct-port", str(entry.direct_port)]
     if entry.netns is not None and entry.listen_host is not None:

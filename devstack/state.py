@@ -72,6 +72,8 @@ class ClusterState:
     stall_ms: float | None = None
     hosts: int = 0  # simulated hosts the nodes are spread over (devstack/netns.py)
     forwarders: list[ForwarderEntry] = field(default_factory=list)  # one per host
+    collude: bool = True  # how the bad actors forge (node/badactor.py)
+    bad_actor_rate: float = 1.0
 
 
 def default_state_dir() -> Path:

@@ -52,3 +52,37 @@ def add_instrument_args(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_THRESHOLD_MS,
         help=f"a loop step longer than this is a stall (default {DEFAULT_THRESHOLD_MS:g} ms)",
     )
+
+
+def share(text: str) -> float:
+    """An argparse type: a share in (0, 1], e.g. ``0.25``."""
+    value = positive(float)(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"must be a share in (0, 1], got {text}")
+    return value
+
+
+def add_forgery_args(parser: argparse.ArgumentParser) -> None:
+    """How bad actors forge (``node/badactor.py``), for a node or every bad actor of a
+    devstack: ``--collude`` / ``--no-collude`` and ``--bad-actor-rate``."""
+    parser.add_argument(
+        "--collude",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="bad actors forge alike, as one adversary (default), or each its own way",
+    )
+    parser.add_argument(
+        "--bad-actor-rate",
+        type=share,
+        default=1.0,
+        metavar="P",
+        help="the share of its results a bad actor forges (default 1: all)",
+    )
+
+
+def forgery_refused(bad_actors: int, collude: bool, rate: float) -> str | None:
+    """Why ``--no-collude`` or ``--bad-actor-rate`` cannot be taken (no bad actor to
+    apply them to), or None."""
+    if bad_actors == 0 and (not collude or rate != 1.0):
+        return "--no-collude and --bad-actor-rate apply to bad actors: give --bad-actor(s) too"
+    return None

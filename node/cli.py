@@ -12,7 +12,8 @@ from pathlib import Path
 import trio
 
 from node import logs, namespace
-from node.argtypes import add_instrument_args, positive
+from node.argtypes import add_forgery_args, add_instrument_args, forgery_refused, positive
+from node.badactor import Forgery
 from node.bidder import BIDDERS, DEFAULT_BIDDER, DEFAULT_STEP_S
 from node.node import Node, NodeConfig
 from node.requester import BID_WINDOW_S, DEFAULT_DISPATCH, DISPATCHES, MAX_BID_ROUNDS
@@ -96,8 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--memory", type=_positive, default=None, help="bytes offered (default: all)")
     add_instrument_args(run)
     run.add_argument(
-        "--bad-actor", action="store_true", help="forge every result (shows the verifier at work)"
+        "--bad-actor", action="store_true", help="forge results (shows the verifier at work)"
     )
+    add_forgery_args(run)
     run.add_argument("--log-file", type=Path, default=None, help="default: stderr")
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
     return parser
@@ -133,6 +135,9 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
     listen_host, swarm_port = args.listen if args.listen else (None, args.swarm_port)
     if swarm_port is None:
         raise SystemExit("bacalhau-node run: give --swarm-port or --listen /ip4/ADDR/tcp/PORT")
+    refused = forgery_refused(int(args.bad_actor), args.collude, args.bad_actor_rate)
+    if refused is not None:
+        raise SystemExit(f"bacalhau-node run: {refused}")
     return NodeConfig(
         data_dir=args.data_dir,
         swarm_port=swarm_port,
@@ -153,7 +158,7 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
         memory=args.memory,
         lock_warn_ms=args.lock_warn_ms,
         stall_ms=args.stall_ms,
-        bad_actor=args.bad_actor,
+        forgery=Forgery(args.collude, args.bad_actor_rate) if args.bad_actor else None,
         log_file=args.log_file,
     )
 

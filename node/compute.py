@@ -25,7 +25,7 @@ from pathlib import Path
 import trio
 
 from node import messages
-from node.badactor import forge_results
+from node.badactor import Forgery, forge_results
 from node.bandstep import BandStep
 from node.bidder import Bidder
 from node.capacity import Capacity
@@ -111,7 +111,7 @@ class Compute:
         capacity: Capacity,
         results: ResultStore,
         work_dir: Path,
-        bad_actor: bool = False,
+        forgery: Forgery | None = None,
     ) -> None:
         self._ctx = ctx
         self._executors = executors
@@ -125,7 +125,7 @@ class Compute:
         # Closes heard before their job's announce: (job id, shard) -> requester.
         self._early_closes: OrderedDict[tuple[str, int], str] = OrderedDict()
         self.bids_sent = 0
-        self.bad_actor = bad_actor
+        self.forgery = forgery  # None: an honest node
         self._running = 0
         # Set by the node once its block exchange runs; jobs with inputs need it.
         self.exchange: Exchange | None = None
@@ -561,8 +561,9 @@ class Compute:
                 run_seconds = trio.current_time() - started
             finally:
                 await sender.flush()
-            if self.bad_actor:
-                await trio.to_thread.run_sync(forge_results, work)
+            forgery, me = self.forgery, self._ctx.node_id
+            if forgery is not None and forgery.forges(me, job.id, index):
+                await trio.to_thread.run_sync(forge_results, work, forgery.line(me))
             shard.result_id, preview = await trio.to_thread.run_sync(self._store_results, work)
         except (ExecutorError, InputsUnavailable) as exc:
             self._ctx.db_soon(

@@ -24,6 +24,7 @@ import trio
 
 from node import messages
 from node.api import serve_api
+from node.badactor import Forgery
 from node.bandstep import BandStep
 from node.bidder import DEFAULT_BIDDER, DEFAULT_STEP_S, make_bidder
 from node.capacity import Capacity
@@ -109,7 +110,7 @@ class NodeConfig:
     members_period: float = 5.0
     bid_window: float = BID_WINDOW_S
     bid_rounds: int = MAX_BID_ROUNDS
-    bad_actor: bool = False  # forge every result (to show the verifier at work)
+    forgery: Forgery | None = None  # a bad actor's forging (to show the verifier at work)
     lock_warn_ms: float = DEFAULT_WARN_MS  # a lock waited for or held longer logs a warning
     stall_ms: float = DEFAULT_THRESHOLD_MS  # a task step longer than this is a stall
     log_file: Path | None = None  # where the node logs (None: stderr); GET /api/v1/logs reads it
@@ -217,7 +218,7 @@ class Node:
                     capacity=Capacity(config.slots, cpu=config.cpu, memory=config.memory),
                     results=self.results,
                     work_dir=config.data_dir / "work",
-                    bad_actor=config.bad_actor,
+                    forgery=config.forgery,
                 )
                 resumed = await self.requester.resume()
                 async with self.transport.running():
@@ -342,7 +343,8 @@ class Node:
             "direct_addrs": self.transport.direct_addrs,
             "bidder": self._bidder.name,
             "dispatch": self.requester.dispatch,
-            "bad_actor": self.config.bad_actor,
+            "bad_actor": self.config.forgery is not None,
+            "forgery": None if self.config.forgery is None else self.config.forgery.describe(),
             "network_size": self.membership.size,
             "peers": {"connected": t.connected_peers, "topic": t.topic_peers, "mesh": t.mesh_peers},
             "known_nodes": self.membership.live_peers(),

@@ -17,6 +17,7 @@ from node.argtypes import (
     DEFAULT_BIDDER,
     DEFAULT_DISPATCH,
     DISPATCHES,
+    add_forgery_args,
     add_instrument_args,
     positive,
 )
@@ -61,6 +62,7 @@ def up_arguments(p: argparse.ArgumentParser) -> None:
         default=0,
         help="this many nodes (the last ones) forge their results, to show the verifier",
     )
+    add_forgery_args(p)
     p.add_argument(
         "--hosts",
         type=positive(int, zero=True),
@@ -85,6 +87,8 @@ def up(args: argparse.Namespace) -> int:
         lock_warn_ms=args.lock_warn_ms,
         stall_ms=args.stall_ms,
         bad_actors=args.bad_actors,
+        collude=args.collude,
+        bad_actor_rate=args.bad_actor_rate,
         hosts=args.hosts,
     )
     cluster = launcher.up(options)
