@@ -120,7 +120,7 @@ def test_on_a_host_the_api_is_on_its_loopback_and_only_libp2p_on_its_address(
     assert stack.state is not None
     assert sorted(f.host for f in stack.state.forwarders) == [0, 1, 2]
     status = json.loads(stack.run("status", "--json", check=True).stdout)
-    assert [h["forwarder"] for h in status["hosts"]] == [True, True, True]
+    assert [h["forwarder"] for h in status["hosts"]["hosts"]] == [True, True, True]
     machine = listening()
     for host in network.hosts:
         nodes = [n for n in stack.state.nodes if n.host == host.index]
