@@ -265,18 +265,39 @@ def _start_forwarders(
     entries: Sequence[NodeEntry], network: netns.Network, state_dir: Path
 ) -> list[st.ForwarderEntry]:
     """One API forwarder per host, for the APIs of its nodes (``devstack/forward.py``)."""
-    from devstack import forward
-
     started = []
     for host in network.hosts:
-        ports = [e.api_port for e in entries if e.host == host.index]
-        if not ports:
-            continue
-        log_file = state_dir / "logs" / f"forward-{host.name}.log"
-        proc = forward.start(host.netns, ports, log_file)
-        when = st.process_started(proc.pid) or time.time()
-        started.append(st.ForwarderEntry(host=host.index, pid=proc.pid, started=when))
+        forwarder = _start_forwarder(host.index, host.netns, entries, state_dir)
+        if forwarder is not None:
+            started.append(forwarder)
     return started
+
+
+def _start_forwarder(
+    host: int, netns_name: str, entries: Sequence[NodeEntry], state_dir: Path
+) -> st.ForwarderEntry | None:
+    """The API forwarder of ``host`` for its nodes among ``entries``; None if it has none."""
+    from devstack import forward
+
+    ports = [e.api_port for e in entries if e.host == host]
+    if not ports:
+        return None
+    proc = forward.start(netns_name, ports, state_dir / "logs" / f"forward-host-{host}.log")
+    when = st.process_started(proc.pid) or time.time()
+    return st.ForwarderEntry(host=host, pid=proc.pid, started=when)
+
+
+def _revive_forwarder(cluster: ClusterState, entry: NodeEntry, state_dir: Path) -> None:
+    """Start the forwarder of ``entry``'s host again if it is not running (else the
+    restarted node's API could not be reached)."""
+    if entry.host is None or entry.netns is None:
+        return
+    mine = [f for f in cluster.forwarders if f.host == entry.host]
+    if any(st.is_alive(f.pid, f.started) for f in mine):
+        return
+    revived = _start_forwarder(entry.host, entry.netns, cluster.nodes, state_dir)
+    others = [f for f in cluster.forwarders if f.host != entry.host]
+    cluster.forwarders = others + ([revived] if revived else [])
 
 
 def _become_node(run: Callable[[], int], entry: NodeEntry) -> None:
@@ -460,7 +481,8 @@ def down(state_dir: Path, say: Callable[[str], None] = print) -> bool:
 def restart_node(state_dir: Path, ref: str, overrides: Sequence[str] = ()) -> NodeEntry:
     """Stop one node and start it again as a fresh ``bacalhau-node`` process (same data
     dir, same options as at ``up``); ``overrides`` are more ``bacalhau-node run``
-    options for this node alone, e.g. ``("--cpu", "0.5")``."""
+    options for this node alone, e.g. ``("--cpu", "0.5")``. On a simulated host whose
+    API forwarder is gone, the forwarder is started again too."""
     cluster = st.load(state_dir)
     if cluster is None:
         raise ClusterError("no devstack is running; start one with `devstack up`")
@@ -509,6 +531,7 @@ def restart_node(state_dir: Path, ref: str, overrides: Sequence[str] = ()) -> No
         )
     entry.pid = proc.pid
     entry.started = st.process_started(proc.pid) or time.time()
+    _revive_forwarder(cluster, entry, state_dir)
     st.save(state_dir, cluster)
     return entry
 

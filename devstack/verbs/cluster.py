@@ -271,7 +271,10 @@ def status(args: argparse.Namespace) -> int:
         for h in hosts["hosts"]:
             if not h["forwarder"]:
                 name = h["name"]
-                print(f"{name}'s API forwarder is not running: its nodes' APIs are out of reach")
+                print(
+                    f"{name}'s API forwarder is not running: its nodes' APIs are out of reach"
+                    " (`devstack restart` one of its nodes to start it again)"
+                )
     print(
         f"{'node':>8} {'pid':>7} {'api':<24} {'peers':>5} {'mesh':>4} {'size':>4} {'jobs':>5}"
         f" {'dropped':>7}  peer id"

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,6 +22,7 @@ import httpx
 import pytest
 
 from devstack import forward, netns
+from devstack import state as st
 from devstack.client import NodeClient
 from devstack.cluster import free_ports
 from tests.conftest import (
@@ -132,6 +135,30 @@ def test_on_a_host_the_api_is_on_its_loopback_and_only_libp2p_on_its_address(
         for node in nodes:
             assert f"127.0.0.1:{node.api_port}" in machine
             assert get_json(f"{node.api}/api/v1/node")["id"] == node.peer_id
+
+
+def test_restarting_a_node_starts_its_hosts_forwarder_again(
+    hosts3: tuple[Devstack, netns.Network],
+) -> None:
+    """A host's forwarder that died leaves its nodes' APIs out of reach, and `status`
+    says so; `devstack restart` of one of its nodes starts it again."""
+    stack, _ = hosts3
+    assert stack.state is not None
+    forwarder = next(f for f in stack.state.forwarders if f.host == 1)
+    os.kill(forwarder.pid, signal.SIGTERM)
+    wait_until(
+        lambda: not st.is_alive(forwarder.pid, forwarder.started),
+        timeout=30,
+        message="the forwarder to end",
+    )
+    said = stack.run("status", check=True).stdout
+    assert "host-1's API forwarder is not running" in said, said
+    node = next(n for n in stack.state.nodes if n.host == 1)
+    stack.restart(node)  # ready and whole: reached through a new forwarder
+    assert stack.state is not None
+    assert all(st.is_alive(f.pid, f.started) for f in stack.state.forwarders)
+    assert sorted(f.host for f in stack.state.forwarders) == [0, 1, 2]
+    assert "forwarder is not running" not in stack.run("status", check=True).stdout
 
 
 def test_a_job_of_concurrency_three_runs_once_on_each_host(
