@@ -93,17 +93,11 @@ def load(state_dir: Path) -> ClusterState | None:
         return None
     try:
         document = json.loads(data)
-        nodes = document.get("nodes") if isinstance(document, dict) else None
-        if not isinstance(nodes, list):
-            raise ValueError("`$.nodes`: expected a list")
-        entries = [_decode(NodeEntry, node, f"$.nodes[{i}]") for i, node in enumerate(nodes)]
-        forwarders = document.get("forwarders", [])
-        if not isinstance(forwarders, list):
-            raise ValueError("`$.forwarders`: expected a list")
-        forwarders = [
-            _decode(ForwarderEntry, f, f"$.forwarders[{i}]") for i, f in enumerate(forwarders)
-        ]
-        return _decode(ClusterState, {**document, "nodes": entries, "forwarders": forwarders}, "$")
+        if not isinstance(document, dict):
+            raise ValueError("`$`: expected an object")
+        nodes = _decode_list(NodeEntry, document.get("nodes"), "$.nodes")
+        forwarders = _decode_list(ForwarderEntry, document.get("forwarders", []), "$.forwarders")
+        return _decode(ClusterState, {**document, "nodes": nodes, "forwarders": forwarders}, "$")
     except ValueError as exc:
         raise StateError(f"{path} is not a devstack state file ({exc}); delete it") from None
 
@@ -131,6 +125,13 @@ _KINDS: dict[str, tuple[type, ...]] = {
     "str | None": (str, type(None)),
 }
 _T = TypeVar("_T")
+
+
+def _decode_list(cls: type[_T], documents: Any, where: str) -> list[_T]:
+    """``cls`` from each JSON object of a list; ValueError naming what is wrong."""
+    if not isinstance(documents, list):
+        raise ValueError(f"`{where}`: expected a list")
+    return [_decode(cls, document, f"{where}[{i}]") for i, document in enumerate(documents)]
 
 
 def _decode(cls: type[_T], document: Any, where: str) -> _T:

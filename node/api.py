@@ -634,11 +634,7 @@ def build_app(node: ApiNode) -> Starlette:
 
 
 async def serve_api(
-    node: ApiNode,
-    host: str,
-    port: int,
-    *,
-    task_status: Any = trio.TASK_STATUS_IGNORED,
+    node: ApiNode, host: str, port: int, *, task_status: Any = trio.TASK_STATUS_IGNORED
 ) -> None:
     """Serve the API until cancelled; ``task_status.started()`` once listening."""
     config = Config()

@@ -1270,14 +1270,15 @@ class Requester:
         Once the job has ended, ``kind`` is recorded and no state moves: a straggler
         (an offer that failed after the job completed) must not reopen it."""
         ended = open_job.state.terminal
-        if not ended and shard is None:
-            open_job.state = state
-        elif not ended and shard is not None:
-            shard.state = state
-            # Only the job's own "completed" event completes it: a poller that sees the
-            # state must find that event too.
-            states = [s.state for s in open_job.shards]
-            open_job.state = min([*states, JobState.PUBLISHING], key=_PROGRESS.index)
+        if not ended:
+            if shard is None:
+                open_job.state = state
+            else:
+                shard.state = state
+                # Only the job's own "completed" event completes it: a poller that sees
+                # the state must find that event too.
+                states = [s.state for s in open_job.shards]
+                open_job.state = min([*states, JobState.PUBLISHING], key=_PROGRESS.index)
         if reason is not None:
             detail["reason"] = reason
         index = None if shard is None else shard.index

@@ -7,7 +7,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from devstack import state as st
 from devstack.errors import UsageError
@@ -21,6 +21,9 @@ from node.argtypes import (
     add_instrument_args,
     positive,
 )
+
+if TYPE_CHECKING:
+    from devstack import netns
 
 
 def _add_refresh_arg(p: argparse.ArgumentParser) -> None:
@@ -353,7 +356,8 @@ def host_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("host", metavar="HOST", help="a simulated host: its index or host-N")
 
 
-def _network_of(args: argparse.Namespace) -> Any:
+def _network_of(args: argparse.Namespace) -> netns.Network:
+    """The running devstack's simulated hosts; UsageError if it has none."""
     from devstack import netns
 
     running_cluster(args.state_dir)

@@ -49,6 +49,21 @@ def wait_network_size(apis: list[str], size: int, timeout: float, message: str) 
     )
 
 
+def hosts_by_peer(stack: Devstack) -> dict[str, int | None]:
+    """Each node's simulated host, by peer id."""
+    assert stack.state is not None
+    return {n.peer_id: n.host for n in stack.state.nodes}
+
+
+def completed(api: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """Submit ``spec`` to the node at ``api`` and wait for the job's end: it completed."""
+    with NodeClient(api) as client:
+        job_id = client.submit(spec)["id"]
+    record = wait_job_end(api, job_id, JOB_TIMEOUT_S)
+    assert record["job"]["state"] == "completed", record["job"]
+    return record
+
+
 def ip_json(*args: str) -> Any:
     done = subprocess.run(["ip", "-j", *args], capture_output=True, text=True, timeout=20)
     return json.loads(done.stdout or "[]")
@@ -166,13 +181,9 @@ def test_a_job_of_concurrency_three_runs_once_on_each_host(
 ) -> None:
     stack, _ = hosts3
     assert stack.state is not None
-    host_of = {n.peer_id: n.host for n in stack.state.nodes}
-    with NodeClient(stack.api(4)) as client:
-        job_id = client.submit(
-            {"image": "busybox:latest", "command": ["echo", "hi"], "deal": {"concurrency": 3}}
-        )["id"]
-    record = wait_job_end(stack.api(4), job_id, JOB_TIMEOUT_S)
-    assert record["job"]["state"] == "completed", record["job"]
+    host_of = hosts_by_peer(stack)
+    spec = {"image": "busybox:latest", "command": ["echo", "hi"], "deal": {"concurrency": 3}}
+    record = completed(stack.api(4), spec)
     runs = [e["node"] for e in record["job"]["executions"] if e["state"] == "published"]
     assert len(runs) == 3
     assert sorted(host_of[node] for node in runs) == [0, 1, 2]
@@ -183,7 +194,7 @@ def test_a_cut_off_host_leaves_the_network_and_comes_back_when_healed(
 ) -> None:
     stack, network = hosts3
     assert stack.state is not None
-    host_of = {n.peer_id: n.host for n in stack.state.nodes}
+    host_of = hosts_by_peer(stack)
     cut = stack.run("partition", "2", check=True)
     assert "host-2" in cut.stdout
     assert netns.cut_off(network) == ["host-2"]
@@ -192,12 +203,7 @@ def test_a_cut_off_host_leaves_the_network_and_comes_back_when_healed(
     try:
         # Jobs submitted on either side complete on the nodes their side can reach.
         for api in (inside[0], outside[0]):
-            with NodeClient(api) as client:
-                job_id = client.submit({"image": "busybox:latest", "command": ["echo", "cut"]})[
-                    "id"
-                ]
-            record = wait_job_end(api, job_id, JOB_TIMEOUT_S)
-            assert record["job"]["state"] == "completed", record["job"]
+            record = completed(api, {"image": "busybox:latest", "command": ["echo", "cut"]})
             ran = {e["node"] for e in record["job"]["executions"] if e["state"] == "published"}
             assert {host_of[node] == 2 for node in ran} == {api in inside}
         # The others forget the cut-off host's nodes once their heartbeats stop.
@@ -207,12 +213,10 @@ def test_a_cut_off_host_leaves_the_network_and_comes_back_when_healed(
     assert netns.cut_off(network) == []
     wait_network_size(stack.apis, 9, 120, "every node to see all 9 again")
     # And the network works across hosts again.
-    with NodeClient(stack.api(8)) as client:
-        job_id = client.submit(
-            {"image": "busybox:latest", "command": ["echo", "healed"], "deal": {"concurrency": 3}}
-        )["id"]
-    record = wait_job_end(stack.api(8), job_id, JOB_TIMEOUT_S)
-    assert record["job"]["state"] == "completed", record["job"]
+    completed(
+        stack.api(8),
+        {"image": "busybox:latest", "command": ["echo", "healed"], "deal": {"concurrency": 3}},
+    )
 
 
 def submit_until_it_runs_on(
@@ -259,7 +263,7 @@ def run_across_a_cut(
     when host-2 is cut off, followed to its end, then host-2 healed: the job's record
     at its end, its requester's API, the node it ran on first, and each peer's host."""
     assert stack.state is not None
-    host_of = {n.peer_id: n.host for n in stack.state.nodes}
+    host_of = hosts_by_peer(stack)
     requester = next(n for n in stack.state.nodes if n.host == requester_host)
     spec = {"image": "busybox:latest", "command": ["sh", "-c", "sleep 15; echo done"]}
     with NodeClient(requester.api) as client:
@@ -368,12 +372,7 @@ def test_two_nodes_started_by_hand_in_two_namespaces_join(tmp_path: Path) -> Non
             assert info["addrs"] and all(
                 a.startswith(f"/ip4/{host.address}/") for a in info["addrs"]
             )
-        with NodeClient(apis[1]) as client:
-            job_id = client.submit(
-                {"engine": "noop", "command": ["hi"], "deal": {"concurrency": 2}}
-            )["id"]
-        record = wait_job_end(apis[1], job_id, JOB_TIMEOUT_S)
-        assert record["job"]["state"] == "completed", record["job"]
+        completed(apis[1], {"engine": "noop", "command": ["hi"], "deal": {"concurrency": 2}})
     finally:
         for process in processes:
             process.terminate()
