@@ -51,6 +51,8 @@ MAX_MEMORY = 1 << 50
 MAX_INPUTS = 64
 MAX_SHARDS = 1000
 MAX_RETRIES = 10
+MAX_MARGIN = 16
+MAX_EXTRA_RUNS = 64
 # Time allowed beyond a job's own timeout for its results to reach the requester.
 RESULTS_GRACE_S = 30.0
 # A spec must fit in one JobAnnounced, whatever its parts.
@@ -79,11 +81,24 @@ class Resources(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
 
 class Deal(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    """How many nodes run each shard and how many must agree."""
+    """How many nodes run each shard, how many must agree, and how hard a
+    disagreement is checked (README, verification: escalation)."""
 
     concurrency: _Count = 1
     confidence: _Count = 0
     min_bids: _Count = 0
+    # When proposals differ, the votes the leading result needs over the next one;
+    # 1 is a plain majority, where a tie re-runs the shard on fresh nodes once.
+    margin: _Count = 2
+    # Runs on fresh nodes a shard may add to reach the margin (or a spot check).
+    max_extra_runs: _Count = 4
+    # The chance that a unanimous result is checked by one more fresh node.
+    spot_check: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.0
+    # Check a unanimous result when no proposer has a record with the requester yet.
+    check_newcomers: bool = False
+    # Offer no run to a node the requester caught forging lately; pick spot
+    # checkers and escalation runs among the nodes with the best record.
+    credibility: bool = True
 
     @property
     def wanted_bids(self) -> int:
@@ -276,6 +291,10 @@ def validate_spec(spec: JobSpec, network_size: int | None = None) -> JobSpec:
         raise SpecError("deal.confidence", "must be between 0 and deal.concurrency")
     if deal.min_bids < 0:
         raise SpecError("deal.min_bids", "must not be negative")
+    if not 1 <= deal.margin <= MAX_MARGIN:
+        raise SpecError("deal.margin", f"must be between 1 and {MAX_MARGIN} votes")
+    if not 0 <= deal.max_extra_runs <= MAX_EXTRA_RUNS:
+        raise SpecError("deal.max_extra_runs", f"must be between 0 and {MAX_EXTRA_RUNS}")
     encoded = len(msgspec.msgpack.encode(spec))
     if encoded > MAX_SPEC_BYTES:
         parts = {"command": spec.command, "entrypoint": spec.entrypoint, "env": spec.env}

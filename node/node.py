@@ -31,6 +31,7 @@ from node.capacity import Capacity
 from node.compute import Compute
 from node.content.store import BlockStore
 from node.context import NodeContext
+from node.credibility import Credibility
 from node.entitlement import check_sender
 from node.executors.base import Executor
 from node.executors.docker import DockerExecutor
@@ -208,6 +209,8 @@ class Node:
                     bid_window=config.bid_window,
                     max_rounds=config.bid_rounds,
                     dispatch=config.dispatch,
+                    # What an earlier life of this node learnt of the others.
+                    credibility=Credibility(await self.ctx.db(self.store.credibility)),
                 )
                 self.compute = Compute(
                     self.ctx,
@@ -345,6 +348,7 @@ class Node:
             "dispatch": self.requester.dispatch,
             "bad_actor": self.config.forgery is not None,
             "forgery": None if self.config.forgery is None else self.config.forgery.describe(),
+            "credibility": self.requester.credibility.describe(time.time()),
             "network_size": self.membership.size,
             "peers": {"connected": t.connected_peers, "topic": t.topic_peers, "mesh": t.mesh_peers},
             "known_nodes": self.membership.live_peers(),

@@ -30,6 +30,8 @@ from __future__ import annotations
 import bisect
 import logging
 import math
+import os
+import random
 from collections import Counter, deque
 from collections.abc import Callable
 from collections.abc import Set as AbstractSet
@@ -40,6 +42,7 @@ import trio
 
 from node import messages
 from node.context import NodeContext
+from node.credibility import Credibility, CredibilityStatistics
 from node.messages import Ack, Message
 from node.metrics import Phase
 from node.models import (
@@ -57,7 +60,7 @@ from node.output import OutputStore
 from node.p2p.transport import TransportError
 from node.resume import ShardProgress, Stage, shard_progress
 from node.sealing import SealError, Unsealer
-from node.verifiers import VERIFIERS, Proposal, Verdict
+from node.verifiers import VERIFIERS, Policy, Proposal, Verdict
 from node.waiting import ANSWERS, ShardWait
 
 log = logging.getLogger(__name__)
@@ -77,6 +80,9 @@ OFFER_PATIENCE_S = 1.0
 EXTRA_OFFERS = 8
 # A queued shard re-offers this often even if no node said a slot came free.
 QUEUE_RETRY_S = 10.0
+# Test hook: peer ids (comma-separated) offered a shard's first runs before any other
+# node, so a test can put chosen nodes (bad actors) into every job.
+OFFER_FIRST_ENV = "PYBACALHAU_OFFER_FIRST"
 
 Dispatch = Literal["offer", "gossip"]
 DISPATCHES: tuple[Dispatch, ...] = ("offer", "gossip")
@@ -124,7 +130,10 @@ class RequesterStatistics:
     ``offers`` sent, ``offers_declined``, ``offers_undelivered`` (no answer came),
     ``gossip_fallbacks``: shards gossiped after their offers ran out; ``retries``:
     shards started again elsewhere after their node was lost; ``queued``: shards
-    waiting for a free slot now; ``cancelled``: jobs cancelled since the start."""
+    waiting for a free slot now; ``cancelled``: jobs cancelled since the start;
+    ``escalations``: disagreements sent to fresh nodes, ``spot_checks``: unanimous
+    results checked by one more, ``extra_runs``: the runs both added;
+    ``credibility``: the record of the nodes (:mod:`node.credibility`)."""
 
     open_jobs: int
     bids_received: int
@@ -141,6 +150,10 @@ class RequesterStatistics:
     retries: int = 0
     queued: int = 0
     cancelled: int = 0
+    escalations: int = 0
+    spot_checks: int = 0
+    extra_runs: int = 0
+    credibility: CredibilityStatistics | None = None
 
 
 @dataclass
@@ -175,6 +188,8 @@ class _Shard:
     answers: dict[str, str] = field(default_factory=dict)  # this attempt's offers: node -> answer
     round_bids: list[int] = field(default_factory=list)  # bids per round announced, this attempt
     resume_at: Stage = "bids"  # where a resumed course goes on
+    extra: int = 0  # runs added on fresh nodes by escalations and spot checks, this attempt
+    first_runs: frozenset[str] | None = None  # the proposers before the first escalation
 
     def settled(self) -> bool:
         return all(n in self.proposals or n in self.errors for n in self.accepted)
@@ -189,6 +204,7 @@ class _Shard:
         self.answers, self.round_bids = {}, []
         self.waited = 0.0
         self.heard, self.lost = {}, {}
+        self.extra, self.first_runs = 0, None
 
     @classmethod
     def resumed(cls, progress: ShardProgress, clock: float) -> _Shard:
@@ -209,6 +225,8 @@ class _Shard:
             heard=dict.fromkeys(progress.accepted, clock),
             retries=progress.retries,
             resume_at=progress.stage,
+            extra=progress.extra,
+            first_runs=progress.first_runs,
         )
 
     def running(self) -> set[str]:
@@ -254,6 +272,14 @@ class _OpenJob:
     def wanted(self) -> int:
         return self.job.spec.deal.wanted_bids
 
+    def runs(self, shard: _Shard) -> int:
+        """The runs ``shard`` needs accepted: ``concurrency`` and the extra ones."""
+        return self.concurrency + shard.extra
+
+    def bids_wanted(self, shard: _Shard) -> int:
+        """The bids ``shard`` holds out for before accepting (``min_bids`` too)."""
+        return self.wanted + shard.extra
+
     def shard(self, index: int) -> _Shard | None:
         return self.shards[index] if 0 <= index < len(self.shards) else None
 
@@ -275,6 +301,7 @@ class Requester:
         max_reruns: int = MAX_RERUNS,
         dispatch: Dispatch = DEFAULT_DISPATCH,
         hints: OfferHints | None = None,
+        credibility: Credibility | None = None,
     ) -> None:
         if dispatch not in DISPATCHES:
             raise ValueError(f"dispatch must be one of {', '.join(DISPATCHES)}, got {dispatch!r}")
@@ -289,6 +316,9 @@ class Requester:
         self._max_reruns = max_reruns
         self.dispatch: Dispatch = dispatch
         self._hints = hints or OfferHints()
+        self.credibility = credibility or Credibility()
+        self._offer_first = [p for p in os.environ.get(OFFER_FIRST_ENV, "").split(",") if p]
+        self._checks: Counter[str] = Counter()  # escalations, spot checks, extra runs
         self._open: dict[str, _OpenJob] = {}
         self._offers: Counter[str] = Counter()
         self._bids_received = 0
@@ -341,6 +371,10 @@ class Requester:
             retries=self._retries,
             queued=len(self._queue),
             cancelled=self._ended[JobState.CANCELLED],
+            escalations=self._checks["escalated"],
+            spot_checks=self._checks["spot_check"],
+            extra_runs=self._checks["extra_runs"],
+            credibility=self.credibility.statistics(now()),
         )
 
     def full_nodes(self) -> AbstractSet[str]:
@@ -507,8 +541,12 @@ class Requester:
             reason = "ran an earlier attempt of this shard: a re-run needs fresh nodes"
             self._ctx.spawn(self._reject_bid, open_job, shard, bidder, reason)
             return
+        if self._shunned(open_job, bidder):
+            reason = "caught forging by this requester lately: it is offered no work for now"
+            self._ctx.spawn(self._reject_bid, open_job, shard, bidder, reason)
+            return
         shard.held.append(bidder)
-        if shard.decided or len(shard.held) + len(shard.accepted) >= open_job.wanted:
+        if shard.decided or len(shard.held) + len(shard.accepted) >= open_job.bids_wanted(shard):
             shard.decided = True
             self._answer_held(open_job, shard)
 
@@ -516,7 +554,7 @@ class Requester:
         """Answer every held bid: accept while there is room and bidding is open."""
         held, shard.held = shard.held, []
         for bidder in held:
-            room = len(shard.accepted) < open_job.concurrency
+            room = len(shard.accepted) < open_job.runs(shard)
             if reason is None and shard.state is JobState.BIDDING and room:
                 self._reach(open_job, "to_accepted")
                 shard.accepted.add(bidder)
@@ -649,12 +687,13 @@ class Requester:
             verdict = Verdict(frozenset(shard.results_accepted))
             await self._publish(open_job, shard, verdict, told_before=True)
             return
+        escalated = False  # its extra runs are accepted: no bidding before the results
         while True:
             deadline = job.spec.timeout + RESULTS_GRACE_S
-            if stage == "results" and len(shard.accepted) >= open_job.concurrency:
+            if stage == "results" and len(shard.accepted) >= open_job.runs(shard):
                 # Its nodes ran on while this requester was down: ask where they stand.
                 await self._ask_status(open_job, shard)
-            else:
+            elif not escalated:
                 await self._gather_bids(open_job, shard, retry=stage != "bids")
                 if shard.announced:  # else no node but the offered ones heard of it
                     closed = messages.BiddingClosed(
@@ -677,6 +716,11 @@ class Requester:
             if not shard.proposals:
                 raise _JobFailed(self._all_failed_reason(shard))
             verdict = await self._verify(open_job, shard)
+            if verdict.more:
+                await self._escalate(open_job, shard, verdict)
+                escalated = True
+                continue
+            escalated = False
             if verdict.accepted:
                 break
             reason = verdict.failure or "; ".join(
@@ -900,20 +944,24 @@ class Requester:
         bid is then held or rejected like any other, so its slot is freed.
         """
         job = open_job.job
+        exclude = shard.tried | shard.offered | shard.accepted
+        if job.spec.deal.credibility:
+            exclude |= self.credibility.excluded_nodes(now())
         ranked = self._hints.candidates(
-            job.id,
-            shard.index,
-            job.spec,
-            self._ctx.membership.members(),
-            exclude=shard.tried | shard.offered,
+            job.id, shard.index, job.spec, self._ctx.membership.members(), exclude=exclude
         )
+        if shard.extra and job.spec.deal.credibility:
+            ranked = self.credibility.rank(ranked)  # checks go to the best record first
+        elif self._offer_first and not shard.extra:
+            ranked = sorted(ranked, key=lambda node: node not in self._offer_first)
         membership = self._ctx.membership
-        candidates = deque(spread_hosts(ranked, membership.host_of, open_job.wanted))
-        budget = open_job.wanted + EXTRA_OFFERS
+        wanted = open_job.bids_wanted(shard)
+        candidates = deque(spread_hosts(ranked, membership.host_of, wanted))
+        budget = wanted + EXTRA_OFFERS
         in_flight = 0
 
         def enough() -> bool:
-            return len(shard.accepted) >= open_job.concurrency
+            return len(shard.accepted) >= open_job.runs(shard)
 
         def offer_next() -> None:
             nonlocal budget, in_flight
@@ -943,7 +991,7 @@ class Requester:
             open_job.changed.notify()
 
         shard.declined_full = False
-        for _ in range(max(1, open_job.wanted - len(shard.accepted))):
+        for _ in range(max(1, wanted - len(shard.accepted))):
             offer_next()
         if in_flight == 0 and self._full:
             shard.declined_full = True  # every node that may take it is full: queue
@@ -1030,9 +1078,9 @@ class Requester:
                 )
             with trio.move_on_after(window):
                 await open_job.changed.wait_until(
-                    lambda: len(shard.accepted) >= open_job.concurrency
+                    lambda: len(shard.accepted) >= open_job.runs(shard)
                 )
-            if len(shard.accepted) >= open_job.concurrency:
+            if len(shard.accepted) >= open_job.runs(shard):
                 return
             shard.waited += window
             window *= 2
@@ -1040,10 +1088,17 @@ class Requester:
 
     async def _verify(self, open_job: _OpenJob, shard: _Shard) -> Verdict:
         """Ask the job's verifier, then (past the ``verdict`` gate) tell each rejected
-        node. The verification latency runs from the last answer to the verdict."""
+        node and count the verdict in the nodes' credibility. A verdict that asks for
+        more runs tells nobody anything yet. The verification latency runs from the
+        last answer to the verdict."""
         spec = open_job.job.spec
-        proposals = [Proposal(node, rid) for node, rid in sorted(shard.proposals.items())]
-        verdict = VERIFIERS[spec.verifier].verify(proposals, confidence=spec.deal.confidence)
+        first = shard.first_runs
+        proposals = [
+            Proposal(node, rid, first=first is None or node in first)
+            for node, rid in sorted(shard.proposals.items())
+        ]
+        verifier = VERIFIERS[spec.verifier]
+        verdict = verifier.verify(proposals, self._policy(open_job, shard))
         gated = await self._gate(
             open_job,
             shard,
@@ -1053,12 +1108,70 @@ class Requester:
             accepted=sorted(verdict.accepted),
             rejected=verdict.rejected,
             failure=verdict.failure,
+            more=verdict.more,
+            why_more=verdict.why_more,
         )
         async with trio.open_nursery() as nursery:
             for node, reason in verdict.rejected.items():
                 nursery.start_soon(self._tell_verdict, open_job, shard, node, reason)
-        self._ctx.metrics.observe("verify", trio.current_time() - shard.last_answer_at - gated)
+        if verdict.accepted and verifier.checks and len(proposals) > 1:
+            caught = verdict.rejected.keys()
+            rows = self.credibility.record(verdict.accepted, caught, now())
+            await self._ctx.db(self._ctx.store.put_credibility, rows)
+        if not verdict.more:
+            self._ctx.metrics.observe("verify", trio.current_time() - shard.last_answer_at - gated)
         return verdict
+
+    def _policy(self, open_job: _OpenJob, shard: _Shard) -> Policy:
+        """What the deal asks of ``shard``'s verdict now. A spot check is drawn at
+        its first verdict only, from an unseeded source a bad actor cannot predict."""
+        deal = open_job.job.spec.deal
+        spot = False
+        if shard.first_runs is None and len(set(shard.proposals.values())) == 1:
+            drawn = deal.spot_check > 0 and random.random() < deal.spot_check
+            newcomers = deal.check_newcomers and all(
+                self.credibility.is_new(node) for node in shard.proposals
+            )
+            spot = drawn or newcomers
+        return Policy(
+            confidence=deal.confidence,
+            margin=deal.margin,
+            extra_runs=shard.extra,
+            max_extra_runs=deal.max_extra_runs,
+            spot_check=spot,
+        )
+
+    async def _escalate(self, open_job: _OpenJob, shard: _Shard, verdict: Verdict) -> None:
+        """Run ``shard`` on ``verdict.more`` fresh nodes besides the ones that ran it,
+        keeping their proposals (README, verification: escalation); returns once
+        those runs are accepted.
+
+        Raises :class:`_JobFailed` if no fresh node takes them.
+        """
+        kind = "spot_check" if verdict.spot_check else "escalated"
+        self._checks[kind] += 1
+        self._checks["extra_runs"] += verdict.more
+        if shard.first_runs is None:
+            shard.first_runs = frozenset(shard.proposals)
+        shard.extra += verdict.more
+        await self._set_state(
+            open_job,
+            shard,
+            JobState.BIDDING,
+            kind,
+            reason=verdict.why_more,
+            more=verdict.more,
+            extra_runs=shard.extra,
+            max_extra_runs=open_job.job.spec.deal.max_extra_runs,
+            first=sorted(shard.first_runs),
+            votes=dict(Counter(shard.proposals.values())),
+        )
+        await self._gather_bids(open_job, shard, retry=True)
+        await self._set_state(open_job, shard, JobState.RUNNING, "escalation_accepted")
+
+    def _shunned(self, open_job: _OpenJob, node: str) -> bool:
+        """Whether the job's deal keeps ``node`` out: caught forging lately."""
+        return open_job.job.spec.deal.credibility and self.credibility.excluded(node, now())
 
     async def _publish(
         self, open_job: _OpenJob, shard: _Shard, verdict: Verdict, *, told_before: bool = False
@@ -1136,7 +1249,7 @@ class Requester:
                     shard=shard.index,
                     image=spec.image,
                     engine=spec.engine,
-                    wanted=open_job.concurrency,
+                    wanted=open_job.runs(shard),
                     network_size=size,
                     answers=dict(shard.answers),
                     known_full=len(self._full),

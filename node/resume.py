@@ -45,6 +45,10 @@ class ShardProgress:
     published: dict[str, str] = field(default_factory=dict)
     retries: int = 0
     attempt: int = 0
+    extra: int = 0
+    """Runs added on fresh nodes by escalations and spot checks in this attempt."""
+    first_runs: frozenset[str] | None = None
+    """The proposers before the first of them (None if there was none)."""
 
 
 def shard_progress(
@@ -55,7 +59,8 @@ def shard_progress(
     of its own compute part are not the requester's)."""
     accepted: set[str] = set()
     tried: set[str] = set()
-    retries = attempt = 0
+    retries = attempt = extra = 0
+    first_runs: frozenset[str] | None = None
     completed = False
     for event in events:
         if event.shard != index or event.node != requester or event.detail.get("role"):
@@ -74,6 +79,11 @@ def shard_progress(
                 attempt += 1
                 tried |= accepted
                 accepted = set()
+                extra, first_runs = 0, None
+            case "escalated" | "spot_check":
+                extra += int(event.detail.get("more", 0))
+                if first_runs is None:
+                    first_runs = frozenset(map(str, event.detail.get("first", ())))
             case "shard_completed":
                 completed = True
     rows = [e for e in executions if e.shard == index and e.node in accepted]
@@ -101,4 +111,6 @@ def shard_progress(
         published=published,
         retries=retries,
         attempt=attempt,
+        extra=extra,
+        first_runs=first_runs,
     )

@@ -32,7 +32,7 @@ ROLES = ("requester", "compute")
 
 # Bump when the schema changes and append the statements that migrate from the
 # previous version to ``_MIGRATIONS``; ``_MIGRATIONS[v]`` takes a file from v to v+1.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
@@ -70,6 +70,15 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             detail TEXT NOT NULL
         )""",
         "CREATE INDEX IF NOT EXISTS events_job_id ON events (job_id, seq)",
+    ),
+    # The requester's record of each node's proposals (node.credibility).
+    (
+        """CREATE TABLE IF NOT EXISTS credibility (
+            node TEXT PRIMARY KEY,
+            agreed INTEGER NOT NULL,
+            disagreed INTEGER NOT NULL,
+            caught_at REAL
+        )""",
     ),
 )
 assert len(_MIGRATIONS) == SCHEMA_VERSION
@@ -569,6 +578,28 @@ class Store:
                 (result_id, ExecutionState.PUBLISHED.value),
             ).fetchall()
         return [row[0] for row in rows]
+
+    # -- credibility -----------------------------------------------------------
+
+    def put_credibility(self, rows: Collection[tuple[str, int, int, float | None]]) -> None:
+        """Store each node's record, ``(node, agreed, disagreed, caught_at)``, in one
+        transaction, replacing what was stored for it."""
+        with self._write() as (conn, _):
+            conn.executemany(
+                "INSERT INTO credibility (node, agreed, disagreed, caught_at)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT (node) DO UPDATE SET"
+                " agreed = excluded.agreed, disagreed = excluded.disagreed,"
+                " caught_at = excluded.caught_at",
+                list(rows),
+            )
+
+    def credibility(self) -> list[tuple[str, int, int, float | None]]:
+        """Every node's stored record, ``(node, agreed, disagreed, caught_at)``."""
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT node, agreed, disagreed, caught_at FROM credibility ORDER BY node"
+            ).fetchall()
+        return [(str(n), int(a), int(d), None if c is None else float(c)) for n, a, d, c in rows]
 
     # -- statistics ------------------------------------------------------------
 

@@ -17,6 +17,25 @@ from dataclasses import dataclass, field
 class Proposal:
     node: str
     result_id: str
+    first: bool = True
+    """Among the shard's first runs (not a run added by a spot check or an escalation)."""
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What the job's deal asks of a verdict, and where the shard stands.
+
+    ``confidence``: the fewest equal results a verdict takes; ``margin``: when
+    proposals differ, the votes the leading result needs over the next (1 is a
+    plain majority: no escalation); ``extra_runs`` the shard already added on fresh
+    nodes, of at most ``max_extra_runs``; ``spot_check``: a unanimous result is to
+    be checked by one more fresh node first."""
+
+    confidence: int = 0
+    margin: int = 1
+    extra_runs: int = 0
+    max_extra_runs: int = 0
+    spot_check: bool = False
 
 
 @dataclass(frozen=True)
@@ -26,56 +45,126 @@ class Verdict:
     """Rejected node -> the reason, for the user."""
     failure: str | None = None
     """Why nothing was accepted (None when something was), for the user."""
+    more: int = 0
+    """Runs on fresh nodes wanted before a verdict (nothing accepted or rejected yet)."""
+    why_more: str | None = None
+    """Why they are wanted, for the user."""
+    spot_check: bool = False
+    """The run wanted checks a unanimous result (not a disagreement)."""
 
 
 class Verifier(abc.ABC):
     name: str
+    checks: bool = True
+    """Whether its verdicts say anything of a proposer (a requester's credibility
+    record counts only those)."""
 
     @abc.abstractmethod
-    def verify(self, proposals: list[Proposal], *, confidence: int) -> Verdict:
-        """Decide on every proposal of one shard."""
+    def verify(self, proposals: list[Proposal], policy: Policy) -> Verdict:
+        """Decide on every proposal of one shard, or ask for more runs first."""
 
 
 class NoopVerifier(Verifier):
     """Accepts every proposal."""
 
     name = "noop"
+    checks = False
 
-    def verify(self, proposals: list[Proposal], *, confidence: int) -> Verdict:
+    def verify(self, proposals: list[Proposal], policy: Policy) -> Verdict:
         return Verdict(accepted=frozenset(p.node for p in proposals))
 
 
+def counted_votes(proposals: list[Proposal]) -> Counter[str]:
+    """Votes per result id: one per proposal, except that first runs which all agreed
+    and were then contradicted by a later run count as one vote together. A check
+    that contradicts a unanimous group is evidence the group acts as one (colluding
+    nodes forge alike), so its size must not outvote the check by itself."""
+    votes = Counter(p.result_id for p in proposals)
+    first = {p.result_id for p in proposals if p.first}
+    if len(first) == 1 and len(votes) > 1:
+        (agreed,) = first
+        votes[agreed] -= sum(1 for p in proposals if p.first) - 1
+    return votes
+
+
 class DeterministicVerifier(Verifier):
-    """Accepts the proposals of the largest group of equal result ids if no other group
-    is as large and it has at least ``confidence`` members (1 when ``confidence`` is 0);
-    rejects the rest, each with a reason naming the winning id. No winner: every
-    proposal is rejected and :attr:`Verdict.failure` says why, e.g. "3 proposals, 3
-    different results"."""
+    """Equal result ids are equal results. All proposals agree: accepted once at
+    least ``confidence`` (1 when 0) and after a spot check when one is due. They
+    differ: with a plain majority (margin 1) the largest group wins if no other is
+    as large; with a margin, the leading result (by :func:`counted_votes`) wins once
+    it leads the next by ``margin`` votes. Until then the verdict asks for the runs
+    on fresh nodes that could settle it, while ``max_extra_runs`` allow them.
+    Otherwise every proposal is rejected and :attr:`Verdict.failure` says why, e.g.
+    "3 proposals, 3 different results"."""
 
     name = "deterministic"
 
-    def verify(self, proposals: list[Proposal], *, confidence: int) -> Verdict:
-        groups = Counter(p.result_id for p in proposals).most_common()
-        if not groups:
+    def verify(self, proposals: list[Proposal], policy: Policy) -> Verdict:
+        raw = Counter(p.result_id for p in proposals).most_common()
+        if not raw:
             return Verdict(accepted=frozenset(), failure="no proposals")
-        (winner, size), runner_up = groups[0], groups[1][1] if len(groups) > 1 else 0
-        needed = max(confidence, 1)
-        failure = None
-        if size == runner_up:
-            failure = f"{len(proposals)} proposals, {len(groups)} different results"
-            if size > 1:
-                failure += f", the largest groups tied at {size}"
-        elif size < needed:
-            failure = (
-                f"{len(proposals)} proposals: the largest group of equal results has"
-                f" {size}, confidence needs {needed}"
-            )
-        if failure is not None:
-            return Verdict(
-                accepted=frozenset(),
-                rejected={p.node: failure for p in proposals},
-                failure=failure,
-            )
+        needed = max(policy.confidence, 1)
+        if len(raw) == 1:
+            winner, size = raw[0]
+            if size < needed:
+                failure = self._below_confidence(proposals, size, needed)
+                if policy.margin > 1:
+                    return self._more(proposals, policy, needed - size, failure)
+                return self._fail(proposals, failure)
+            if policy.spot_check and policy.extra_runs < policy.max_extra_runs:
+                why = f"a spot check of {size} equal result(s)"
+                return Verdict(accepted=frozenset(), more=1, why_more=why, spot_check=True)
+            return self._accept(proposals, winner, size)
+        votes = counted_votes(proposals).most_common()
+        (winner, lead_votes), runner_up = votes[0], votes[1][1]
+        size = dict(raw)[winner]
+        if policy.margin <= 1:
+            if lead_votes == runner_up:
+                failure = f"{len(proposals)} proposals, {len(raw)} different results"
+                if lead_votes > 1:
+                    failure += f", the largest groups tied at {lead_votes}"
+                return self._fail(proposals, failure)
+            if size < needed:
+                return self._fail(proposals, self._below_confidence(proposals, size, needed))
+            return self._accept(proposals, winner, size)
+        lead = lead_votes - runner_up
+        if lead >= policy.margin and size >= needed:
+            return self._accept(proposals, winner, size)
+        more = max(policy.margin - lead, needed - size, 1)
+        why = (
+            f"{len(proposals)} proposals, {len(raw)} different results: the leading result"
+            f" has {lead} vote(s) more than the next, the margin is {policy.margin}"
+        )
+        return self._more(proposals, policy, more, why)
+
+    def _more(self, proposals: list[Proposal], policy: Policy, more: int, why: str) -> Verdict:
+        """Ask for ``more`` runs, or fail if the deal's cap on extra runs forbids them."""
+        left = policy.max_extra_runs - policy.extra_runs
+        if more <= left:
+            return Verdict(accepted=frozenset(), more=more, why_more=why)
+        return self._fail(
+            proposals,
+            f"{why}; settling it needs {more} more run(s) and the deal allows"
+            f" {policy.max_extra_runs} extra, {policy.extra_runs} of them used",
+        )
+
+    @staticmethod
+    def _below_confidence(proposals: list[Proposal], size: int, needed: int) -> str:
+        return (
+            f"{len(proposals)} proposals: the largest group of equal results has"
+            f" {size}, confidence needs {needed}"
+        )
+
+    @staticmethod
+    def _fail(proposals: list[Proposal], failure: str) -> Verdict:
+        return Verdict(
+            accepted=frozenset(),
+            rejected={p.node: failure for p in proposals},
+            failure=failure,
+        )
+
+    @staticmethod
+    def _accept(proposals: list[Proposal], winner: str, size: int) -> Verdict:
         return Verdict(
             accepted=frozenset(p.node for p in proposals if p.result_id == winner),
             rejected={

@@ -3,8 +3,9 @@
 The package's layers, each importing only those below it:
 
 - one module per bench, named after its verb (``cluster``, ``overhead``, ``bids``,
-  ``chaos``, ``executor``, ``load``, ``publish``, ``shards``), each with ``run(args)``;
-  no bench module imports another;
+  ``chaos``, ``executor``, ``load``, ``publish``, ``shards``, ``partition``,
+  ``byzantine``), each with ``run(args)``; no bench module imports another, except
+  that ``partition`` and ``byzantine`` stream jobs with ``chaos``'s parts;
 - the helpers they share: :mod:`~devstack.bench.workload` (the jobs a bench submits
   and reads back), :mod:`~devstack.bench.burst` (the load generator) and
   :mod:`~devstack.bench.native` (the same container run by Docker alone);

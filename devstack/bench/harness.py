@@ -170,9 +170,13 @@ def bench_cluster(
     slots: int | None = None,
     dispatch: str = DEFAULT_DISPATCH,
     hosts: int = 0,
+    bad_actors: int = 0,
+    collude: bool = True,
+    bad_actor_rate: float = 1.0,
 ) -> Iterator[BenchCluster]:
     """A ready devstack for the bench's duration (``slots`` shards at once per node;
-    None: as many as the machine has cores).
+    None: as many as the machine has cores; the last ``bad_actors`` nodes forge, as
+    ``devstack up --bad-actors`` makes them).
 
     With ``reuse``, the live devstack recorded there (left running afterwards).
     Otherwise ``nodes`` fresh nodes in a new temporary state dir, taken down and
@@ -202,6 +206,9 @@ def bench_cluster(
                 slots=slots,
                 dispatch=dispatch,
                 hosts=hosts,
+                bad_actors=bad_actors,
+                collude=collude,
+                bad_actor_rate=bad_actor_rate,
             )
             cluster = launcher.up(options, say=say)
             ready_s = time.monotonic() - started

@@ -16,7 +16,14 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from node.argtypes import BIDDERS, DEFAULT_BIDDER, DEFAULT_DISPATCH, DISPATCHES, positive
+from node.argtypes import (
+    BIDDERS,
+    DEFAULT_BIDDER,
+    DEFAULT_DISPATCH,
+    DISPATCHES,
+    add_forgery_args,
+    positive,
+)
 
 #: Image of the chaos bench's docker jobs.
 CHAOS_IMAGE = "busybox:latest"
@@ -100,6 +107,21 @@ def cluster_sizes(text: str) -> list[int]:
 
 
 # -- the parsers -----------------------------------------------------------------------
+
+
+#: The byzantine bench's policies (devstack.bench.byzantine.POLICIES has their deals).
+BYZANTINE_POLICIES = ("majority", "escalation", "spot", "credibility", "all")
+
+
+def policy_list(text: str) -> list[str]:
+    """``--policies``: comma-separated names of :data:`BYZANTINE_POLICIES`, each once."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in BYZANTINE_POLICIES]
+    if not names or unknown or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(
+            f"expected distinct policies among {', '.join(BYZANTINE_POLICIES)}, got {text!r}"
+        )
+    return names
 
 
 def add_cluster_args(
@@ -290,6 +312,37 @@ def add_bench_parser(parser: argparse.ArgumentParser) -> None:
         help="seconds the host stays cut off (default 30)",
     )
     p.add_argument("--concurrency", type=positive(int), default=1, help="runs per job (1)")
+
+    p = add("byzantine", "forged results against each verification policy: outcomes and cost")
+    p.add_argument("--nodes", type=positive(int), default=50, help="nodes (default 50)")
+    p.add_argument(
+        "--bad-actors", type=positive(int), default=5, help="of them, forging (default 5)"
+    )
+    add_forgery_args(p)
+    p.add_argument("--jobs", type=positive(int), default=1000, help="jobs per policy (1000)")
+    p.add_argument(
+        "--rate", type=positive(float), default=10.0, help="jobs per second, all policies (10)"
+    )
+    p.add_argument("--concurrency", type=positive(int), default=3, help="runs per job (3)")
+    p.add_argument(
+        "--policies",
+        type=policy_list,
+        default=list(BYZANTINE_POLICIES),
+        help=f"comma-separated, of {', '.join(BYZANTINE_POLICIES)} (default all)",
+    )
+    p.add_argument(
+        "--requesters",
+        type=positive(int),
+        default=2,
+        help="honest nodes each policy submits to, its own (default 2)",
+    )
+    p.add_argument(
+        "--settle",
+        type=positive(float),
+        default=120.0,
+        help="seconds after the last submission for every job to end (default 120)",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object")
 
     p = add("executor", "DockerExecutor.run vs the Docker SDK and CLI, per phase")
     p.add_argument("--rounds", type=positive(int), default=30, help="measured rounds (default 30)")
