@@ -82,6 +82,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="offer jobs to ranked nodes, gossip as the fallback (offer), or gossip alone",
     )
     run.add_argument(
+        "--offer-first",
+        action="append",
+        default=[],
+        metavar="PEER_ID",
+        help="a test hook: offer every shard's first runs to this node before any other"
+        " (repeatable; tests force bad actors into jobs)",
+    )
+    run.add_argument(
         "--bid-step", type=float, default=DEFAULT_STEP_S, help="seconds between bidding bands"
     )
     run.add_argument(
@@ -150,6 +158,7 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
         netns=args.netns,
         bidder=args.bidder,
         dispatch=args.dispatch,
+        offer_first=tuple(args.offer_first),
         bid_step=args.bid_step,
         bid_window=args.bid_window,
         bid_rounds=args.bid_rounds,

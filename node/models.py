@@ -91,7 +91,7 @@ class Deal(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     # 1 is a plain majority, where a tie re-runs the shard on fresh nodes once.
     margin: _Count = 2
     # Runs on fresh nodes a shard may add to reach the margin (or a spot check).
-    max_extra_runs: _Count = 4
+    max_extra_runs: _Count = 8
     # The chance that a unanimous result is checked by one more fresh node.
     spot_check: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.0
     # Check a unanimous result when no proposer has a record with the requester yet.
@@ -295,6 +295,8 @@ def validate_spec(spec: JobSpec, network_size: int | None = None) -> JobSpec:
         raise SpecError("deal.margin", f"must be between 1 and {MAX_MARGIN} votes")
     if not 0 <= deal.max_extra_runs <= MAX_EXTRA_RUNS:
         raise SpecError("deal.max_extra_runs", f"must be between 0 and {MAX_EXTRA_RUNS}")
+    if not 0 <= deal.spot_check <= 1:
+        raise SpecError("deal.spot_check", "must be a probability between 0 and 1")
     encoded = len(msgspec.msgpack.encode(spec))
     if encoded > MAX_SPEC_BYTES:
         parts = {"command": spec.command, "entrypoint": spec.entrypoint, "env": spec.env}

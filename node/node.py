@@ -104,6 +104,7 @@ class NodeConfig:
     host: str = "127.0.0.1"
     bidder: str = DEFAULT_BIDDER
     dispatch: Dispatch = DEFAULT_DISPATCH
+    offer_first: tuple[str, ...] = ()  # test hook: offered first runs before any other node
     bid_step: float = DEFAULT_STEP_S
     slots: int | None = None  # default: a slot per core
     cpu: float | None = None  # cores offered; default: all
@@ -209,6 +210,7 @@ class Node:
                     bid_window=config.bid_window,
                     max_rounds=config.bid_rounds,
                     dispatch=config.dispatch,
+                    offer_first=config.offer_first,
                     # What an earlier life of this node learnt of the others.
                     credibility=Credibility(await self.ctx.db(self.store.credibility)),
                 )

@@ -30,7 +30,6 @@ from __future__ import annotations
 import bisect
 import logging
 import math
-import os
 import random
 from collections import Counter, deque
 from collections.abc import Callable
@@ -80,9 +79,6 @@ OFFER_PATIENCE_S = 1.0
 EXTRA_OFFERS = 8
 # A queued shard re-offers this often even if no node said a slot came free.
 QUEUE_RETRY_S = 10.0
-# Test hook: peer ids (comma-separated) offered a shard's first runs before any other
-# node, so a test can put chosen nodes (bad actors) into every job.
-OFFER_FIRST_ENV = "PYBACALHAU_OFFER_FIRST"
 
 Dispatch = Literal["offer", "gossip"]
 DISPATCHES: tuple[Dispatch, ...] = ("offer", "gossip")
@@ -302,6 +298,7 @@ class Requester:
         dispatch: Dispatch = DEFAULT_DISPATCH,
         hints: OfferHints | None = None,
         credibility: Credibility | None = None,
+        offer_first: tuple[str, ...] = (),
     ) -> None:
         if dispatch not in DISPATCHES:
             raise ValueError(f"dispatch must be one of {', '.join(DISPATCHES)}, got {dispatch!r}")
@@ -317,7 +314,8 @@ class Requester:
         self.dispatch: Dispatch = dispatch
         self._hints = hints or OfferHints()
         self.credibility = credibility or Credibility()
-        self._offer_first = [p for p in os.environ.get(OFFER_FIRST_ENV, "").split(",") if p]
+        # A test hook: these nodes are offered a shard's first runs before any other.
+        self._offer_first = offer_first
         self._checks: Counter[str] = Counter()  # escalations, spot checks, extra runs
         self._open: dict[str, _OpenJob] = {}
         self._offers: Counter[str] = Counter()
@@ -729,9 +727,10 @@ class Requester:
             failed = f"verification accepted no result: {reason}"
             if shard.attempt:
                 failed += f" (after {shard.attempt} re-run(s) on fresh nodes)"
-            if shard.attempt >= self._max_reruns:
+            # With a margin the escalation was the second chance: its end is final.
+            if shard.attempt >= self._max_reruns or job.spec.deal.margin > 1:
                 raise _JobFailed(failed)
-            fresh = self._ctx.membership.size - len(shard.tried | shard.accepted)
+            fresh = self._fresh(shard)
             if fresh < open_job.concurrency:
                 raise _JobFailed(
                     f"{failed}; a re-run needs {open_job.concurrency} nodes that have not run"
@@ -1132,7 +1131,7 @@ class Requester:
             newcomers = deal.check_newcomers and all(
                 self.credibility.is_new(node) for node in shard.proposals
             )
-            spot = drawn or newcomers
+            spot = (drawn or newcomers) and self._fresh(shard) > 0  # else none can check
         return Policy(
             confidence=deal.confidence,
             margin=deal.margin,
@@ -1149,6 +1148,13 @@ class Requester:
         Raises :class:`_JobFailed` if no fresh node takes them.
         """
         kind = "spot_check" if verdict.spot_check else "escalated"
+        size, fresh = self._ctx.membership.size, self._fresh(shard)
+        if fresh < verdict.more:
+            raise _JobFailed(
+                f"verification accepted no result: {verdict.why_more}; settling it needs"
+                f" {verdict.more} more run(s) on nodes that have not run this shard, and"
+                f" only {fresh} of the {size} have not"
+            )
         self._checks[kind] += 1
         self._checks["extra_runs"] += verdict.more
         if shard.first_runs is None:
@@ -1168,6 +1174,10 @@ class Requester:
         )
         await self._gather_bids(open_job, shard, retry=True)
         await self._set_state(open_job, shard, JobState.RUNNING, "escalation_accepted")
+
+    def _fresh(self, shard: _Shard) -> int:
+        """How many nodes of the network have not run ``shard``."""
+        return self._ctx.membership.size - len(shard.tried | shard.accepted)
 
     def _shunned(self, open_job: _OpenJob, node: str) -> bool:
         """Whether the job's deal keeps ``node`` out: caught forging lately."""

@@ -116,7 +116,9 @@ def verdict_s(answer: Mapping[str, Any]) -> float | None:
     """Seconds from the job's creation to its verdict: its first shard told to
     publish, or its end in error. None while it is open."""
     created = job_events(answer, "created")
-    ends = job_events(answer, "publishing") or job_events(answer, "error")
+    # A node's "error" (an acceptance that did not reach it) names it: not the job's end.
+    failed = [e for e in job_events(answer, "error") if "peer" not in e["detail"]]
+    ends = job_events(answer, "publishing") or failed
     if not created or not ends:
         return None
     return ends[0]["at"] - created[0]["at"]
@@ -125,7 +127,9 @@ def verdict_s(answer: Mapping[str, Any]) -> float | None:
 def first_bad(answer: Mapping[str, Any], bad: frozenset[str]) -> int:
     """Bad actors among the job's first runs (before any escalation or re-run)."""
     accepted = [e["detail"]["peer"] for e in job_events(answer, "bid_accepted")]
-    escalations = job_events(answer, "escalated") + job_events(answer, "spot_check")
+    escalations = sorted(
+        job_events(answer, "escalated") + job_events(answer, "spot_check"), key=lambda e: e["at"]
+    )
     if escalations:
         first = escalations[0]["detail"].get("first", [])
         return len(bad & set(first))

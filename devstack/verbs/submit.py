@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 
 from devstack import jobs
 from devstack import state as st
@@ -14,6 +15,8 @@ from devstack.verbs.content import add_tree
 from node.argtypes import positive
 from node.models import (
     INPUTS_ROOT,
+    MAX_EXTRA_RUNS,
+    MAX_MARGIN,
     PUBLISHERS,
     VERIFIERS,
     Deal,
@@ -39,11 +42,62 @@ def _input_arg(text: str) -> tuple[str, str]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _at_most(parse: Callable[[str], int | float], ceiling: float) -> Callable[[str], int | float]:
+    """An argparse type: what ``parse`` takes (e.g. :func:`positive`), but at most
+    ``ceiling``."""
+
+    def bounded(text: str) -> int | float:
+        value = parse(text)
+        if value > ceiling:
+            raise argparse.ArgumentTypeError(f"must be at most {ceiling:g}, got {text}")
+        return value
+
+    return bounded
+
+
+_DEAL = Deal()
+
+
 def submit_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("image")
     p.add_argument("cmd", nargs=argparse.REMAINDER, help="-- then the command and its arguments")
     p.add_argument("--concurrency", type=positive(int), default=1)
     p.add_argument("--confidence", type=int, default=0)
+    p.add_argument(
+        "--margin",
+        type=_at_most(positive(int), MAX_MARGIN),
+        default=_DEAL.margin,
+        metavar="N",
+        help="votes the leading result needs over the next when runs differ "
+        f"(1: plain majority; default {_DEAL.margin})",
+    )
+    p.add_argument(
+        "--max-extra-runs",
+        type=_at_most(positive(int, zero=True), MAX_EXTRA_RUNS),
+        default=_DEAL.max_extra_runs,
+        metavar="N",
+        help="runs on fresh nodes a shard may add to reach the margin or for a spot check "
+        f"(default {_DEAL.max_extra_runs})",
+    )
+    p.add_argument(
+        "--spot-check",
+        type=_at_most(positive(float, zero=True), 1),
+        default=_DEAL.spot_check,
+        metavar="P",
+        help="the chance that a unanimous result is checked by one more fresh node "
+        f"(0..1, default {_DEAL.spot_check:g})",
+    )
+    p.add_argument(
+        "--check-newcomers",
+        action="store_true",
+        help="check a unanimous result when none of its nodes has a record with the requester",
+    )
+    p.add_argument(
+        "--no-credibility",
+        dest="credibility",
+        action="store_false",
+        help="neither shun nodes caught forging lately nor pick checkers by their record",
+    )
     p.add_argument(
         "--step",
         action="store_true",
@@ -120,7 +174,15 @@ def build_spec(args: argparse.Namespace, inputs: list[InputSource]) -> JobSpec:
         entrypoint=[args.entrypoint] if args.entrypoint else None,
         env=dict(args.env),
         timeout=args.timeout,
-        deal=Deal(concurrency=args.concurrency, confidence=args.confidence),
+        deal=Deal(
+            concurrency=args.concurrency,
+            confidence=args.confidence,
+            margin=args.margin,
+            max_extra_runs=args.max_extra_runs,
+            spot_check=args.spot_check,
+            check_newcomers=args.check_newcomers,
+            credibility=args.credibility,
+        ),
         verifier=args.verifier,
         publisher=args.publisher,
         step=args.step,

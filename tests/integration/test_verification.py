@@ -83,10 +83,14 @@ def test_bad_actor_is_outvoted_and_the_job_completes(cluster: Devstack) -> None:
         "image": "busybox:latest",
         "command": ["echo", "verified"],
         "verifier": "deterministic",
-        "deal": {"concurrency": 3},
+        # Credibility off: once caught, the bad actor would get no more work from node-0.
+        "deal": {"concurrency": 3, "credibility": False},
     }
     answer = run_until_bad_actor_runs(cluster, spec, completed_with_one_result)
     completed_with_one_result(answer)
+    # 2 to 1 is short of the default margin of 2: one fresh node settled it.
+    (escalated,) = [e for e in answer["events"] if e["kind"] == "escalated"]
+    assert escalated["detail"]["more"] == 1, escalated
     bad = bad_actor(cluster)
     runs = executions(answer)
     assert runs[bad.peer_id]["state"] == "results_rejected", runs[bad.peer_id]
@@ -122,7 +126,8 @@ def test_confidence_the_bad_actor_denies_ends_error_with_the_reason(cluster: Dev
         "engine": "noop",
         "command": ["echo", "sure"],
         "verifier": "deterministic",
-        "deal": {"concurrency": 3, "confidence": 3},
+        # A plain majority: no escalation, and a re-run needs 3 fresh nodes.
+        "deal": {"concurrency": 3, "confidence": 3, "margin": 1, "credibility": False},
     }
     answer = run_until_bad_actor_runs(cluster, spec, completed_with_one_result)
     record = answer["job"]
@@ -155,12 +160,13 @@ def test_submit_from_the_cli_with_the_deterministic_verifier(cluster: Devstack) 
 
 @pytest.mark.timeout(600)
 def test_no_winner_reruns_on_fresh_nodes_then_ends_error(cluster: Devstack) -> None:
-    """Every run of this job prints something else, so no attempt can have a winner."""
+    """Every run of this job prints something else, so no attempt can have a winner.
+    With a plain majority, a tie runs the shard again once on fresh nodes."""
     spec = {
         "image": "busybox:latest",
         "command": ["cat", "/proc/sys/kernel/random/uuid"],
         "verifier": "deterministic",
-        "deal": {"concurrency": 2},
+        "deal": {"concurrency": 2, "margin": 1},
     }
     response = httpx.post(f"{cluster.api(0)}/api/v1/jobs", json=spec, timeout=30)
     assert response.status_code == 201, response.text
@@ -176,6 +182,35 @@ def test_no_winner_reruns_on_fresh_nodes_then_ends_error(cluster: Devstack) -> N
     proposers = [e["node"] for e in record["executions"] if e["state"] == "results_rejected"]
     assert len(proposers) == 4 == len(set(proposers)), record["executions"]
     assert answer["shards"] == [{"shard": 0, "cid": None, "providers": [], "locations": []}]
+
+
+@pytest.mark.timeout(600)
+def test_no_winner_escalates_until_no_fresh_node_is_left(cluster: Devstack) -> None:
+    """With the default margin the proposals are kept and fresh runs added: 2
+    different results ask for 2 more; 4 different ask for 2 more again, and only 1
+    of the 5 nodes is left."""
+    spec = {
+        "engine": "docker",
+        "image": "busybox:latest",
+        "command": ["cat", "/proc/sys/kernel/random/uuid"],
+        "verifier": "deterministic",
+        "deal": {"concurrency": 2},
+    }
+    response = httpx.post(f"{cluster.api(0)}/api/v1/jobs", json=spec, timeout=30)
+    assert response.status_code == 201, response.text
+    answer = wait_job_end(cluster.api(0), response.json()["id"], JOB_TIMEOUT_S)
+    record = answer["job"]
+    assert record["state"] == "error", record
+    assert record["reason"] == (
+        "verification accepted no result: 4 proposals, 4 different results: the leading"
+        " result has 0 vote(s) more than the next, the margin is 2; settling it needs 2"
+        " more run(s) on nodes that have not run this shard, and only 1 of the 5 have not"
+    ), record["reason"]
+    (escalated,) = [e for e in answer["events"] if e["kind"] == "escalated"]
+    assert escalated["detail"]["more"] == 2 and len(escalated["detail"]["first"]) == 2
+    assert not [e for e in answer["events"] if e["kind"] == "rerun"]
+    proposers = [e["node"] for e in record["executions"] if e["state"] == "results_rejected"]
+    assert len(proposers) == 4 == len(set(proposers)), record["executions"]
 
 
 # -- step mode (README, step mode) ---------------------------------------------------------

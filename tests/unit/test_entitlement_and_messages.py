@@ -30,6 +30,8 @@ from node.messages import (
 )
 from node.models import (
     MAX_CPU,
+    MAX_EXTRA_RUNS,
+    MAX_MARGIN,
     MAX_MEMORY,
     MAX_SHARDS,
     Deal,
@@ -278,7 +280,17 @@ specs = st.builds(
         cpu=st.floats(min_value=0, max_value=MAX_CPU, allow_nan=False),
         memory=st.integers(min_value=0, max_value=MAX_MEMORY),
     ),
-    deal=st.builds(Deal, concurrency=count, confidence=count, min_bids=count),
+    deal=st.builds(
+        Deal,
+        concurrency=count,
+        confidence=count,
+        min_bids=count,
+        margin=count,
+        max_extra_runs=count,
+        spot_check=st.floats(min_value=0, max_value=1),
+        check_newcomers=st.booleans(),
+        credibility=st.booleans(),
+    ),
     verifier=text,
     publisher=text,
     network=st.booleans(),
@@ -564,6 +576,25 @@ BAD_SPECS = [
     ("confidence over concurrency", {**GOOD, "deal": {"confidence": 2}}, "deal.confidence"),
     ("negative confidence", {**GOOD, "deal": {"confidence": -1}}, "deal.confidence"),
     ("negative min_bids", {**GOOD, "deal": {"min_bids": -1}}, "deal.min_bids"),
+    ("zero margin", {**GOOD, "deal": {"margin": 0}}, "deal.margin"),
+    ("negative margin", {**GOOD, "deal": {"margin": -2}}, "deal.margin"),
+    ("margin too big", {**GOOD, "deal": {"margin": MAX_MARGIN + 1}}, "deal.margin"),
+    ("margin not an int", {**GOOD, "deal": {"margin": 1.5}}, "deal.margin"),
+    ("negative max_extra_runs", {**GOOD, "deal": {"max_extra_runs": -1}}, "deal.max_extra_runs"),
+    (
+        "max_extra_runs too big",
+        {**GOOD, "deal": {"max_extra_runs": MAX_EXTRA_RUNS + 1}},
+        "deal.max_extra_runs",
+    ),
+    ("negative spot_check", {**GOOD, "deal": {"spot_check": -0.1}}, "deal.spot_check"),
+    ("spot_check over 1", {**GOOD, "deal": {"spot_check": 1.5}}, "deal.spot_check"),
+    ("spot_check not a number", {**GOOD, "deal": {"spot_check": "often"}}, "deal.spot_check"),
+    (
+        "check_newcomers not a bool",
+        {**GOOD, "deal": {"check_newcomers": "yes"}},
+        "deal.check_newcomers",
+    ),
+    ("credibility not a bool", {**GOOD, "deal": {"credibility": 1}}, "deal.credibility"),
     ("unknown verifier", {**GOOD, "verifier": "oracle"}, "verifier"),
     ("unknown publisher", {**GOOD, "publisher": "s3"}, "publisher"),
     ("unknown field", {**GOOD, "colour": "blue"}, "colour"),
@@ -603,6 +634,40 @@ def test_decode_spec_body_errors(body: bytes) -> None:
     assert info.value.field == "body"
 
 
+def test_a_deal_leaves_its_checks_at_their_defaults() -> None:
+    deal = decode_spec(json.dumps(GOOD).encode()).deal
+    assert (deal.margin, deal.max_extra_runs, deal.spot_check) == (2, 8, 0.0)
+    assert (deal.check_newcomers, deal.credibility) == (False, True)
+
+
+@pytest.mark.parametrize(
+    ("deal", "field"),
+    [
+        (Deal(margin=0), "deal.margin"),
+        (Deal(margin=MAX_MARGIN + 1), "deal.margin"),
+        (Deal(max_extra_runs=-1), "deal.max_extra_runs"),
+        (Deal(max_extra_runs=MAX_EXTRA_RUNS + 1), "deal.max_extra_runs"),
+    ],
+    ids=repr,
+)
+def test_validate_spec_refuses_a_deal_built_in_code_naming_the_field(
+    deal: Deal, field: str
+) -> None:
+    """A spec built in code (not decoded: no schema bounds applied) is still checked."""
+    with pytest.raises(SpecError) as info:
+        validate_spec(JobSpec(image="busybox", command=["true"], deal=deal))
+    assert info.value.field == field
+    assert info.value.message
+
+
+@pytest.mark.parametrize("margin", [1, MAX_MARGIN])
+@pytest.mark.parametrize("max_extra_runs", [0, MAX_EXTRA_RUNS])
+def test_validate_spec_accepts_the_edges_of_the_deal(margin: int, max_extra_runs: int) -> None:
+    deal = Deal(margin=margin, max_extra_runs=max_extra_runs)
+    spec = JobSpec(image="busybox", command=["true"], deal=deal)
+    assert validate_spec(spec) is spec
+
+
 def test_decode_spec_concurrency_over_network_size() -> None:
     body = json.dumps({**GOOD, "deal": {"concurrency": 6}}).encode()
     with pytest.raises(SpecError) as info:
@@ -626,6 +691,18 @@ def test_decode_spec_names_an_unknown_nested_field() -> None:
         {"image": "busybox", "entrypoint": ["sh", "-c", "true"]},
         {**GOOD, "env": {"_A1": "x", "B": ""}, "deal": {"concurrency": 3, "confidence": 2}},
         {**GOOD, "timeout": 86400, "resources": {"cpu": 0.5, "memory": 1 << 30}},
+        {**GOOD, "deal": {"margin": 1, "max_extra_runs": 0, "spot_check": 0}},
+        {
+            **GOOD,
+            "deal": {
+                "concurrency": 3,
+                "margin": MAX_MARGIN,
+                "max_extra_runs": MAX_EXTRA_RUNS,
+                "spot_check": 1,
+                "check_newcomers": True,
+                "credibility": False,
+            },
+        },
     ],
 )
 def test_decode_spec_accepts_good_specs(spec: dict[str, Any]) -> None:
@@ -650,7 +727,17 @@ json_values = st.recursive(
 )
 small_ints = st.integers(min_value=-3, max_value=8)
 plausible_deal = st.fixed_dictionaries(
-    {}, optional={"concurrency": small_ints, "confidence": small_ints, "min_bids": small_ints}
+    {},
+    optional={
+        "concurrency": small_ints,
+        "confidence": small_ints,
+        "min_bids": small_ints,
+        "margin": small_ints | st.integers(MAX_MARGIN - 1, MAX_MARGIN + 1),
+        "max_extra_runs": small_ints | st.integers(MAX_EXTRA_RUNS - 1, MAX_EXTRA_RUNS + 1),
+        "spot_check": st.floats(-0.5, 1.5, allow_nan=False),
+        "check_newcomers": st.booleans(),
+        "credibility": st.booleans(),
+    },
 )
 plausible = {
     "image": st.sampled_from(["busybox", "", "  ", "nosuch:1"]) | st.text(max_size=12),
@@ -688,6 +775,9 @@ def test_any_json_object_decodes_or_raises_spec_error(
     assert validate_spec(spec, network_size) is spec
     if network_size is not None:
         assert 1 <= spec.deal.concurrency <= network_size
+    assert 1 <= spec.deal.margin <= MAX_MARGIN
+    assert 0 <= spec.deal.max_extra_runs <= MAX_EXTRA_RUNS
+    assert 0 <= spec.deal.spot_check <= 1
 
 
 @given(

@@ -100,9 +100,78 @@ def test_other_shards_and_the_requesters_own_compute_part_are_not_read() -> None
     assert shard_progress(0, REQ, [], events).stage == "bids"
 
 
+def test_escalations_and_spot_checks_add_up_their_extra_runs() -> None:
+    events = [
+        event("bid_accepted", peer="A"),
+        event("bid_accepted", peer="B"),
+        event("spot_check", more=1, first=["A", "B"], extra_runs=1),
+        event("bid_accepted", peer="C"),
+        event("escalated", more=2, first=["A", "B"], extra_runs=3),
+        event("bid_accepted", peer="D"),
+        event("bid_accepted", peer="E"),
+    ]
+    progress = shard_progress(0, REQ, [], events)
+    assert progress.extra == 3
+    assert progress.first_runs == {"A", "B"}
+    assert progress.accepted == {"A", "B", "C", "D", "E"}
+    assert progress.attempt == 0
+
+
+def test_first_runs_come_from_the_first_check_only() -> None:
+    events = [
+        event("escalated", more=1, first=["A", "B", "C"]),
+        event("escalated", more=1, first=["A", "B", "C", "D"]),
+    ]
+    progress = shard_progress(0, REQ, [], events)
+    assert progress.first_runs == {"A", "B", "C"}
+    assert progress.extra == 2
+
+
+def test_a_shard_never_checked_has_no_extra_runs_nor_first_runs() -> None:
+    progress = shard_progress(0, REQ, [], [event("bid_accepted", peer="A")])
+    assert progress.extra == 0
+    assert progress.first_runs is None
+
+
+def test_a_rerun_forgets_the_extra_runs_and_first_runs_of_the_attempt_before() -> None:
+    events = [
+        event("bid_accepted", peer="A"),
+        event("spot_check", more=1, first=["A"]),
+        event("bid_accepted", peer="B"),
+        event("rerun", attempt=1),
+    ]
+    progress = shard_progress(0, REQ, [], events)
+    assert (progress.extra, progress.first_runs) == (0, None)
+    assert progress.tried == {"A", "B"}
+    later = [*events, event("bid_accepted", peer="C"), event("escalated", more=2, first=["C"])]
+    progress = shard_progress(0, REQ, [], later)
+    assert (progress.extra, progress.first_runs) == (2, {"C"})
+
+
+def test_checks_of_other_shards_and_nodes_are_not_read() -> None:
+    events = [
+        event("escalated", shard=1, more=2, first=["A"]),
+        event("spot_check", node="QmOther", more=1, first=["B"]),
+        event("escalated", more=3, first=["C"], role="compute"),
+    ]
+    progress = shard_progress(0, REQ, [], events)
+    assert (progress.extra, progress.first_runs) == (0, None)
+
+
 nodes = st.sampled_from(["A", "B", "C", "D"])
 steps = st.lists(
     st.tuples(st.sampled_from(["bid_accepted", "retry", "rerun", "error"]), nodes), max_size=20
+)
+checks = st.lists(
+    st.one_of(
+        st.tuples(
+            st.sampled_from(["escalated", "spot_check"]),
+            st.integers(0, 5),
+            st.frozensets(nodes, min_size=1),
+        ),
+        st.just(("rerun", 0, frozenset())),
+    ),
+    max_size=12,
 )
 
 
@@ -123,3 +192,20 @@ def test_the_accepted_set_follows_acceptances_retries_and_reruns(
     assert progress.stage == ("results" if progress.accepted else "bids")
     retried = {peer for kind, peer in story if kind == "retry"}
     assert retried <= progress.tried
+
+
+@given(checks)
+def test_extra_runs_and_first_runs_follow_the_checks_since_the_last_rerun(
+    story: list[tuple[str, int, frozenset[str]]],
+) -> None:
+    events = [
+        event("rerun") if kind == "rerun" else event(kind, more=more, first=sorted(first))
+        for kind, more, first in story
+    ]
+    progress = shard_progress(0, REQ, [], events)
+    since_rerun = story[
+        max((i for i, (k, _, _) in enumerate(story) if k == "rerun"), default=-1) + 1 :
+    ]
+    assert progress.extra == sum(more for _, more, _ in since_rerun)
+    assert progress.first_runs == (since_rerun[0][2] if since_rerun else None)
+    assert progress.attempt == sum(kind == "rerun" for kind, _, _ in story)

@@ -286,6 +286,25 @@ def test_closed_store_raises_and_close_is_idempotent(db: Path) -> None:
     assert store.statistics().jobs == 0
 
 
+def test_an_older_schema_on_disk_is_migrated_to_this_one(db: Path) -> None:
+    """A file left at schema version 1 (no ``credibility`` table) is brought up to
+    date when opened; what it held stays readable."""
+    with Store(db) as store:
+        store.put_job(make_job("j1"), role="requester", state=JobState.CREATED)
+    conn = sqlite3.connect(db)
+    conn.execute("DROP TABLE credibility")
+    conn.execute("PRAGMA user_version=1")
+    conn.close()
+    with Store(db) as store:
+        assert store.get_job("j1") is not None
+        assert store.credibility() == []
+    conn = sqlite3.connect(db)
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    finally:
+        conn.close()
+
+
 # -- queries -------------------------------------------------------------------
 
 
@@ -454,6 +473,40 @@ def test_lock_factory_is_used(db: Path) -> None:
         store.put_job(make_job("a"), role="compute", state=JobState.CREATED)
         store.get_job("a")
     assert len(acquisitions) >= 3  # put, get, close
+
+
+# -- credibility -----------------------------------------------------------------
+
+
+def test_put_credibility_replaces_each_nodes_record(store: Store, db: Path) -> None:
+    assert store.credibility() == []
+    store.put_credibility([("B", 1, 0, None), ("A", 0, 1, 5.0)])
+    store.put_credibility([("B", 2, 1, 7.5)])
+    store.put_credibility([])
+    assert store.credibility() == [("A", 0, 1, 5.0), ("B", 2, 1, 7.5)]
+    assert raw_count(db, "credibility") == 2
+    # Rows of one call are written in order: the last row of a node wins.
+    store.put_credibility([("C", 1, 0, None), ("C", 1, 1, 9.0)])
+    assert store.credibility()[-1] == ("C", 1, 1, 9.0)
+    stats = store.statistics()
+    assert (stats.transactions, stats.reads) == (4, 3)
+    assert (stats.jobs, stats.events) == (0, 0)
+
+
+def test_put_credibility_writes_all_or_nothing(store: Store) -> None:
+    store.put_credibility([("A", 1, 0, None)])
+    with pytest.raises(StoreError):
+        store.put_credibility([("B", 1, 0, None), ("C", None, 0, None)])  # NOT NULL
+    assert store.credibility() == [("A", 1, 0, None)]
+
+
+def test_credibility_of_a_closed_store_raises(db: Path) -> None:
+    store = Store(db)
+    store.close()
+    with pytest.raises(StoreError, match="closed"):
+        store.credibility()
+    with pytest.raises(StoreError, match="closed"):
+        store.put_credibility([("A", 1, 0, None)])
 
 
 # -- properties ----------------------------------------------------------------
