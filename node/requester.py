@@ -1150,11 +1150,14 @@ class Requester:
         kind = "spot_check" if verdict.spot_check else "escalated"
         size, fresh = self._ctx.membership.size, self._fresh(shard)
         if fresh < verdict.more:
-            raise _JobFailed(
-                f"verification accepted no result: {verdict.why_more}; settling it needs"
-                f" {verdict.more} more run(s) on nodes that have not run this shard, and"
-                f" only {fresh} of the {size} have not"
+            failure = (
+                f"{verdict.why_more}; settling it needs {verdict.more} more run(s) on nodes"
+                f" that have not run this shard, and only {fresh} of the {size} have not"
             )
+            async with trio.open_nursery() as nursery:  # no winner: every proposal loses
+                for node in shard.proposals:
+                    nursery.start_soon(self._tell_verdict, open_job, shard, node, failure)
+            raise _JobFailed(f"verification accepted no result: {failure}")
         self._checks[kind] += 1
         self._checks["extra_runs"] += verdict.more
         if shard.first_runs is None:

@@ -59,8 +59,14 @@ def run_until_both_cases(
         with NodeClient(api) as client:
             job_id = client.submit(spec)["id"]
         answer = wait_job_end(api, job_id, JOB_TIMEOUT_S)
-        first = {e["detail"]["peer"] for e in answer["events"] if e["kind"] == "bid_accepted"}
-        checks = [e for e in answer["events"] if e["kind"] == "escalated"]
+        # The requester's own events (a compute step it ran itself carries a role).
+        mine = [
+            e
+            for e in answer["events"]
+            if e["node"] == answer["requester"] and not e["detail"].get("role")
+        ]
+        first = {e["detail"]["peer"] for e in mine if e["kind"] == "bid_accepted"}
+        checks = [e for e in mine if e["kind"] == "escalated"]
         if checks:
             first = set(checks[0]["detail"]["first"])
         forgers = len(bad & first)
@@ -81,7 +87,8 @@ def kinds(answer: dict[str, Any]) -> list[str]:
 def honest_result(answer: dict[str, Any]) -> None:
     assert answer["job"]["state"] == "completed", answer["job"]["reason"]
     previews = {r["stdout_preview"] for r in runs(answer).values() if r["state"] == "published"}
-    assert previews == {"honest\n"}, previews
+    [preview] = previews
+    assert "honest" in preview and "forged" not in preview, previews
 
 
 @pytest.mark.timeout(600)

@@ -223,7 +223,9 @@ def test_step_mode_waits_at_each_gate_until_stepped(cluster: Devstack) -> None:
         "engine": "noop",
         "command": ["echo", "step by step"],
         "verifier": "deterministic",
-        "deal": {"concurrency": 3},
+        # A plain majority: one verdict, whoever runs it (test_byzantine.py steps
+        # through an escalation).
+        "deal": {"concurrency": 3, "margin": 1},
         "step": True,
     }
     response = httpx.post(f"{api}/api/v1/jobs", json=spec, timeout=30)
