@@ -50,6 +50,7 @@ PHASE_OF: Mapping[str, str] = {
     "bid_rejected": "accepted",
     "bidding_closed": "accepted",
     "retry_accepted": "accepted",
+    "escalation_accepted": "accepted",
     "lost": "running",
     "retry": "running",
     "stopped": "running",
@@ -60,6 +61,8 @@ PHASE_OF: Mapping[str, str] = {
     "results_accepted": "verdict",
     "results_rejected": "verdict",
     "rerun": "verdict",
+    "escalated": "verdict",
+    "spot_check": "verdict",
     "publishing": "published",
     "published": "published",
     "shard_completed": "published",
@@ -70,6 +73,10 @@ PHASE_OF: Mapping[str, str] = {
 
 #: What opening each gate does, for the key's label.
 GATE_ACTION: Mapping[str, str] = {"verdict": "announce the verdict", "publish": "publish"}
+
+#: Events that run a shard on more nodes besides those that ran it (README,
+#: verification: escalation): a disagreement escalated, or a unanimous result checked.
+CHECK_KINDS = ("escalated", "spot_check")
 
 
 def _float(value: Any) -> float | None:
@@ -170,6 +177,24 @@ class TimelineRow:
         ).lower()
 
 
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def counted(count: int, noun: str = "run") -> str:
+    """``1 run``, ``2 runs``; ``2 more runs`` with ``noun="more run"``."""
+    return f"{count} {noun}{'s' if count != 1 else ''}"
+
+
+def extra_runs_text(detail: Mapping[str, Any]) -> str:
+    """``+2 runs (extra 3 of max 4)``: what an escalation or a spot check added."""
+    more, extra, cap = (_int(detail.get(k)) for k in ("more", "extra_runs", "max_extra_runs"))
+    text = f"+{counted(more)}" if more is not None else "+? runs"
+    if extra is not None:
+        text += f" (extra {extra} of max {cap if cap is not None else '?'})"
+    return text
+
+
 def _detail_text(kind: str, detail: Mapping[str, Any]) -> str:
     """What the event says beyond its kind, node and shard, in a few words."""
     parts = []
@@ -187,8 +212,13 @@ def _detail_text(kind: str, detail: Mapping[str, Any]) -> str:
             parts.append(f"{detail['accepted']} accepted so far")
     elif kind == "rerun":
         parts.append(f"attempt {detail.get('attempt', '?')}")
+    elif kind in CHECK_KINDS:
+        parts.append(extra_runs_text(detail))
     elif kind in ("gate", "stepped"):
         parts.append(f"gate {detail.get('gate', '?')}")
+        more = _int(detail.get("more"))
+        if kind == "gate" and more:
+            parts.append(f"asks for {counted(more, 'more run')}")
     if detail.get("result_id"):
         parts.append(short_cid(str(detail["result_id"])))
     if detail.get("exit_code") not in (None, 0):
@@ -208,11 +238,12 @@ def timeline(describe: Describe, names: Mapping[str, str] | None = None) -> list
 
     - ``announced``, and the job's end (``completed``, ``error``, ``cancelled``): since
       the job was created (the end's is the job's total);
-    - a bid's answer (``bid_accepted``, ``bid_rejected``), ``bidding_closed`` and
-      ``rebid``: since the shard's bidding round began (``announced``, ``rebid`` or
-      ``rerun``);
+    - a bid's answer (``bid_accepted``, ``bid_rejected``), ``bidding_closed``,
+      ``escalation_accepted`` and ``rebid``: since the shard's bidding round began
+      (``announced``, ``rebid``, ``rerun``, ``escalated`` or ``spot_check``);
     - ``proposed`` and ``compute_error`` of a node: since its bid was accepted;
-    - ``verifying``: since bidding closed (the runs); ``rerun``: since ``verifying``;
+    - ``verifying``: since bidding closed, or since the extra runs were accepted (the
+      runs); ``rerun``, ``escalated`` and ``spot_check``: since ``verifying``;
     - the verdict (``results_accepted``, ``results_rejected``) and ``publishing``: since
       ``verifying`` (in step mode this includes the time held at the gates);
     - ``published`` of a node: since its results were accepted (or ``publishing``);
@@ -261,7 +292,7 @@ def timeline(describe: Describe, names: Mapping[str, str] | None = None) -> list
                 took = _since(at, start)
                 if kind == "bid_accepted":
                     accepted_at[(shard, node)] = at
-            elif kind == "bidding_closed":
+            elif kind in ("bidding_closed", "escalation_accepted"):
                 took = _since(at, start)
                 closed_at[shard] = at
             elif kind in ("rebid", "gossip_fallback"):
@@ -272,7 +303,7 @@ def timeline(describe: Describe, names: Mapping[str, str] | None = None) -> list
             elif kind == "verifying":
                 took = _since(at, closed_at.get(shard))
                 verifying_at[shard] = at
-            elif kind == "rerun":
+            elif kind == "rerun" or kind in CHECK_KINDS:
                 took = _since(at, verifying_at.get(shard))
                 round_start[shard] = at
             elif kind in ("results_accepted", "results_rejected"):
@@ -392,7 +423,7 @@ def run_phases(describe: Describe, names: Mapping[str, str] | None = None) -> li
             continue
         if shard is None:
             continue
-        if kind in ("rebid", "rerun", "gossip_fallback"):
+        if kind in ("rebid", "rerun", "gossip_fallback", *CHECK_KINDS):
             round_start[shard] = at
             continue
         if kind == "verifying":
@@ -460,7 +491,9 @@ class ShardPhases:
     closed (every run accepted); ``runs_s`` bidding closed → the last proposal or error;
     ``verdict_s`` verification began → the verdict (gates included in step mode);
     ``published_s`` publication began → the shard completed; ``total_s`` the job
-    created → the shard completed (or the job ended)."""
+    created → the shard completed (or the job ended). ``extra_runs``: the runs its
+    ``escalations`` and ``spot_checks`` added on fresh nodes in that attempt (its
+    ``runs_s`` then spans them)."""
 
     shard: int
     first_bid_s: float | None = None
@@ -470,6 +503,9 @@ class ShardPhases:
     published_s: float | None = None
     total_s: float | None = None
     attempts: int = 1
+    extra_runs: int = 0
+    escalations: int = 0
+    spot_checks: int = 0
 
 
 def shard_phases(describe: Describe) -> list[ShardPhases]:
@@ -501,6 +537,13 @@ def shard_phases(describe: Describe) -> list[ShardPhases]:
             m["attempts"] = int(_detail(event).get("attempt") or 0) + 1
         elif kind == "rebid":
             pass  # the same attempt: its first bid and close count from the first round
+        elif kind in CHECK_KINDS:
+            # The same attempt too; the event carries the attempt's running total.
+            detail = _detail(event)
+            total = _int(detail.get("extra_runs"))
+            more = _int(detail.get("more")) or 0
+            m["extra_runs"] = total if total is not None else m.get("extra_runs", 0) + more
+            m[kind] = m.get(kind, 0) + 1
         elif kind in ("bid_accepted", "bid_rejected"):
             m.setdefault("first_bid", at)
         elif kind == "bidding_closed":
@@ -530,6 +573,9 @@ def shard_phases(describe: Describe) -> list[ShardPhases]:
                 published_s=_since(done, m.get("publishing")),
                 total_s=_since(done if done is not None else ended, created),
                 attempts=m.get("attempts", 1),
+                extra_runs=m.get("extra_runs", 0),
+                escalations=m.get("escalated", 0),
+                spot_checks=m.get("spot_check", 0),
             )
         )
     return rows
@@ -554,7 +600,9 @@ class GateSummary:
 
     At the ``verdict`` gate: the proposals grouped by result CID, most votes first
     (``groups``), the nodes the verdict accepts and rejects (with why), and why no
-    result won (``failure``). At the ``publish`` gate: which node publishes which CID
+    result won (``failure``); or, when ``more`` > 0, that the verdict asks for that
+    many more runs on fresh nodes first (``why_more``), so it accepts and rejects
+    nobody yet. At the ``publish`` gate: which node publishes which CID
     (``results``)."""
 
     shard: int
@@ -564,10 +612,14 @@ class GateSummary:
     rejected: tuple[tuple[str, str], ...] = ()
     failure: str | None = None
     results: tuple[tuple[str, str], ...] = ()
+    more: int = 0
+    why_more: str | None = None
 
     @property
     def action(self) -> str:
         """What opening this gate does."""
+        if self.name == "verdict" and self.more:
+            return f"run the shard on {counted(self.more, 'more node')}"
         return GATE_ACTION.get(self.name, f"open the {self.name} gate")
 
     @property
@@ -603,6 +655,7 @@ def _gate(raw: Mapping[str, Any]) -> GateSummary | None:
     ]
     groups.sort(key=lambda g: (-g.votes, g.cid))
     failure = raw.get("failure")
+    why_more = raw.get("why_more")
     return GateSummary(
         shard=shard,
         name=name,
@@ -611,6 +664,8 @@ def _gate(raw: Mapping[str, Any]) -> GateSummary | None:
         rejected=tuple(sorted((str(n), str(r)) for n, r in rejected_raw.items())),
         failure=str(failure) if failure else None,
         results=tuple(sorted((str(n), str(c)) for n, c in results_raw.items())),
+        more=max(0, _int(raw.get("more")) or 0),
+        why_more=str(why_more) if why_more else None,
     )
 
 

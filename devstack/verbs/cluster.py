@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,11 @@ from node.argtypes import (
 
 if TYPE_CHECKING:
     from devstack import netns
+
+#: What ``status`` shows for a figure a node does not report.
+MISSING = "-"
+#: ``caught 12, excluded 3``: the credibility column's width in ``status``.
+CREDIBILITY_WIDTH = 21
 
 
 def _add_refresh_arg(p: argparse.ArgumentParser) -> None:
@@ -228,6 +234,53 @@ def status_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true")
 
 
+def credibility_text(record: Mapping[str, Any] | None) -> str:
+    """A node's record of the others as its requester, in a few words: ``caught K,
+    excluded E`` (proposals caught differing from the accepted result; nodes offered
+    no work for it now), or :data:`MISSING` for a node that reports none."""
+    if not record:
+        return MISSING
+    return f"caught {record.get('caught', '?')}, excluded {record.get('excluded', '?')}"
+
+
+def status_lines(rows: Sequence[Mapping[str, Any]], hosts: Mapping[str, Any] | None) -> list[str]:
+    """What ``status`` prints of ``rows`` (one per node, as ``status --json`` gives
+    them) and the simulated ``hosts`` (None without any)."""
+    healthy = sum(1 for r in rows if r.get("healthy"))
+    lines = [f"{healthy}/{len(rows)} nodes healthy"]
+    if hosts:
+        cut = [h["name"] for h in hosts["hosts"] if h["cut_off"]]
+        lines.append(
+            f"{len(hosts['hosts'])} hosts on {hosts['subnet']}"
+            + (f"; cut off: {', '.join(cut)}" if cut else "")
+        )
+        for h in hosts["hosts"]:
+            if not h["forwarder"]:
+                name = h["name"]
+                lines.append(
+                    f"{name}'s API forwarder is not running: its nodes' APIs are out of reach"
+                    " (`devstack restart` one of its nodes to start it again)"
+                )
+    lines.append(
+        f"{'node':>8} {'pid':>7} {'api':<24} {'peers':>5} {'mesh':>4} {'size':>4} {'jobs':>5}"
+        f" {'dropped':>7}  {'credibility':<{CREDIBILITY_WIDTH}}  peer id"
+    )
+    for r in rows:
+        if r.get("healthy"):
+            credibility = credibility_text(r.get("credibility"))
+            lines.append(
+                f"{r['name']:>8} {r['pid']:>7} {r['api']:<24} {r['gossip_peers']:>5}"
+                f" {r['mesh']:>4} {r['network_size']:>4} {r['jobs']:>5} {r['dropped']:>7}"
+                f"  {credibility:<{CREDIBILITY_WIDTH}}"
+                f"  {r['peer_id']}{'  (bad actor)' if r['bad_actor'] else ''}"
+                + (f"  host-{r['host']}" if r["host"] is not None else "")
+            )
+        else:
+            what = "not answering" if r["alive"] else "not running"
+            lines.append(f"{r['name']:>8} {r['pid']:>7} {r['api']:<24} {what}")
+    return lines
+
+
 def status(args: argparse.Namespace) -> int:
     from devstack.client import NodeApiError, NodeClient
 
@@ -254,6 +307,8 @@ def status(args: argparse.Namespace) -> int:
                     network_size=info["network_size"],
                     jobs=info["store"]["jobs"],
                     dropped=sum(info["transport"]["dropped"].values()),
+                    # Its requester's record of the others: None from a node older than it.
+                    credibility=(info.get("requester") or {}).get("credibility"),
                 )
             except NodeApiError:
                 row["healthy"] = False
@@ -263,36 +318,7 @@ def status(args: argparse.Namespace) -> int:
         document = {"nodes": rows, "state_file": str(st.state_path(args.state_dir))}
         print_json({**document, "hosts": hosts} if hosts else document)
         return 0
-    healthy = sum(1 for r in rows if r.get("healthy"))
-    print(f"{healthy}/{len(rows)} nodes healthy")
-    if hosts:
-        cut = [h["name"] for h in hosts["hosts"] if h["cut_off"]]
-        print(
-            f"{len(hosts['hosts'])} hosts on {hosts['subnet']}"
-            + (f"; cut off: {', '.join(cut)}" if cut else "")
-        )
-        for h in hosts["hosts"]:
-            if not h["forwarder"]:
-                name = h["name"]
-                print(
-                    f"{name}'s API forwarder is not running: its nodes' APIs are out of reach"
-                    " (`devstack restart` one of its nodes to start it again)"
-                )
-    print(
-        f"{'node':>8} {'pid':>7} {'api':<24} {'peers':>5} {'mesh':>4} {'size':>4} {'jobs':>5}"
-        f" {'dropped':>7}  peer id"
-    )
-    for r in rows:
-        if r.get("healthy"):
-            print(
-                f"{r['name']:>8} {r['pid']:>7} {r['api']:<24} {r['gossip_peers']:>5}"
-                f" {r['mesh']:>4} {r['network_size']:>4} {r['jobs']:>5} {r['dropped']:>7}"
-                f"  {r['peer_id']}{'  (bad actor)' if r['bad_actor'] else ''}"
-                + (f"  host-{r['host']}" if r["host"] is not None else "")
-            )
-        else:
-            what = "not answering" if r["alive"] else "not running"
-            print(f"{r['name']:>8} {r['pid']:>7} {r['api']:<24} {what}")
+    print("\n".join(status_lines(rows, hosts)))
     return 0
 
 

@@ -321,3 +321,32 @@ def test_bench_partition_completes_every_job_on_both_sides_of_a_30s_cut(
     assert not [n for n in json.loads(listed.stdout or "[]") if n["name"].startswith(f"pyb{tag}")]
     links = subprocess.run(["ip", "-j", "link", "show"], capture_output=True, text=True)
     assert not [n for n in json.loads(links.stdout or "[]") if n["ifname"].startswith(f"pyb{tag}")]
+
+
+def test_bench_byzantine_reports_every_policy_and_escalation_lets_no_forgery_through(
+    tmp_path: Path, docker_client: Any
+) -> None:
+    """2 colluding bad actors of 8: a plain majority may publish their result (when
+    both run a job), escalation cannot (no third colluder exists to outvote the fresh
+    honest runs), and every job is counted once."""
+    jobs = 20
+    r = run_bench(
+        tmp_path, "byzantine", "--nodes", "8", "--bad-actors", "2", "--jobs", str(jobs),
+        "--rate", "10", "--requesters", "1", "--json",
+    )  # fmt: skip
+    assert (r["bench"], r["nodes"], r["bad_actors"], r["collude"]) == ("byzantine", 8, 2, True)
+    assert r["honest_cid"] and r["refused"] == []
+    assert list(r["policies"]) == ["majority", "escalation", "spot", "credibility", "all"]
+    for name, policy in r["policies"].items():
+        outcomes = [policy[k] for k in ("honest", "forged", "error", "open")]
+        assert sum(outcomes) == policy["jobs"] == jobs, (name, policy)
+        assert policy["open"] == 0 and sum(policy["first_runs_with_bad"].values()) == jobs
+        assert policy["verdict_s"]["n"] == jobs
+        if name != "majority":
+            assert policy["forged"] == 0 and policy["error"] == 0, (name, policy)
+    majority = r["policies"]["majority"]
+    assert majority["escalations"] == majority["spot_checks"] == 0
+    assert majority["forged"] == majority["first_runs_with_bad"].get("2", 0)
+    assert r["left_after_down"] == {"processes": [], "containers": 0}
+    assert_host(r)
+    assert_nothing_left(r, docker_client)

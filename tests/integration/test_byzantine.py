@@ -148,6 +148,9 @@ def test_caught_forgers_get_no_more_work_and_the_record_survives_a_restart(
     honest = [peer for peer in record if peer not in bad]
     assert honest and all(record[p]["agreed"] >= 1 for p in honest), record
     assert node["requester"]["credibility"]["excluded"] == 2, node["requester"]
+    said = forced.run("status", check=True).stdout
+    (row,) = [line for line in said.splitlines() if line.split()[:1] == ["node-0"]]
+    assert "excluded 2" in row, said
 
     # With credibility (the default) the caught nodes are offered nothing, whatever
     # the ranking says, so the job is unanimous at once.

@@ -282,7 +282,7 @@ def test_status_and_list_json(cluster5: Devstack, early_jobs: dict[str, str]) ->
     for row, entry in zip(status["nodes"], cluster5.state.nodes, strict=True):
         assert set(row) == {
             "name", "pid", "peer_id", "api", "alive", "healthy", "bad_actor", "host",
-            "gossip_peers", "mesh", "network_size", "jobs", "dropped",
+            "gossip_peers", "mesh", "network_size", "jobs", "dropped", "credibility",
         }  # fmt: skip
         assert row["bad_actor"] is False
         assert row["host"] is None  # all on 127.0.0.1: no simulated hosts

@@ -3,7 +3,9 @@
 The cluster is the one ``tui_fake`` replays, with jobs captured from a real devstack
 on node-0 (``tui_fake_jobs``): a sharded step-mode job at its verdict gate, a
 step-mode job at its publish gate, a job whose runs disagreed (ended ``error``), a
-sharded job completed; the form as it opens and with a value the API refuses.
+sharded job completed; and, hand-made (``tui_fake_checks``), a job escalated to one
+more node then completed and a step-mode job whose verdict asks for 2 more runs after
+its spot check disagreed; the form as it opens and with a value the API refuses.
 Clocks are fixed, so the figures are the same every run. ``pytest --snapshot-update``
 rewrites them after a deliberate change; look at the SVGs under ``__snapshots__/``
 before committing them.
@@ -125,6 +127,23 @@ def test_job_sharded_completed_filtered(snap_compare: Any, fake: FakeJobsCluster
         fake.stage[job_id("sharded")] = 2  # completed
         await _open_job(pilot, "sharded", fake)
         await pilot.press("slash", *"shard 1", "enter")
+
+    assert snap_compare(_app(fake), terminal_size=SIZE, run_before=before)
+
+
+def test_job_escalated_then_completed(snap_compare: Any, fake: FakeJobsCluster) -> None:
+    async def before(pilot: Pilot[Any]) -> None:
+        await _open_job(pilot, "escalated", fake)
+
+    assert snap_compare(_app(fake), terminal_size=SIZE, run_before=before)
+
+
+def test_job_whose_verdict_asks_for_more_runs(snap_compare: Any, fake: FakeJobsCluster) -> None:
+    async def before(pilot: Pilot[Any]) -> None:
+        fake.stage[job_id("checked")] = 1  # its spot check disagreed: 2 more runs asked
+        await _open_job(pilot, "checked", fake)
+        await pilot.press("ctrl+end")  # the timeline's last events: the spot check, the gate
+        await pilot.pause()
 
     assert snap_compare(_app(fake), terminal_size=SIZE, run_before=before)
 

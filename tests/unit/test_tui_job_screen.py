@@ -144,6 +144,43 @@ def test_the_gate_key_steps_and_a_409_is_a_notice(fake: FakeJobsCluster) -> None
     asyncio.run(go())
 
 
+def test_a_verdict_that_asks_for_more_runs_is_stepped_through(fake: FakeJobsCluster) -> None:
+    """The hand-made spot check of ``tui_fake_checks``: each verdict gate says how many
+    more runs it asks for and why, and the key's label says what opening it does."""
+
+    async def go() -> None:
+        app = _app(fake)
+        async with app.run_test(size=(120, 40)) as pilot:
+            screen = await _open(pilot, "checked", requester=fake.targets()[0].peer_id)
+            panel = screen.query_one(GatePanel)
+            assert panel.display and [g.more for g in screen.gates] == [1]
+            assert "enter opens it: run the shard on 1 more node" in panel.text
+            assert "asks for 1 more run on fresh nodes before its verdict: a spot check" in (
+                panel.text
+            )
+            await pilot.press("enter")
+            await until(
+                pilot,
+                lambda: [g.more for g in screen.gates] == [2],
+                WAIT_S,
+                "the second verdict gate",
+                0.02,
+            )
+            assert "asks for 2 more runs" in panel.text and "2 different results" in panel.text
+            timeline = screen.query_one(TimelineTable)
+            kinds = [r.kind for r in timeline.records.values()]
+            assert "spot_check" in kinds and "escalation_accepted" in kinds
+            await pilot.press("enter")
+            await until(
+                pilot, lambda: not panel.display, WAIT_S, "the job's end (no node left)", 0.02
+            )
+            header = screen.query_one("#job-header").text
+            assert "error" in header and "settling it needs 2 more run(s)" in header
+            assert fake.steps == [job_id("checked")] * 2
+
+    asyncio.run(go())
+
+
 def test_the_cancel_key_cancels_on_the_requester_and_a_409_is_a_notice(
     fake: FakeJobsCluster,
 ) -> None:

@@ -1,7 +1,8 @@
 """The job view's pure part (:mod:`tui.jobview`) over describe answers captured from a
 real devstack (``data/tui/describes.json``, see ``tui_fake_jobs``): every figure is
 checked against the events' own timestamps, and a few hand-made answers cover what
-the captures do not (a re-run, a ``gate`` event, missing fields)."""
+the captures do not (a re-run, a ``gate`` event, missing fields, escalations and spot
+checks: ``tui_fake_checks``)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ from typing import Any
 
 import pytest
 
+from tests.unit import tui_fake_checks
 from tests.unit.tui_fake_jobs import DATA
 from tui import jobview as jv
-from tui.widgets.job_panels import header_text
+from tui.widgets.gate_panel import gate_text
+from tui.widgets.job_panels import header_text, results_text
 
 CAPTURED = json.loads(DATA.read_text())
 D: dict[str, dict[str, Any]] = CAPTURED["describes"]
@@ -424,3 +427,118 @@ def test_why_a_job_waits_reaches_the_job_views_header() -> None:
         _describe([_event("created", 100.0, None)], state="error") | {"waiting": d["waiting"]}
     )
     assert "why" not in header_text(ended, {}, 101.0, job_id="j").plain
+
+
+# -- escalations and spot checks (hand-made, see tui_fake_checks) -------------------------------
+
+CHECKS = tui_fake_checks.describes()
+CHECK_NAMES = {
+    tui_fake_checks.N0: "node-0",
+    tui_fake_checks.N1: "node-1",
+    tui_fake_checks.N2: "node-2",
+}
+
+
+def _at(describe: dict[str, Any], kind: str, **where: Any) -> float:
+    return float(_one(describe, kind, **where)["at"])
+
+
+def test_an_escalation_is_timed_and_told_like_a_rerun() -> None:
+    d = CHECKS["escalated_completed"]
+    n0, n2 = tui_fake_checks.N0, tui_fake_checks.N2
+    rows = jv.timeline(d, CHECK_NAMES)
+    escalated = _row(rows, "escalated")
+    assert escalated.phase == "verdict" and escalated.node_name == "node-0"
+    first_verifying, last_verifying = (e["at"] for e in _events(d, "verifying", compute=False))
+    assert escalated.took_s == pytest.approx(_at(d, "escalated") - first_verifying)
+    assert escalated.detail == f"+1 run (extra 1 of max 4) · {tui_fake_checks.BELOW}"
+    # the extra run's bid counts from the escalation, its acceptance closes that bidding
+    assert _row(rows, "bid_accepted", node=n2).took_s == pytest.approx(
+        _at(d, "bid_accepted", peer=n2) - _at(d, "escalated")
+    )
+    accepted = _row(rows, "escalation_accepted")
+    assert accepted.phase == "accepted"
+    assert accepted.took_s == pytest.approx(_at(d, "escalation_accepted") - _at(d, "escalated"))
+    last = [r for r in rows if r.kind == "verifying"][-1]
+    assert last.took_s == pytest.approx(last_verifying - _at(d, "escalation_accepted"))
+    assert "escalated" in escalated.search_text and "confidence needs 2" in escalated.search_text
+
+    runs = {r.node: r for r in jv.run_phases(d, CHECK_NAMES)}
+    assert runs[n2].bid_s == pytest.approx(_at(d, "bid_accepted", peer=n2) - _at(d, "escalated"))
+    assert runs[n0].bid_s == pytest.approx(_at(d, "bid_accepted", peer=n0) - _at(d, "offered"))
+
+    (phases,) = jv.shard_phases(d)
+    counts = (phases.attempts, phases.extra_runs, phases.escalations, phases.spot_checks)
+    assert counts == (1, 1, 1, 0)
+    # the runs span the extra one; the verdict is the last verification's
+    assert phases.runs_s == pytest.approx(_at(d, "proposed", peer=n2) - _at(d, "bidding_closed"))
+    assert phases.verdict_s == pytest.approx(_at(d, "results_accepted", peer=n0) - last_verifying)
+    shown = results_text(jv.shard_results(d), [phases], CHECK_NAMES, ended=True).plain
+    assert "· +1 extra run (1 escalation)" in shown
+
+
+def test_a_verdict_gate_that_asks_for_more_runs() -> None:
+    (spot,) = jv.gate_summaries(CHECKS["checked_spot"])
+    assert (spot.more, spot.why_more) == (1, tui_fake_checks.SPOT_WHY)
+    assert spot.action == "run the shard on 1 more node"
+    (gate,) = jv.gate_summaries(CHECKS["checked_escalate"])
+    assert (gate.name, gate.more, gate.why_more) == ("verdict", 2, tui_fake_checks.DIFFER_WHY)
+    assert gate.action == "run the shard on 2 more nodes"
+    assert [(g.votes, g.accepted) for g in gate.groups] == [(2, False), (1, False)]
+    assert gate.accepted == () and gate.rejected == () and gate.failure is None
+
+    text = gate_text([gate], CHECK_NAMES, "enter").plain
+    assert "enter opens it: run the shard on 2 more nodes" in text
+    assert "? 2 votes" in text and "?  1 vote" in text and "✗" not in text
+    assert f"asks for 2 more runs on fresh nodes before its verdict: {gate.why_more}" in text
+    assert "rejected" not in text and "no winner" not in text
+    # a final verdict's gate (more 0) is as it was
+    (final,) = jv.gate_summaries(D["split_verdict"])
+    assert (
+        final.more == 0
+        and final.why_more is None
+        and "asks for" not in gate_text([final], NAMES, "enter").plain
+    )
+
+
+def test_a_spot_check_then_the_end_for_want_of_fresh_nodes() -> None:
+    d = CHECKS["checked_error"]
+    rows = jv.timeline(d, CHECK_NAMES)
+    gates = [r for r in rows if r.kind == "gate"]
+    assert [g.detail for g in gates] == [
+        "gate verdict · asks for 1 more run",
+        "gate verdict · asks for 2 more runs",
+    ]
+    spot = _row(rows, "spot_check")
+    assert spot.phase == "verdict"
+    assert spot.detail == f"+1 run (extra 1 of max 4) · {tui_fake_checks.SPOT_WHY}"
+    first_verifying = _events(d, "verifying", compute=False)[0]["at"]
+    assert spot.took_s == pytest.approx(spot.at - first_verifying)
+    (phases,) = jv.shard_phases(d)
+    assert (phases.extra_runs, phases.escalations, phases.spot_checks) == (1, 0, 1)
+    assert jv.job_summary(d).reason == tui_fake_checks.NONE_LEFT
+
+
+def test_extra_runs_count_per_attempt_and_tolerate_missing_fields() -> None:
+    d = _describe(
+        [
+            _event("created", 100.0, None),
+            _event("verifying", 101.0),
+            _event("spot_check", 101.5, more=1, extra_runs=1, max_extra_runs=4, reason="spot"),
+            _event("verifying", 103.0),
+            _event("escalated", 103.5, more=2, extra_runs=3, max_extra_runs=4),
+            _event("verifying", 105.0),
+            _event("escalated", 105.5, more=1),  # an older requester's detail: no totals
+        ],
+        state="bidding",
+    )
+    (phases,) = jv.shard_phases(d)
+    assert (phases.extra_runs, phases.escalations, phases.spot_checks) == (4, 2, 1)
+    details = [r.detail for r in jv.timeline(d) if r.kind in jv.CHECK_KINDS]
+    assert details == ["+1 run (extra 1 of max 4) · spot", "+2 runs (extra 3 of max 4)", "+1 run"]
+    assert jv.extra_runs_text({}) == "+? runs"
+    # a rerun starts a new attempt: its extra runs start from none
+    d["job"]["job"]["created_at"] = 99.0
+    d["events"].append(_event("rerun", 106.0, attempt=1))
+    (phases,) = jv.shard_phases(d)
+    assert (phases.attempts, phases.extra_runs, phases.escalations) == (2, 0, 0)

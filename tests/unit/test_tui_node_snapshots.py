@@ -1,13 +1,15 @@
 """The node and locks views over documents captured from a real 3-node devstack.
 
 Snapshots (pytest-textual-snapshot, 120x40, fixed clocks, UTC): the node view of
-node-0 (figures, locks, call sites, stalls, log tail) and the locks view.
+node-0 (figures, locks, call sites, stalls, log tail; and its credibility tab, from
+a hand-made record) and the locks view.
 ``pytest --snapshot-update`` rewrites them after a deliberate change; look at the
 SVGs under ``__snapshots__/`` before committing them.
 
 Pilot tests on the same fake (:mod:`tests.unit.tui_fake_locks`): ``p`` profiles
-and saves the files, a busy node says so, the log is followed, and each view asks
-the nodes only while it is shown. :class:`~tui.screens.locks.ContentionPoller`'s
+and saves the files, a busy node says so, the log is followed, the credibility tab
+shows the requester's record worst first, and each view asks the nodes only while it
+is shown. :class:`~tui.screens.locks.ContentionPoller`'s
 concurrency bound is checked against a slow transport.
 """
 
@@ -29,7 +31,16 @@ from textual.screen import Screen
 from devstack.client.aio import AsyncNodeClient
 from tests.tui_pilot import SIZE, rounds, screen_shown, until
 from tests.unit.tui_fake import NOW, target
-from tests.unit.tui_fake_locks import PROFILE, FakeContentionCluster, write_state
+from tests.unit.tui_fake_locks import (
+    CREDIBILITY,
+    EXCLUDED_FOR,
+    N0,
+    N1,
+    N2,
+    PROFILE,
+    FakeContentionCluster,
+    write_state,
+)
 from tui.app import BacalhauApp
 from tui.format import MISSING
 from tui.screens.help import HelpScreen, key_rows
@@ -38,6 +49,7 @@ from tui.screens.node import NodeScreen
 from tui.screens.nodes import NodesScreen
 from tui.screens.profile_prompt import ProfilePrompt
 from tui.source import ClusterSource
+from tui.widgets.credibility_table import CredibilityTable
 from tui.widgets.lock_table import LockTable, NodeLockTable
 from tui.widgets.profile_panel import CallTree, ProfilePanel, TopFrames
 
@@ -102,14 +114,30 @@ async def _open_node0(pilot: Pilot[Any]) -> NodeScreen:
     return screen
 
 
+async def _three_samples(pilot: Pilot[Any], screen: NodeScreen) -> None:
+    """Figures over a few rounds, the same every run."""
+    for _ in range(10):
+        if len(screen._rss) >= 3:
+            break
+        await rounds(pilot, pilot.app.source.statistics().rounds + 1)
+    assert len(screen._rss) >= 3, "no three samples of figures in 10 rounds"
+
+
 def test_node_view(snap_compare: Any, tmp_path: Path, utc: None) -> None:
     async def before(pilot: Pilot[Any]) -> None:
         screen = await _open_node0(pilot)
-        for _ in range(10):  # figures over a few rounds
-            if len(screen._rss) >= 3:
-                break
-            await rounds(pilot, pilot.app.source.statistics().rounds + 1)
-        assert len(screen._rss) >= 3, "no three samples of figures in 10 rounds"
+        await _three_samples(pilot, screen)
+        await pilot.pause()
+
+    assert snap_compare(_app(tmp_path), terminal_size=SIZE, run_before=before)
+
+
+def test_node_view_credibility(snap_compare: Any, tmp_path: Path, utc: None) -> None:
+    async def before(pilot: Pilot[Any]) -> None:
+        screen = await _open_node0(pilot)
+        await _three_samples(pilot, screen)
+        await until(pilot, lambda: screen.credibility is not None, WAIT_S, "its credibility")
+        await pilot.press("t", "t")  # the log, the profile, the credibility
         await pilot.pause()
 
     assert snap_compare(_app(tmp_path), terminal_size=SIZE, run_before=before)
@@ -164,7 +192,7 @@ def test_node_view_shows_locks_sites_and_stalls(tmp_path: Path) -> None:
             await pilot.press("question_mark")
             assert isinstance(app.screen, HelpScreen)
             keys = dict(key_rows(screen))
-            assert keys["p"] == "Profile" and keys["t"] == "Log/profile" and keys["m"] == "Maximize"
+            assert keys["p"] == "Profile" and keys["t"] == "Next tab" and keys["m"] == "Maximize"
             await pilot.press("escape")
             assert app.screen is screen
             # m maximizes the focused pane, esc restores it before going back
@@ -179,6 +207,58 @@ def test_node_view_shows_locks_sites_and_stalls(tmp_path: Path) -> None:
             assert table.row_count == 8
             await pilot.press("escape")
             assert isinstance(app.screen, NodesScreen)
+
+    run(go())
+
+
+def test_the_credibility_tab_shows_the_requesters_record_worst_first(tmp_path: Path) -> None:
+    async def go() -> None:
+        app = _app(tmp_path)
+        async with app.run_test(size=SIZE) as pilot:
+            screen = await _open_node0(pilot)
+            await until(pilot, lambda: screen.credibility is not None, WAIT_S, "its record")
+            tabs = screen.query_one("#node-tabs")
+            label = str(tabs.get_tab("node-cred-tab").label)  # type: ignore[attr-defined]
+            assert label == "Credibility · caught 2, excluded 1"
+            await pilot.press("t", "t")
+            assert tabs.active == "node-cred-tab"  # type: ignore[attr-defined]
+            table = screen.query_one(CredibilityTable)
+            assert table.visible_keys == [N2, N1, N0]  # most caught, then fewest agreed
+            assert [table.cell_text(N2, c) for c in ("node", "agreed", "caught")] == [
+                "node-2",
+                "1",
+                "2",
+            ]
+            assert table.cell_text(N2, "excluded") == f"for {EXCLUDED_FOR / 60:.0f}m"
+            assert table.cell_text(N0, "excluded") == MISSING
+            assert str(table.border_title) == "Nodes 3 · sort caught ▼"
+            summary = shown(screen.query_one("#node-cred-summary"))
+            assert "3 node(s) known · 2 trusted · 1 excluded" in summary
+            assert "their proposals: 12 agreed, 2 caught" in summary
+            assert "escalations 1 · spot checks 2 · extra runs 4" in summary
+            # t again: back to the log
+            await pilot.press("t")
+            assert tabs.active == "node-log-tab"  # type: ignore[attr-defined]
+
+            # a node that stops answering: its last record stays, the error shows
+            app.fake.failing.add("node0.test")
+            app.poll_now()
+            await until(pilot, lambda: "boom" in str(table.border_subtitle), WAIT_S, "the error")
+            assert table.row_count == 3
+            # a node older than the record: said so, and no rows
+            app.fake.failing.clear()
+            app.fake.info_extra.clear()
+            app.poll_now()
+            await until(
+                pilot,
+                lambda: "does not report one" in shown(screen.query_one("#node-cred-summary")),
+                WAIT_S,
+                "an older node",
+            )
+            assert table.row_count == 0
+            label = str(tabs.get_tab("node-cred-tab").label)  # type: ignore[attr-defined]
+            assert label == "Credibility"
+            assert CREDIBILITY["credibility"][N1]["caught"] == 0  # the fixture is unchanged
 
     run(go())
 
@@ -219,7 +299,9 @@ def test_p_profiles_saves_and_shows_the_call_tree(tmp_path: Path) -> None:
             assert screen.query_one(TopFrames).row_count == len(PROFILE["top"])
             paths = shown(screen.query_one("#profile-paths"))
             assert str(result.html) in paths and str(result.speedscope) in paths
-            # t switches between the log and the profile
+            # t goes on from the profile to the credibility, then back to the log
+            await pilot.press("t")
+            assert screen.query_one("#node-tabs").active == "node-cred-tab"  # type: ignore[attr-defined]
             await pilot.press("t")
             assert screen.query_one("#node-tabs").active == "node-log-tab"  # type: ignore[attr-defined]
             # a node that is already profiling says so

@@ -5,7 +5,8 @@
 them with that cluster's peer ids replaced by those of ``cluster3.json`` (node-0 is
 node-0, ...) and their clocks moved so each job was created
 :data:`CREATED_AGO` seconds before ``tui_fake.NOW``, so they read as jobs of the
-cluster :class:`~tests.unit.tui_fake.FakeCluster` replays.
+cluster :class:`~tests.unit.tui_fake.FakeCluster` replays; and the hand-made answers
+of jobs escalated and spot-checked (:mod:`tests.unit.tui_fake_checks`).
 
 :class:`FakeJobsCluster` serves them on node-0 (the requester), as a step-mode job
 walks through its gates: each ``POST /api/v1/jobs/{id}/step`` moves the job to its
@@ -30,6 +31,7 @@ from typing import Any
 
 import httpx
 
+from tests.unit import tui_fake_checks
 from tests.unit.tui_fake import CLUSTER, NOW, FakeCluster
 from tui.source import ClusterSource
 
@@ -44,6 +46,7 @@ STAGES: dict[str, tuple[str, ...]] = {
     "sharded": ("sharded_verdict", "sharded_publish", "sharded_completed"),
     "split": ("split_verdict", "split_error"),
     "simple": ("simple_completed",),
+    **tui_fake_checks.STAGES,
 }
 
 
@@ -69,7 +72,7 @@ def describes() -> dict[str, dict[str, Any]]:
     for name, answer in answers.items():
         delta = NOW - CREATED_AGO - answer["job"]["job"]["created_at"]
         shifted[name] = _shift(answer, delta)
-    return shifted
+    return shifted | tui_fake_checks.describes()
 
 
 DESCRIBES = describes()

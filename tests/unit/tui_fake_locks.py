@@ -8,8 +8,11 @@ round 1, or always :attr:`~FakeContentionCluster.locks_round` if set) and
 jobs ran, in ``data/tui/node_extra.json``; 409 while
 :attr:`~FakeContentionCluster.busy`) and ``GET /api/v1/logs?tail=N[&after=OFFSET]``
 (each node's log in :attr:`~FakeContentionCluster.logs`, node-0's holding the
-captured lines; :func:`log_answer` reads it as the node reads its file).
-:func:`write_state` makes a devstack state directory naming these nodes.
+captured lines; :func:`log_answer` reads it as the node reads its file). Its
+``GET /api/v1/node`` answers carry what :attr:`~FakeContentionCluster.info_extra`
+adds: node-0's record of the others as a requester (:data:`CREDIBILITY`, hand-made,
+as the captures predate it). :func:`write_state` makes a devstack state directory
+naming these nodes.
 """
 
 from __future__ import annotations
@@ -21,11 +24,30 @@ import httpx
 
 from devstack import state as st
 from devstack.client.aio import AsyncNodeClient
-from tests.unit.tui_fake import CLUSTER, FakeCluster, load_captured
+from tests.unit.tui_fake import CLUSTER, NOW, FakeCluster, load_captured
 
 EXTRA: dict[str, Any] = load_captured(Path(__file__).parent / "data" / "tui" / "node_extra.json")
 PROFILE: dict[str, Any] = EXTRA["profile"]
 LOG_LINES: list[str] = EXTRA["log"]
+N0, N1, N2 = (node["peer_id"] for node in CLUSTER["nodes"])
+#: Seconds node-2 stays excluded by node-0, as of ``tui_fake.NOW``.
+EXCLUDED_FOR = 1500.0
+#: node-0's ``GET /api/v1/node`` additions, in the shape ``node/node.py`` and
+#: ``node/credibility.py`` give them: it caught node-2 (a bad actor) twice, the last
+#: time 5 minutes ago, after one escalation and two spot checks.
+CREDIBILITY: dict[str, Any] = {
+    "credibility": {
+        N0: {"agreed": 6, "caught": 0, "excluded_until": None},
+        N1: {"agreed": 5, "caught": 0, "excluded_until": None},
+        N2: {"agreed": 1, "caught": 2, "excluded_until": NOW + EXCLUDED_FOR},
+    },
+    "requester": {
+        "escalations": 1,
+        "spot_checks": 2,
+        "extra_runs": 4,
+        "credibility": {"known": 3, "trusted": 2, "excluded": 1, "agreed": 12, "caught": 2},
+    },
+}
 
 
 def log_answer(data: bytes, tail: int, after: int | None) -> tuple[int, list[str]]:
@@ -59,6 +81,9 @@ class FakeContentionCluster(FakeCluster):
         self.profiles_asked: list[str] = []
         self.busy = False
         self.locks_round: int | None = None  # serve this round to every request instead
+        self.info_extra: dict[str, dict[str, Any]] = {"node0.test": CREDIBILITY}
+        """What each node's ``GET /api/v1/node`` adds to the captured answer, by host
+        (a dict merges into the captured one's)."""
         self.logs: dict[str, bytes] = {
             host: "".join(f"{line}\n" for line in LOG_LINES).encode() if n["index"] == 0 else b""
             for host, n in self.by_host.items()
@@ -88,6 +113,13 @@ class FakeContentionCluster(FakeCluster):
             return httpx.Response(
                 200, json={"path": self.log_path(host), "offset": offset, "lines": lines}
             )
+        if path == "/api/v1/node" and host in self.info_extra:
+            self.requests.append(f"{host}{path}")
+            info = dict(node["info"])
+            for key, value in self.info_extra[host].items():
+                old = info.get(key)
+                info[key] = {**old, **value} if isinstance(old, dict) else value
+            return httpx.Response(200, json=info)
         if path == "/api/v1/debug/profile" and request.method == "POST":
             self.requests.append(f"{host}{path}")
             self.profiles_asked.append(request.url.params["seconds"])

@@ -9,11 +9,13 @@ knows the job says who it is. What it shows is computed by :mod:`tui.jobview`:
 
 - a header: the job, its state, its spec, its age and total;
 - the gates a step-mode job waits at and what is behind them (proposals and their
-  hashes, votes, accepted and rejected nodes, the CID about to be published), with
+  hashes, votes, accepted and rejected nodes, or the runs on fresh nodes a verdict
+  asks for first and why; the CID about to be published), with
   ``enter`` / ``x`` to open them (``POST /api/v1/jobs/{id}/step``; a 409 is a
   notification);
 - its runs, one row per (shard, node), with the latency of each phase;
-- its timeline, every event with its phase latency (``/`` filters it);
+- its timeline, every event with its phase latency (``/`` filters it), escalations
+  and spot checks with the runs they add and why;
 - its live output (:class:`~tui.widgets.output_pane.OutputPane`): every line its runs
   print, as the requester streams it (``GET /api/v1/jobs/{id}/logs?follow=true``, in a
   second worker started with the first answer), labelled with its node (and shard)
@@ -107,16 +109,20 @@ class JobScreen(Screen[None]):
         "One job as its requester tells it, refreshed every interval. The header says"
         " what it runs and where it stands; a step-mode job that waits at a gate shows"
         " what is behind it (proposals grouped by result CID with their votes, who is"
-        " accepted and rejected, then the CID about to be published), and enter or x"
+        " accepted and rejected, or how many more runs on fresh nodes the verdict asks"
+        " for and why; then the CID about to be published), and enter or x"
         " opens it; c cancels the job. Runs: one row per shard and node with each"
         " phase's latency (⏸: a"
-        " gate held it). Timeline: every event with the latency of the phase it ends;"
-        " / filters it (e.g. a node's name, `shard 2`, `verdict`). Output: what the"
+        " gate held it). Timeline: every event with the latency of the phase it ends"
+        " (escalated and spot_check: the runs added on fresh nodes, the shard's extra"
+        " runs of the deal's most, and why); / filters it (e.g. a node's name,"
+        " `shard 2`, `verdict`). Output: what the"
         " job prints, live (stderr in red, `… N line(s) lost` where lines were lost),"
         " each line labelled with its node (node#shard for a sharded job) when it"
         f" runs in more than one place; the last {OUTPUT_LINES} lines are kept. p pauses"
         " it: new lines wait, counted in its title, and p again shows them. Results:"
-        " each shard's CID, who holds it and its stdout. tab moves between the tables"
+        " each shard's CID, who holds it, its phases (re-runs, extra runs) and its"
+        " stdout. tab moves between the tables"
         " and the output."
     )
     HELP_COLUMNS = (

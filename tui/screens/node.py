@@ -14,6 +14,11 @@ What it shows, and where it comes from:
   from ``GET /api/v1/debug/locks``, asked every refresh while the view is shown;
 - the tail of its log file from ``GET /api/v1/logs`` (the node reads its own file),
   followed with each refresh (:class:`~tui.log_tail.LogCursor`);
+- its record, as a requester, of the nodes that ran its jobs (the credibility tab)
+  from ``GET /api/v1/node``, asked every refresh while the view is shown: how many it
+  knows, trusts and excludes, the proposals that agreed and were caught, its
+  escalations, spot checks and extra runs, and the nodes, most caught first
+  (:mod:`tui.credibility`);
 - ``p``: asks how many seconds (:class:`~tui.screens.profile_prompt.ProfilePrompt`),
   runs ``POST /api/v1/debug/profile`` with a progress bar, saves the HTML, text and
   speedscope files under ``STATE_DIR/profiles/`` as ``devstack profile`` does
@@ -40,6 +45,7 @@ from textual.reactive import var
 from textual.screen import Screen
 from textual.widgets import DataTable, RichLog, Static, TabbedContent, TabPane
 
+from devstack.client import calls
 from devstack.client.aio import AsyncNodeClient, ssl_context
 from devstack.client.calls import NodeApiError
 from profiles.saved import profile_base, save_profile
@@ -51,12 +57,15 @@ from tui.contention import (
     task_lines,
     valid_reports,
 )
+from tui.credibility import DECODER as CREDIBILITY
+from tui.credibility import CredibilityView, credibility_view, summary_text, tab_label
 from tui.format import fmt_bytes, fmt_int, fmt_ms, fmt_percent, fmt_rate
 from tui.host import TuiHost, host_of
 from tui.log_tail import LogCursor, LogRead, format_log_line
 from tui.screens.profile_prompt import DEFAULT_SECONDS, ProfilePrompt
 from tui.source import DEFAULT_HISTORY, ClusterSnapshot, NodeRow, NodeStatus, NodeTarget
 from tui.waiting import wait_for_wake
+from tui.widgets.credibility_table import CREDIBILITY_COLUMNS, CredibilityTable
 from tui.widgets.key_bar import KeyBar
 from tui.widgets.lock_sites import LockSites
 from tui.widgets.lock_table import NODE_LOCK_COLUMNS, NodeLockTable
@@ -65,6 +74,8 @@ from tui.widgets.trends import Trend, TrendLines
 
 LOG_LINES = 200
 POLL_TIMEOUT_S = 5.0
+#: The tabs of the bottom pane, in the order ``t`` goes through them.
+TABS = ("node-log-tab", "node-profile-tab", "node-cred-tab")
 Connect = Callable[..., AsyncNodeClient]
 """How the view reaches a node: ``connect(api_url, timeout=...)`` (tests pass a fake)."""
 
@@ -181,14 +192,15 @@ def save_and_parse(
 
 
 class NodeScreen(Screen[None]):
-    """One node: figures over time, locks and their call sites, stalls, log, profile."""
+    """One node: figures over time, locks and their call sites, stalls, log, profile,
+    credibility."""
 
     CSS_PATH = Path(__file__).with_name("node.tcss")
     AUTO_FOCUS = "NodeLockTable"
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("p", "profile", "Profile"),
-        Binding("t", "toggle_tab", "Log/profile"),
+        Binding("t", "toggle_tab", "Next tab", tooltip="Log, profile, credibility"),
         Binding("m", "zoom", "Maximize"),
         # Before the app's esc (back): a maximized pane is restored first.
         Binding("escape", "back", "Back", show=False),
@@ -202,11 +214,16 @@ class NodeScreen(Screen[None]):
         " of the lock under the cursor are beside them. Stalls: event-loop steps over"
         " --stall-ms and the worst one's stack. Log: the tail of its log file, followed."
         " p profiles it (pyinstrument) for the seconds asked and shows the call tree, the"
-        " functions with the most self time and the saved HTML and speedscope files;"
-        " t switches between the log and the profile; m maximizes the focused pane (tab"
-        " moves the focus); esc restores it, or goes back."
+        " functions with the most self time and the saved HTML and speedscope files."
+        " Credibility (GET /api/v1/node, every refresh): as a requester, the nodes it"
+        " knows, trusts and excludes (caught forging lately: offered no work for now),"
+        " their proposals that agreed with the accepted result and were caught"
+        " differing, the escalations, spot checks and extra runs it asked for, and the"
+        " nodes, most caught first. t goes through the log, the profile and the"
+        " credibility; m maximizes the focused pane (tab moves the focus); esc restores"
+        " it, or goes back."
     )
-    HELP_COLUMNS = NODE_LOCK_COLUMNS
+    HELP_COLUMNS = (*NODE_LOCK_COLUMNS, *CREDIBILITY_COLUMNS)
 
     row: var[NodeRow | None] = var(None, init=False, always_update=True)
     """The node as of the app's last snapshot."""
@@ -214,6 +231,10 @@ class NodeScreen(Screen[None]):
     """The node's locks and stalls as of its last answer."""
     locks_error: var[str] = var("", init=False)
     """Why the last ``/api/v1/debug/locks`` failed ("" if it did not)."""
+    credibility: var[CredibilityView | None] = var(None, init=False)
+    """The node's record of the others, as of its last ``/api/v1/node`` answer."""
+    credibility_error: var[str] = var("", init=False)
+    """Why the last ``/api/v1/node`` failed ("" if it did not)."""
 
     def __init__(
         self,
@@ -271,6 +292,9 @@ class NodeScreen(Screen[None]):
                 yield RichLog(max_lines=self._log_lines, id="node-log")
             with TabPane("Profile", id="node-profile-tab"):
                 yield ProfilePanel(id="node-profile")
+            with TabPane(tab_label(None), id="node-cred-tab"):
+                yield Static("asking the node …", id="node-cred-summary")
+                yield CredibilityTable(id="node-cred")
         yield KeyBar()
 
     def on_mount(self) -> None:
@@ -278,6 +302,7 @@ class NodeScreen(Screen[None]):
         self.query_one("#node-stalls").border_title = "Stalls"
         self.query_one("#node-sites").border_title = "Call sites"
         self._retitle_locks()
+        self._retitle_credibility()
         self.watch(self.app, "snapshot", self._on_snapshot, init=True)
 
     def on_screen_resume(self) -> None:
@@ -337,7 +362,7 @@ class NodeScreen(Screen[None]):
                 if api is None and url is not None:
                     api = self._connect(url, timeout=POLL_TIMEOUT_S)
                 if api is not None:
-                    await self._poll_locks(api)
+                    await asyncio.gather(self._poll_locks(api), self._poll_credibility(api))
                 await self._poll_log(api)
                 # Next round with the app's next one, or after its refresh interval.
                 delay = self.bacalhau.refresh_interval - (time.monotonic() - started)
@@ -358,6 +383,52 @@ class NodeScreen(Screen[None]):
             return
         self.locks_error = ""
         self.contention = self._tracker.update(good, self._clock())
+
+    async def _poll_credibility(self, api: AsyncNodeClient) -> None:
+        try:
+            document = await api.fetch(calls.info(), CREDIBILITY)
+        except NodeApiError as exc:
+            self.credibility_error = exc.message
+            return
+        self.credibility_error = ""
+        self.credibility = credibility_view(document, self._names())
+
+    def _names(self) -> dict[str, str]:
+        source = getattr(self.app, "source", None)
+        return {t.peer_id: t.name for t in (source.targets if source is not None else ())}
+
+    def _credibility_table(self) -> CredibilityTable | None:
+        """The credibility table; None once the screen is being taken down."""
+        return next(iter(self.query(CredibilityTable)), None)
+
+    def watch_credibility(self, view: CredibilityView | None) -> None:
+        table = self._credibility_table()
+        if view is None or table is None:
+            return
+        table.show(view.nodes, self._clock())
+        self.query_one("#node-cred-summary", Static).update(summary_text(view))
+        self.query_one(TabbedContent).get_tab("node-cred-tab").label = tab_label(view)
+        self._retitle_credibility()
+
+    def watch_credibility_error(self) -> None:
+        self._retitle_credibility()
+
+    def _retitle_credibility(self) -> None:
+        table = self._credibility_table()
+        if table is None:
+            return
+        view = self.credibility
+        title = table.title("Nodes")
+        if view is not None and view.counted > len(view.nodes):
+            count, sep, rest = title.partition(" · ")
+            title = f"{count}, the worst of {view.counted}{sep}{rest}"
+        table.border_title = title
+        if self.credibility_error:
+            table.border_subtitle = f"[red]{self.credibility_error}[/red]"
+        elif view is not None:
+            table.border_subtitle = "as this node counted them in its verdicts"
+        else:
+            table.border_subtitle = "asking the node …"
 
     def _lock_table(self) -> NodeLockTable | None:
         """The screen's lock table; None once the screen is being taken down (a poll
@@ -401,6 +472,7 @@ class NodeScreen(Screen[None]):
 
     def on_record_table_sort_changed(self) -> None:
         self._retitle_locks()
+        self._retitle_credibility()
 
     def _show_sites(self) -> None:
         table = self._lock_table()
@@ -464,8 +536,10 @@ class NodeScreen(Screen[None]):
     # -- profiles -------------------------------------------------------------------
 
     def action_toggle_tab(self) -> None:
+        """Show the next tab: the log, the profile, the credibility, the log again."""
         tabs = self.query_one(TabbedContent)
-        tabs.active = "node-profile-tab" if tabs.active == "node-log-tab" else "node-log-tab"
+        at = TABS.index(tabs.active) if tabs.active in TABS else -1
+        tabs.active = TABS[(at + 1) % len(TABS)]
 
     def action_profile(self) -> None:
         if self.profiling:

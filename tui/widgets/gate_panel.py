@@ -2,9 +2,10 @@
 
 This module owns :class:`GatePanel` and :func:`gate_text`. At the ``verdict`` gate it
 shows, per shard, the proposals grouped by result CID with their votes and nodes,
-who the verdict accepts and rejects (and why), and why no result won; at the
-``publish`` gate, the CID each accepted node is about to publish. The panel is hidden
-while the job waits at no gate.
+who the verdict accepts and rejects (and why), and why no result won; or, when the
+verdict asks for more runs on fresh nodes first (an escalation or a spot check), how
+many and why. At the ``publish`` gate, the CID each accepted node is about to
+publish. The panel is hidden while the job waits at no gate.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Mapping, Sequence
 
 from rich.text import Text
 
-from tui.jobview import GateSummary, name_of
+from tui.jobview import GateSummary, counted, name_of
 from tui.widgets.text_panel import TextPanel
 
 
@@ -27,7 +28,10 @@ def _gate_lines(gate: GateSummary, names: Mapping[str, str]) -> list[Text]:
     if gate.name == "verdict":
         for group in gate.groups:
             votes = f"{group.votes} vote{'s' if group.votes != 1 else ''}"
-            mark, style = ("✓", "green") if group.accepted else ("✗", "red")
+            if gate.more:  # nobody is accepted or rejected yet: no verdict on the group
+                mark, style = "?", "yellow"
+            else:
+                mark, style = ("✓", "green") if group.accepted else ("✗", "red")
             lines.append(
                 Text.assemble(
                     (f"{mark} ", style),
@@ -43,6 +47,14 @@ def _gate_lines(gate: GateSummary, names: Mapping[str, str]) -> list[Text]:
             lines.append(Text.assemble(("rejected ", "red"), f"{_names(nodes, names)}: {reason}"))
         if gate.failure:
             lines.append(Text.assemble(("no winner: ", "bold red"), gate.failure))
+        if gate.more:
+            lines.append(
+                Text.assemble(
+                    (f"asks for {counted(gate.more, 'more run')}", "bold yellow"),
+                    " on fresh nodes before its verdict",
+                    f": {gate.why_more}" if gate.why_more else "",
+                )
+            )
         if not lines:
             lines.append(Text("no proposals"))
     elif gate.name == "publish":

@@ -2,9 +2,10 @@
 
 This module owns :class:`JobHeader` with :func:`header_text`, and
 :class:`ResultsPanel` with :func:`results_text`: per shard, the CID published and the
-nodes that hold it, the shard's phase latencies, and the stdout preview of a run that
-produced it. Both render only what the job's answer holds (:data:`~tui.format.MISSING`
-for the rest).
+nodes that hold it, the shard's phase latencies (with its re-runs and the runs its
+escalations and spot checks added), and the stdout preview of a run that produced
+it. Both render only what the job's answer holds (:data:`~tui.format.MISSING` for the
+rest).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from rich.text import Text
 
 from tui.format import MISSING, fmt_age, fmt_seconds
-from tui.jobview import JobSummary, ShardPhases, ShardResult, name_of
+from tui.jobview import JobSummary, ShardPhases, ShardResult, counted, name_of
 from tui.widgets.job_table import STATE_STYLE
 from tui.widgets.text_panel import TextPanel
 
@@ -94,6 +95,11 @@ def _phases_line(phases: ShardPhases | None, step: bool) -> str:
     ]
     if phases.attempts > 1:
         parts.append(f"attempt {phases.attempts}")
+    if phases.extra_runs:
+        checks = ((phases.escalations, "escalation"), (phases.spot_checks, "spot check"))
+        why = [counted(count, noun) for count, noun in checks if count]
+        extra = f"+{counted(phases.extra_runs, 'extra run')}"
+        parts.append(f"{extra} ({', '.join(why)})" if why else extra)
     return " · ".join(parts)
 
 

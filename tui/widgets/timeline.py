@@ -32,6 +32,8 @@ KIND_STYLE = {
     "results_rejected": "bold red",
     "error": "bold red",
     "rerun": "bold yellow",
+    "escalated": "bold yellow",
+    "spot_check": "yellow",
     "stepped": "bold",
     "gate": "bold",
     "completed": "bold green",
@@ -66,7 +68,7 @@ TIMELINE_COLUMNS: tuple[RecordColumn[TimelineRow], ...] = (
     RecordColumn(
         "event",
         "event",
-        18,
+        19,  # escalation_accepted, the longest kind
         _event,
         sort=lambda r: r.kind,
         help="what happened; · marks an event of the requester's own compute part",
@@ -116,7 +118,11 @@ TIMELINE_COLUMNS: tuple[RecordColumn[TimelineRow], ...] = (
         "detail",
         44,
         lambda r, now: _plain(r.detail),
-        help="the rest: result CID, run time, exit code, reason, gate",
+        help=(
+            "the rest: result CID, run time, exit code, reason, gate; for an escalation or"
+            " a spot check, the runs it adds on fresh nodes (and the shard's extra runs of"
+            " the deal's most) and why"
+        ),
     ),
 )
 
