@@ -1091,11 +1091,7 @@ class Requester:
         more runs tells nobody anything yet. The verification latency runs from the
         last answer to the verdict."""
         spec = open_job.job.spec
-        first = shard.first_runs
-        proposals = [
-            Proposal(node, rid, first=first is None or node in first)
-            for node, rid in sorted(shard.proposals.items())
-        ]
+        proposals = [Proposal(node, rid) for node, rid in sorted(shard.proposals.items())]
         verifier = VERIFIERS[spec.verifier]
         verdict = verifier.verify(proposals, self._policy(open_job, shard))
         gated = await self._gate(

@@ -17,8 +17,6 @@ from dataclasses import dataclass, field
 class Proposal:
     node: str
     result_id: str
-    first: bool = True
-    """Among the shard's first runs (not a run added by a spot check or an escalation)."""
 
 
 @dataclass(frozen=True)
@@ -74,25 +72,13 @@ class NoopVerifier(Verifier):
         return Verdict(accepted=frozenset(p.node for p in proposals))
 
 
-def counted_votes(proposals: list[Proposal]) -> Counter[str]:
-    """Votes per result id: one per proposal, except that first runs which all agreed
-    and were then contradicted by a later run count as one vote together. A check
-    that contradicts a unanimous group is evidence the group acts as one (colluding
-    nodes forge alike), so its size must not outvote the check by itself."""
-    votes = Counter(p.result_id for p in proposals)
-    first = {p.result_id for p in proposals if p.first}
-    if len(first) == 1 and len(votes) > 1:
-        (agreed,) = first
-        votes[agreed] -= sum(1 for p in proposals if p.first) - 1
-    return votes
-
-
 class DeterministicVerifier(Verifier):
     """Equal result ids are equal results. All proposals agree: accepted once at
     least ``confidence`` (1 when 0) and after a spot check when one is due. They
     differ: with a plain majority (margin 1) the largest group wins if no other is
-    as large; with a margin, the leading result (by :func:`counted_votes`) wins once
-    it leads the next by ``margin`` votes. Until then the verdict asks for the runs
+    as large; with a margin, the leading result wins once it leads the next by
+    ``margin`` votes (one per proposal: a check that contradicts a unanimous group is
+    one more vote, not a veto; see README, verification). Until then the verdict asks for the runs
     on fresh nodes that could settle it, while ``max_extra_runs`` allow them.
     Otherwise every proposal is rejected and :attr:`Verdict.failure` says why, e.g.
     "3 proposals, 3 different results"."""
@@ -115,19 +101,17 @@ class DeterministicVerifier(Verifier):
                 why = f"a spot check of {size} equal result(s)"
                 return Verdict(accepted=frozenset(), more=1, why_more=why, spot_check=True)
             return self._accept(proposals, winner, size)
-        votes = counted_votes(proposals).most_common()
-        (winner, lead_votes), runner_up = votes[0], votes[1][1]
-        size = dict(raw)[winner]
+        (winner, size), runner_up = raw[0], raw[1][1]
         if policy.margin <= 1:
-            if lead_votes == runner_up:
+            if size == runner_up:
                 failure = f"{len(proposals)} proposals, {len(raw)} different results"
-                if lead_votes > 1:
-                    failure += f", the largest groups tied at {lead_votes}"
+                if size > 1:
+                    failure += f", the largest groups tied at {size}"
                 return self._fail(proposals, failure)
             if size < needed:
                 return self._fail(proposals, self._below_confidence(proposals, size, needed))
             return self._accept(proposals, winner, size)
-        lead = lead_votes - runner_up
+        lead = size - runner_up
         if lead >= policy.margin and size >= needed:
             return self._accept(proposals, winner, size)
         more = max(policy.margin - lead, needed - size, 1)

@@ -4,7 +4,7 @@ The cluster is the one ``tui_fake`` replays, with jobs captured from a real devs
 on node-0 (``tui_fake_jobs``): a sharded step-mode job at its verdict gate, a
 step-mode job at its publish gate, a job whose runs disagreed (ended ``error``), a
 sharded job completed; and, hand-made (``tui_fake_checks``), a job escalated to one
-more node then completed and a step-mode job whose verdict asks for 2 more runs after
+more node then completed and a step-mode job whose verdict asks for 1 more run after
 its spot check disagreed; the form as it opens and with a value the API refuses.
 Clocks are fixed, so the figures are the same every run. ``pytest --snapshot-update``
 rewrites them after a deliberate change; look at the SVGs under ``__snapshots__/``
@@ -140,7 +140,7 @@ def test_job_escalated_then_completed(snap_compare: Any, fake: FakeJobsCluster) 
 
 def test_job_whose_verdict_asks_for_more_runs(snap_compare: Any, fake: FakeJobsCluster) -> None:
     async def before(pilot: Pilot[Any]) -> None:
-        fake.stage[job_id("checked")] = 1  # its spot check disagreed: 2 more runs asked
+        fake.stage[job_id("checked")] = 1  # its spot check disagreed: 1 more run asked
         await _open_job(pilot, "checked", fake)
         await pilot.press("ctrl+end")  # the timeline's last events: the spot check, the gate
         await pilot.pause()

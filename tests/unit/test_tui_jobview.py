@@ -482,15 +482,15 @@ def test_a_verdict_gate_that_asks_for_more_runs() -> None:
     assert (spot.more, spot.why_more) == (1, tui_fake_checks.SPOT_WHY)
     assert spot.action == "run the shard on 1 more node"
     (gate,) = jv.gate_summaries(CHECKS["checked_escalate"])
-    assert (gate.name, gate.more, gate.why_more) == ("verdict", 2, tui_fake_checks.DIFFER_WHY)
-    assert gate.action == "run the shard on 2 more nodes"
+    assert (gate.name, gate.more, gate.why_more) == ("verdict", 1, tui_fake_checks.DIFFER_WHY)
+    assert gate.action == "run the shard on 1 more node"
     assert [(g.votes, g.accepted) for g in gate.groups] == [(2, False), (1, False)]
     assert gate.accepted == () and gate.rejected == () and gate.failure is None
 
     text = gate_text([gate], CHECK_NAMES, "enter").plain
-    assert "enter opens it: run the shard on 2 more nodes" in text
+    assert "enter opens it: run the shard on 1 more node" in text
     assert "? 2 votes" in text and "?  1 vote" in text and "✗" not in text
-    assert f"asks for 2 more runs on fresh nodes before its verdict: {gate.why_more}" in text
+    assert f"asks for 1 more run on fresh nodes before its verdict: {gate.why_more}" in text
     assert "rejected" not in text and "no winner" not in text
     # a final verdict's gate (more 0) is as it was
     (final,) = jv.gate_summaries(D["split_verdict"])
@@ -507,7 +507,7 @@ def test_a_spot_check_then_the_end_for_want_of_fresh_nodes() -> None:
     gates = [r for r in rows if r.kind == "gate"]
     assert [g.detail for g in gates] == [
         "gate verdict · asks for 1 more run",
-        "gate verdict · asks for 2 more runs",
+        "gate verdict · asks for 1 more run",
     ]
     spot = _row(rows, "spot_check")
     assert spot.phase == "verdict"

@@ -14,7 +14,7 @@ escalates only to nodes that have not run the shard.
 - ``checked`` (:data:`CHECKED`, step mode): ``echo checked``, concurrency 2, every
   unanimous result spot-checked. node-0 and node-1 agree and the verdict asks for a
   spot check (stage ``checked_spot``, at the verdict gate); node-2, a bad actor,
-  forges its result and the verdict asks for 2 more runs (``checked_escalate``, at
+  forges its result and the verdict asks for 1 more run (``checked_escalate``, at
   the verdict gate again); opened, the gate ends the job ``error``, as no node is
   left that has not run the shard (``checked_error``).
 """
@@ -229,7 +229,7 @@ ESCALATED.event("published", 2.305, peer=N2, result_id=RESULT)
 ESCALATED.event("shard_completed", 2.306, state="completed")
 ESCALATED.event("completed", 2.310, None, state="completed")
 
-# -- checked: a spot check, a forged result, 2 more runs asked, none left --------------------
+# -- checked: a spot check, a forged result, 1 more run asked, none left --------------------
 
 CHECKED = _Job(
     "c4ec4ed0-5c0f-4fee-b1d0-000000000002",
@@ -238,11 +238,11 @@ CHECKED = _Job(
 HONEST, FORGED = cid("checked"), cid("checked, forged")
 SPOT_WHY = "a spot check of 2 equal result(s)"
 DIFFER_WHY = (
-    "3 proposals, 2 different results: the leading result has 0 vote(s) more than the"
+    "3 proposals, 2 different results: the leading result has 1 vote(s) more than the"
     " next, the margin is 2"
 )
 NONE_LEFT = (
-    f"verification accepted no result: {DIFFER_WHY}; settling it needs 2 more run(s) on"
+    f"verification accepted no result: {DIFFER_WHY}; settling it needs 1 more run(s) on"
     " nodes that have not run this shard, and only 0 of the 3 have not"
 )
 _first_runs(CHECKED, HONEST)
@@ -254,7 +254,7 @@ CHECKED.event("bid_accepted", 4.131, peer=N2)
 CHECKED.event("escalation_accepted", 4.132, state="running")
 CHECKED.event("proposed", 5.050, peer=N2, result_id=FORGED, exit_code=0, run_ms=871.9)
 CHECKED.event("verifying", 5.060, state="verifying")
-DIFFER_GATE = CHECKED.gate(5.061, {N0: HONEST, N1: HONEST, N2: FORGED}, 2, DIFFER_WHY)
+DIFFER_GATE = CHECKED.gate(5.061, {N0: HONEST, N1: HONEST, N2: FORGED}, 1, DIFFER_WHY)
 CHECKED.marks["checked_escalate"] = len(CHECKED.events)
 CHECKED.event("stepped", 9.200, state="verifying", gate="verdict")
 CHECKED.event("error", 9.204, None, state="error", reason=NONE_LEFT)
