@@ -10,8 +10,12 @@ makes it offer the next node. Only when offers run out does it gossip the shard
 the start. It holds the bids until ``c`` have come, accepts the first
 ``concurrency`` and rejects the rest, waits for their proposals (sealed to this
 node's key) or errors, asks the job's verifier, tells each compute node the
-verdict, and waits for the accepted results to be published. A shard whose
-verification finds no winner runs again on nodes that have not run it, up to
+verdict, and waits for the accepted results to be published. When the verdict
+asks for more runs (README, verification: a disagreement short of the deal's
+margin, or a spot check), the shard keeps its proposals and runs on that many
+fresh nodes (:meth:`Requester._escalate`); each verdict counts in the nodes'
+credibility (:mod:`node.credibility`). With a plain majority (margin 1), a shard
+whose verification finds no winner runs again on nodes that have not run it, up to
 :data:`MAX_RERUNS` times. The job completes when every shard has; the first
 shard that fails ends the job ``error`` with a reason a user can read. Every step
 is an event in the store, and the job's last event counts the messages it cost,

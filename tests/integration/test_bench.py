@@ -332,7 +332,7 @@ def test_bench_byzantine_reports_every_policy_and_escalation_lets_no_forgery_thr
     jobs = 20
     r = run_bench(
         tmp_path, "byzantine", "--nodes", "8", "--bad-actors", "2", "--jobs", str(jobs),
-        "--rate", "10", "--requesters", "1", "--json",
+        "--rate", "5", "--requesters", "1", "--json",
     )  # fmt: skip
     assert (r["bench"], r["nodes"], r["bad_actors"], r["collude"]) == ("byzantine", 8, 2, True)
     assert r["honest_cid"] and r["refused"] == []
