@@ -996,8 +996,10 @@ class Requester:
         shard.declined_full = False
         for _ in range(max(1, wanted - len(shard.accepted))):
             offer_next()
-        if in_flight == 0 and self._full:
-            shard.declined_full = True  # every node that may take it is full: queue
+        if in_flight == 0 and self._full - exclude:
+            # Every node that may take it is full: queue. A full node this shard may
+            # not use (it ran the shard, or was caught forging) frees no slot for it.
+            shard.declined_full = True
 
         await open_job.changed.wait_until(
             lambda: enough() or (in_flight == 0 and not (candidates and budget > 0))

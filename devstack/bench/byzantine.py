@@ -149,11 +149,15 @@ def tally_policy(
     verdicts: list[float] = []
     with_bad: Counter[int] = Counter()
     checks: Counter[str] = Counter()
+    stuck: list[dict[str, Any]] = []  # the open jobs, to see where they stand
     for answer in answers:
         if answer is None:
             outcomes["open"] += 1
             continue
         state = answer["job"]["state"]
+        if state not in ("completed", "error"):
+            kinds = [e["kind"] for e in answer["events"] if not e["detail"].get("role")]
+            stuck.append({"job": answer["job"]["job"]["id"], "state": state, "last": kinds[-4:]})
         if state == "completed":
             cids = {s["cid"] for s in answer.get("shards", [])}
             outcomes["honest" if cids == {honest} else "forged"] += 1
@@ -182,6 +186,7 @@ def tally_policy(
         "reruns": checks["rerun"],
         "verdict_s": p50_p95(verdicts),
         "first_runs_with_bad": {str(k): v for k, v in sorted(with_bad.items())},
+        "open_jobs": stuck[:5],
     }
 
 
