@@ -4,8 +4,9 @@ real devstack of 5 nodes: each forges its own way, so no two forged results agre
 Jobs of concurrency 3 run until one had one forger among its first runs and one had
 both. With a plain majority (margin 1) one forger is outvoted at no extra cost, and
 both make three different results: the job ends ``error`` (too few fresh nodes for
-a re-run). With the default margin of 2, fresh runs settle both cases. No forged
-result is ever published.
+a re-run). With the default margin of 2, fresh runs settle both cases, and with
+credibility (the default) a requester stops giving a forger work once it caught it.
+No forged result is ever published.
 """
 
 from __future__ import annotations
@@ -127,6 +128,38 @@ def test_with_the_margin_lone_forgers_are_outvoted_by_the_fewest_fresh_runs(
         assert added in ([1], [1, 1]) if forgers == 1 else added == [2], added
 
     run_until_both_cases(lone_forgers, {}, check)
+
+
+@pytest.mark.timeout(600)
+def test_with_credibility_a_lone_forger_costs_one_escalation_and_then_nothing(
+    lone_forgers: Devstack,
+) -> None:
+    """node-2, a requester that has caught nobody yet, with the default deal: a
+    forger's first dispute costs a fresh run and gets it caught; after that it runs
+    none of node-2's jobs, so the forgers cost at most two escalations in all."""
+    assert lone_forgers.state is not None
+    bad = {n.peer_id for n in lone_forgers.state.nodes if n.bad_actor}
+    requester = lone_forgers.state.nodes[2]
+    assert not requester.bad_actor
+    spec = {"engine": "noop", "command": ["echo", "honest"], "verifier": "deterministic"}
+    spec["deal"] = {"concurrency": 3}
+    escalations = 0
+    for _ in range(MAX_JOBS):
+        caught = {
+            peer
+            for peer, record in get_json(f"{requester.api}/api/v1/node")["credibility"].items()
+            if record["excluded_until"]
+        }
+        with NodeClient(requester.api) as client:
+            job_id = client.submit(spec)["id"]
+        answer = wait_job_end(requester.api, job_id, JOB_TIMEOUT_S)
+        honest_result(answer)
+        assert not caught & runs(answer).keys(), "a caught forger was given a run"
+        escalations += kinds(answer).count("escalated")
+        if caught == bad:
+            break
+    assert caught == bad, f"in {MAX_JOBS} jobs node-2 caught {len(caught)} of the forgers"
+    assert escalations <= 2, escalations
 
 
 def test_a_restarted_lone_forger_still_forges_alone(lone_forgers: Devstack) -> None:
