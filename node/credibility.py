@@ -25,28 +25,28 @@ EXCLUDE_S = 1800.0
 TRUSTED_AFTER = 3
 
 Row = tuple[str, int, int, float | None]
-"""A node's record as the store keeps it: ``(node, agreed, disagreed, caught_at)``."""
+"""A node's record as the store keeps it: ``(node, agreed, caught, caught_at)``."""
 
 
 @dataclass(frozen=True, slots=True)
 class NodeRecord:
     """One node's record: proposals that ``agreed`` with the accepted result, that
-    ``disagreed`` (caught), and the wall-clock time it was last caught."""
+    were ``caught`` differing from it, and the wall-clock time it was last caught."""
 
     agreed: int = 0
-    disagreed: int = 0
+    caught: int = 0
     caught_at: float | None = None
 
     @property
     def proposals(self) -> int:
-        return self.agreed + self.disagreed
+        return self.agreed + self.caught
 
     def excluded_until(self, exclude_s: float = EXCLUDE_S) -> float | None:
         return None if self.caught_at is None else self.caught_at + exclude_s
 
     @property
     def trusted(self) -> bool:
-        return self.disagreed == 0 and self.agreed >= TRUSTED_AFTER
+        return self.caught == 0 and self.agreed >= TRUSTED_AFTER
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,12 +95,12 @@ class Credibility:
         for node, caught_now in [*((n, False) for n in agreed), *((n, True) for n in caught)]:
             old = self.of(node)
             new = (
-                NodeRecord(old.agreed, old.disagreed + 1, now)
+                NodeRecord(old.agreed, old.caught + 1, now)
                 if caught_now
-                else NodeRecord(old.agreed + 1, old.disagreed, old.caught_at)
+                else NodeRecord(old.agreed + 1, old.caught, old.caught_at)
             )
             self._records[node] = new
-            changed.append((node, new.agreed, new.disagreed, new.caught_at))
+            changed.append((node, new.agreed, new.caught, new.caught_at))
         return changed
 
     def rank(self, nodes: Sequence[str]) -> list[str]:
@@ -109,7 +109,7 @@ class Credibility:
 
         def key(node: str) -> tuple[int, int]:
             record = self.of(node)
-            return (record.disagreed, -record.agreed)
+            return (record.caught, -record.agreed)
 
         return sorted(nodes, key=key)
 
@@ -119,7 +119,7 @@ class Credibility:
         return {
             node: {
                 "agreed": record.agreed,
-                "caught": record.disagreed,
+                "caught": record.caught,
                 "excluded_until": record.excluded_until(self._exclude_s)
                 if self.excluded(node, now)
                 else None,
@@ -134,5 +134,5 @@ class Credibility:
             trusted=sum(r.trusted for r in records),
             excluded=len(self.excluded_nodes(now)),
             agreed=sum(r.agreed for r in records),
-            caught=sum(r.disagreed for r in records),
+            caught=sum(r.caught for r in records),
         )

@@ -1128,18 +1128,20 @@ class Requester:
         its first verdict only, from an unseeded source a bad actor cannot predict."""
         deal = open_job.job.spec.deal
         spot = False
-        if shard.first_runs is None and len(set(shard.proposals.values())) == 1:
+        if shard.first_runs is None:  # the verifier checks only a unanimous result
             drawn = deal.spot_check > 0 and random.random() < deal.spot_check
             newcomers = deal.check_newcomers and all(
                 self.credibility.is_new(node) for node in shard.proposals
             )
-            spot = (drawn or newcomers) and self._fresh(shard) > 0  # else none can check
+            spot = drawn or newcomers
         return Policy(
             confidence=deal.confidence,
             margin=deal.margin,
             extra_runs=shard.extra,
             max_extra_runs=deal.max_extra_runs,
             spot_check=spot,
+            fresh_nodes=self._fresh(shard),
+            network_size=self._ctx.membership.size,
         )
 
     async def _escalate(self, open_job: _OpenJob, shard: _Shard, verdict: Verdict) -> None:
@@ -1150,16 +1152,6 @@ class Requester:
         Raises :class:`_JobFailed` if no fresh node takes them.
         """
         kind = "spot_check" if verdict.spot_check else "escalated"
-        size, fresh = self._ctx.membership.size, self._fresh(shard)
-        if fresh < verdict.more:
-            failure = (
-                f"{verdict.why_more}; settling it needs {verdict.more} more run(s) on nodes"
-                f" that have not run this shard, and only {fresh} of the {size} have not"
-            )
-            async with trio.open_nursery() as nursery:  # no winner: every proposal loses
-                for node in shard.proposals:
-                    nursery.start_soon(self._tell_verdict, open_job, shard, node, failure)
-            raise _JobFailed(f"verification accepted no result: {failure}")
         self._checks[kind] += 1
         self._checks["extra_runs"] += verdict.more
         if shard.first_runs is None:

@@ -76,7 +76,7 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """CREATE TABLE IF NOT EXISTS credibility (
             node TEXT PRIMARY KEY,
             agreed INTEGER NOT NULL,
-            disagreed INTEGER NOT NULL,
+            caught INTEGER NOT NULL,
             caught_at REAL
         )""",
     ),
@@ -582,22 +582,22 @@ class Store:
     # -- credibility -----------------------------------------------------------
 
     def put_credibility(self, rows: Collection[tuple[str, int, int, float | None]]) -> None:
-        """Store each node's record, ``(node, agreed, disagreed, caught_at)``, in one
+        """Store each node's record, ``(node, agreed, caught, caught_at)``, in one
         transaction, replacing what was stored for it."""
         with self._write() as (conn, _):
             conn.executemany(
-                "INSERT INTO credibility (node, agreed, disagreed, caught_at)"
+                "INSERT INTO credibility (node, agreed, caught, caught_at)"
                 " VALUES (?, ?, ?, ?) ON CONFLICT (node) DO UPDATE SET"
-                " agreed = excluded.agreed, disagreed = excluded.disagreed,"
+                " agreed = excluded.agreed, caught = excluded.caught,"
                 " caught_at = excluded.caught_at",
                 list(rows),
             )
 
     def credibility(self) -> list[tuple[str, int, int, float | None]]:
-        """Every node's stored record, ``(node, agreed, disagreed, caught_at)``."""
+        """Every node's stored record, ``(node, agreed, caught, caught_at)``."""
         with self._read() as conn:
             rows = conn.execute(
-                "SELECT node, agreed, disagreed, caught_at FROM credibility ORDER BY node"
+                "SELECT node, agreed, caught, caught_at FROM credibility ORDER BY node"
             ).fetchall()
         return [(str(n), int(a), int(d), None if c is None else float(c)) for n, a, d, c in rows]
 

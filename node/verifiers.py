@@ -26,14 +26,17 @@ class Policy:
     ``confidence``: the fewest equal results a verdict takes; ``margin``: when
     proposals differ, the votes the leading result needs over the next (1 is a
     plain majority: no escalation); ``extra_runs`` the shard already added on fresh
-    nodes, of at most ``max_extra_runs``; ``spot_check``: a unanimous result is to
-    be checked by one more fresh node first."""
+    nodes, of at most ``max_extra_runs``; ``fresh_nodes`` of the ``network_size``
+    have not run the shard (None: no bound), so no more runs than that can be asked;
+    ``spot_check``: a unanimous result is to be checked by one more fresh node first."""
 
     confidence: int = 0
     margin: int = 1
     extra_runs: int = 0
     max_extra_runs: int = 0
     spot_check: bool = False
+    fresh_nodes: int | None = None
+    network_size: int = 0
 
 
 @dataclass(frozen=True)
@@ -77,11 +80,11 @@ class DeterministicVerifier(Verifier):
     least ``confidence`` (1 when 0) and after a spot check when one is due. They
     differ: with a plain majority (margin 1) the largest group wins if no other is
     as large; with a margin, the leading result wins once it leads the next by
-    ``margin`` votes (one per proposal: a check that contradicts a unanimous group is
-    one more vote, not a veto; see README, verification). Until then the verdict asks for the runs
-    on fresh nodes that could settle it, while ``max_extra_runs`` allow them.
-    Otherwise every proposal is rejected and :attr:`Verdict.failure` says why, e.g.
-    "3 proposals, 3 different results"."""
+    ``margin`` votes (one per proposal: a check that contradicts a unanimous group
+    is one more vote, not a veto; see README, verification). Until then the verdict
+    asks for the runs on fresh nodes that could settle it, while ``max_extra_runs``
+    and the fresh nodes left allow them. Otherwise every proposal is rejected and
+    :attr:`Verdict.failure` says why, e.g. "3 proposals, 3 different results"."""
 
     name = "deterministic"
 
@@ -90,18 +93,17 @@ class DeterministicVerifier(Verifier):
         if not raw:
             return Verdict(accepted=frozenset(), failure="no proposals")
         needed = max(policy.confidence, 1)
-        if len(raw) == 1:
-            winner, size = raw[0]
+        (winner, size), runner_up = raw[0], raw[1][1] if len(raw) > 1 else 0
+        if not runner_up:  # unanimous
             if size < needed:
                 failure = self._below_confidence(proposals, size, needed)
                 if policy.margin > 1:
                     return self._more(proposals, policy, needed - size, failure)
                 return self._fail(proposals, failure)
-            if policy.spot_check and policy.extra_runs < policy.max_extra_runs:
+            if policy.spot_check and self._room(policy) > 0:
                 why = f"a spot check of {size} equal result(s)"
                 return Verdict(accepted=frozenset(), more=1, why_more=why, spot_check=True)
             return self._accept(proposals, winner, size)
-        (winner, size), runner_up = raw[0], raw[1][1]
         if policy.margin <= 1:
             if size == runner_up:
                 failure = f"{len(proposals)} proposals, {len(raw)} different results"
@@ -121,11 +123,25 @@ class DeterministicVerifier(Verifier):
         )
         return self._more(proposals, policy, more, why)
 
-    def _more(self, proposals: list[Proposal], policy: Policy, more: int, why: str) -> Verdict:
-        """Ask for ``more`` runs, or fail if the deal's cap on extra runs forbids them."""
+    @staticmethod
+    def _room(policy: Policy) -> int:
+        """The runs that may still be added: the deal's cap and the fresh nodes allow."""
         left = policy.max_extra_runs - policy.extra_runs
-        if more <= left:
+        return left if policy.fresh_nodes is None else min(left, policy.fresh_nodes)
+
+    def _more(self, proposals: list[Proposal], policy: Policy, more: int, why: str) -> Verdict:
+        """Ask for ``more`` runs, or fail if the deal's cap or the fresh nodes left
+        forbid them."""
+        if more <= self._room(policy):
             return Verdict(accepted=frozenset(), more=more, why_more=why)
+        if more <= policy.max_extra_runs - policy.extra_runs:
+            assert policy.fresh_nodes is not None
+            return self._fail(
+                proposals,
+                f"{why}; settling it needs {more} more run(s) on nodes that have not run"
+                f" this shard, and only {policy.fresh_nodes} of the {policy.network_size}"
+                " have not",
+            )
         return self._fail(
             proposals,
             f"{why}; settling it needs {more} more run(s) and the deal allows"

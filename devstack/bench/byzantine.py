@@ -38,11 +38,10 @@ import os
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from devstack.bench.chaos import SUBMITTERS, after_down, job_events, p50_p95, read_all
+from devstack.bench.chaos import after_down, job_events, p50_p95, read_all, run_paced
 from devstack.bench.harness import BenchCluster, BenchError, bench_cluster, report, say
 from devstack.bench.options import BYZANTINE_POLICIES
 from devstack.client import NodeApiError, NodeClient
@@ -212,14 +211,7 @@ def submit_interleaved(
         submitted.append(Submitted(policy, node.api, job_id))
 
     try:
-        start = time.monotonic()
-        with ThreadPoolExecutor(max_workers=SUBMITTERS) as pool:
-            futures = []
-            for i in range(total):
-                time.sleep(max(0.0, start + i / rate - time.monotonic()))
-                futures.append(pool.submit(one, i))
-            for future in futures:
-                future.result()
+        run_paced(total, rate, one)
     finally:
         for client in clients.values():
             client.close()

@@ -310,18 +310,25 @@ def submit_paced(
     ledger as it fills: :meth:`Ledger.next_accepted`)."""
     clients = {n.index: NodeClient(n.api) for n in nodes}
     try:
-        start = time.monotonic()
-        with ThreadPoolExecutor(max_workers=SUBMITTERS) as pool:
-            futures = []
-            for i in range(jobs):
-                time.sleep(max(0.0, start + i / rate - time.monotonic()))
-                futures.append(pool.submit(submit_one, i, spec_of(i), clients, ledger))
-            for future in futures:
-                future.result()  # a bug in a submitter is the bench's error, not lost
+        run_paced(jobs, rate, lambda i: submit_one(i, spec_of(i), clients, ledger))
     finally:
         ledger.close()
         for client in clients.values():
             client.close()
+
+
+def run_paced(count: int, rate: float, task: Callable[[int], None]) -> None:
+    """Start ``task(i)`` for ``i`` in ``range(count)``, the i-th ``i / rate`` s from now,
+    on :data:`SUBMITTERS` threads; returns once all have returned. A task's exception
+    is raised here: a bug in a submitter is the bench's error, not lost."""
+    start = time.monotonic()
+    with ThreadPoolExecutor(max_workers=SUBMITTERS) as pool:
+        futures = []
+        for i in range(count):
+            time.sleep(max(0.0, start + i / rate - time.monotonic()))
+            futures.append(pool.submit(task, i))
+        for future in futures:
+            future.result()
 
 
 # -- the chaos thread -----------------------------------------------------------------

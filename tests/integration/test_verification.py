@@ -158,19 +158,25 @@ def test_submit_from_the_cli_with_the_deterministic_verifier(cluster: Devstack) 
     assert bad.returncode == 2 and "--verifier" in bad.stderr, bad.stderr
 
 
-@pytest.mark.timeout(600)
-def test_no_winner_reruns_on_fresh_nodes_then_ends_error(cluster: Devstack) -> None:
-    """Every run of this job prints something else, so no attempt can have a winner.
-    With a plain majority, a tie runs the shard again once on fresh nodes."""
+def run_without_a_winner(cluster: Devstack, margin: int) -> dict[str, Any]:
+    """A job of concurrency 2 from node-0 whose every run prints something else, so
+    no result can win; its description once it ended."""
     spec = {
         "image": "busybox:latest",
         "command": ["cat", "/proc/sys/kernel/random/uuid"],
         "verifier": "deterministic",
-        "deal": {"concurrency": 2, "margin": 1},
+        "deal": {"concurrency": 2, "margin": margin},
     }
     response = httpx.post(f"{cluster.api(0)}/api/v1/jobs", json=spec, timeout=30)
     assert response.status_code == 201, response.text
-    answer = wait_job_end(cluster.api(0), response.json()["id"], JOB_TIMEOUT_S)
+    return wait_job_end(cluster.api(0), response.json()["id"], JOB_TIMEOUT_S)
+
+
+@pytest.mark.timeout(600)
+def test_no_winner_reruns_on_fresh_nodes_then_ends_error(cluster: Devstack) -> None:
+    """Every run of this job prints something else, so no attempt can have a winner.
+    With a plain majority, a tie runs the shard again once on fresh nodes."""
+    answer = run_without_a_winner(cluster, margin=1)
     record = answer["job"]
     assert record["state"] == "error", record
     assert record["reason"] == (
@@ -189,16 +195,7 @@ def test_no_winner_escalates_until_no_fresh_node_is_left(cluster: Devstack) -> N
     """With the default margin the proposals are kept and fresh runs added: 2
     different results ask for 2 more; 4 different ask for 2 more again, and only 1
     of the 5 nodes is left."""
-    spec = {
-        "engine": "docker",
-        "image": "busybox:latest",
-        "command": ["cat", "/proc/sys/kernel/random/uuid"],
-        "verifier": "deterministic",
-        "deal": {"concurrency": 2},
-    }
-    response = httpx.post(f"{cluster.api(0)}/api/v1/jobs", json=spec, timeout=30)
-    assert response.status_code == 201, response.text
-    answer = wait_job_end(cluster.api(0), response.json()["id"], JOB_TIMEOUT_S)
+    answer = run_without_a_winner(cluster, margin=2)
     record = answer["job"]
     assert record["state"] == "error", record
     assert record["reason"] == (

@@ -20,7 +20,7 @@ from node.credibility import (
     NodeRecord,
 )
 from node.models import Job, JobSpec, JobState
-from node.store import SCHEMA_VERSION, Store
+from node.store import _MIGRATIONS, SCHEMA_VERSION, Store
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -43,7 +43,7 @@ def test_recording_a_verdict_counts_agreements_and_catches() -> None:
     assert rows == [("A", 1, 0, None), ("B", 1, 0, None), ("C", 0, 1, T0)]
     assert not cred.is_new("A") and not cred.is_new("C")
     assert cred.of("A") == NodeRecord(agreed=1)
-    assert cred.of("C") == NodeRecord(disagreed=1, caught_at=T0)
+    assert cred.of("C") == NodeRecord(caught=1, caught_at=T0)
     # A later agreement keeps the time it was caught; a later catch moves it.
     assert cred.record(["C"], [], T0 + 10) == [("C", 1, 1, T0)]
     assert cred.record([], ["C"], T0 + 20) == [("C", 1, 2, T0 + 20)]
@@ -180,7 +180,7 @@ def test_any_sequence_of_verdicts_is_counted_exactly(
     for node in "ABCDE":
         record = cred.of(node)
         assert record.agreed == sum(agreed.count(node) for agreed, _, _ in story)
-        assert record.disagreed == sum(caught.count(node) for _, caught, _ in story)
+        assert record.caught == sum(caught.count(node) for _, caught, _ in story)
         assert record.caught_at == last_caught.get(node)
         assert cred.is_new(node) == (record.proposals == 0)
         assert cred.excluded(node, now) == (
@@ -194,11 +194,11 @@ def test_any_sequence_of_verdicts_is_counted_exactly(
     # One row per proposal counted, the last of each node being its record.
     assert len(rows) == stats.agreed + stats.caught
     assert {row[0]: row[1:] for row in rows} == {
-        node: (cred.of(node).agreed, cred.of(node).disagreed, cred.of(node).caught_at)
+        node: (cred.of(node).agreed, cred.of(node).caught, cred.of(node).caught_at)
         for node in {row[0] for row in rows}
     }
     ranked = cred.rank(list("ABCDE"))
-    keys = [(cred.of(n).disagreed, -cred.of(n).agreed) for n in ranked]
+    keys = [(cred.of(n).caught, -cred.of(n).agreed) for n in ranked]
     assert keys == sorted(keys)
 
 
@@ -231,7 +231,7 @@ def test_credibility_persists_across_a_restart(tmp_path: Path) -> None:
     assert restarted.excluded_nodes(T0 + 21) == {"C", "D"}
     assert restarted.excluded_nodes(T0 + 10 + EXCLUDE_S) == {"D"}
     assert restarted.of("A") == NodeRecord(agreed=3)
-    assert restarted.of("C") == NodeRecord(agreed=2, disagreed=1, caught_at=T0 + 10)
+    assert restarted.of("C") == NodeRecord(agreed=2, caught=1, caught_at=T0 + 10)
     assert restarted.statistics(T0 + 21) == CredibilityStatistics(
         known=4, trusted=1, excluded=2, agreed=7, caught=2
     )
@@ -252,46 +252,6 @@ def test_any_record_reads_back_the_same_after_a_restart(
     _same(cred, restarted, "ABCDE", now)
 
 
-# The tables of a store at schema version 1, before node.credibility.
-V1_SCHEMA = """
-CREATE TABLE jobs (
-    id TEXT PRIMARY KEY,
-    requester TEXT NOT NULL,
-    role TEXT NOT NULL CHECK (role IN ('requester', 'compute')),
-    job TEXT NOT NULL,
-    state TEXT NOT NULL,
-    reason TEXT NOT NULL DEFAULT '',
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL
-);
-CREATE INDEX jobs_created_at ON jobs (created_at, id);
-CREATE TABLE executions (
-    job_id TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
-    shard INTEGER NOT NULL,
-    node TEXT NOT NULL,
-    state TEXT NOT NULL,
-    updated_at REAL NOT NULL,
-    result_id TEXT,
-    result_url TEXT,
-    exit_code INTEGER,
-    stdout_preview TEXT,
-    reason TEXT,
-    PRIMARY KEY (job_id, shard, node)
-);
-CREATE TABLE events (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    job_id TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
-    shard INTEGER,
-    node TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    at REAL NOT NULL,
-    detail TEXT NOT NULL
-);
-CREATE INDEX events_job_id ON events (job_id, seq);
-PRAGMA user_version=1;
-"""
-
-
 def test_a_version_1_store_gets_the_credibility_table_and_keeps_its_jobs(
     tmp_path: Path,
 ) -> None:
@@ -305,7 +265,9 @@ def test_a_version_1_store_gets_the_credibility_table_and_keeps_its_jobs(
     encoded = msgspec.json.encode(job).decode()
     conn = sqlite3.connect(db)
     try:
-        conn.executescript(V1_SCHEMA)
+        for statement in _MIGRATIONS[0]:  # the tables of version 1, before credibility
+            conn.execute(statement)
+        conn.execute("PRAGMA user_version=1")
         conn.execute(
             "INSERT INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (job.id, job.requester, "requester", encoded, "running", "", T0, T0),

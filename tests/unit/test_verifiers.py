@@ -278,3 +278,17 @@ def test_noop_accepts_everything_whatever_the_policy(results: list[str], policy:
     verdict = NoopVerifier().verify(given_proposals, policy)
     assert verdict.accepted == {p.node for p in given_proposals}
     assert not verdict.rejected and verdict.failure is None and verdict.more == 0
+
+
+def test_no_more_runs_are_asked_than_fresh_nodes_are_left() -> None:
+    policy = Policy(margin=2, max_extra_runs=8, fresh_nodes=1, network_size=5)
+    verdict = deterministic.verify(proposals("a", "b"), policy)
+    assert not verdict.accepted and verdict.more == 0
+    assert verdict.failure is not None and verdict.failure.endswith(
+        "settling it needs 2 more run(s) on nodes that have not run this shard, and only"
+        " 1 of the 5 have not"
+    )
+    assert verdict.rejected.keys() == {"node-0", "node-1"}
+    # A spot check with no fresh node left to run it is skipped.
+    unchecked = Policy(margin=2, max_extra_runs=8, spot_check=True, fresh_nodes=0)
+    assert deterministic.verify(proposals("a", "a"), unchecked).accepted == {"node-0", "node-1"}
